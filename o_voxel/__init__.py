@@ -1,0 +1,1 @@
+"""O-Voxel: the sparse voxel representation of TRELLIS.2 and the export to PBR GLB."""
