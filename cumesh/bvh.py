@@ -1,0 +1,278 @@
+"""Exact closest point on a triangle mesh: distance, face id and barycentrics for many query points.
+
+Structure: triangles are binned into a hierarchy of uniform grids (cell sizes h, 4h, 16h, ...; each level
+holds every triangle whose bounding box overlaps the cell). A query visits cells in Chebyshev rings
+around its own cell, skipping cells whose box is farther than the best distance found so far, and stops
+once no unvisited cell can hold anything closer; points still open after a few rings continue on the next
+coarser level. Triangles much larger than the typical one live in a separate, coarser structure so they
+do not blow up the fine grid. The search is exhaustive, so the result is the exact closest triangle up to
+float rounding (ties between equidistant triangles are broken by the lower face id within one search).
+All work is batched torch code: the same on CPU and CUDA.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from .validation import check_mesh, check_points
+
+_RINGS_PER_LEVEL = 2
+_PAIR_BUDGET = 4_000_000
+_BIG_TRIANGLE_CELLS = 4  # triangles spanning more cells per axis go to a coarser tier
+
+
+def closest_point_on_triangles(p: torch.Tensor, a: torch.Tensor, b: torch.Tensor, c: torch.Tensor):
+    """Closest points of `p [N,3]` on triangles `(a, b, c)` (each `[N,3]`): `(dist_sq [N], uvw [N,3])`.
+
+    Region-based (Voronoi) classification; degenerate triangles never divide by zero: their closest
+    point is taken on the best of the three edges.
+    """
+    ab, ac, ap = b - a, c - a, p - a
+    d1, d2 = (ab * ap).sum(1), (ac * ap).sum(1)
+    bp = p - b
+    d3, d4 = (ab * bp).sum(1), (ac * bp).sum(1)
+    cp = p - c
+    d5, d6 = (ab * cp).sum(1), (ac * cp).sum(1)
+    va, vb, vc = d3 * d6 - d5 * d4, d5 * d2 - d1 * d6, d1 * d4 - d3 * d2
+
+    def safe_div(n, d):
+        return torch.where(d != 0, n / torch.where(d != 0, d, torch.ones_like(d)), torch.zeros_like(n)).clamp(0, 1)
+
+    one, zero = torch.ones_like(d1), torch.zeros_like(d1)
+    denom = va + vb + vc
+    v_in, w_in = safe_div(vb, denom), safe_div(vc, denom)
+    u, v, w = 1 - v_in - w_in, v_in, w_in
+    # regions in reverse priority order, so the highest priority is applied last
+    t_bc = safe_div(d4 - d3, (d4 - d3) + (d5 - d6))
+    m = (va <= 0) & ((d4 - d3) >= 0) & ((d5 - d6) >= 0)
+    u, v, w = torch.where(m, zero, u), torch.where(m, 1 - t_bc, v), torch.where(m, t_bc, w)
+    t_ac = safe_div(d2, d2 - d6)
+    m = (vb <= 0) & (d2 >= 0) & (d6 <= 0)
+    u, v, w = torch.where(m, 1 - t_ac, u), torch.where(m, zero, v), torch.where(m, t_ac, w)
+    m = (d6 >= 0) & (d5 <= d6)
+    u, v, w = torch.where(m, zero, u), torch.where(m, zero, v), torch.where(m, one, w)
+    t_ab = safe_div(d1, d1 - d3)
+    m = (vc <= 0) & (d1 >= 0) & (d3 <= 0)
+    u, v, w = torch.where(m, 1 - t_ab, u), torch.where(m, t_ab, v), torch.where(m, zero, w)
+    m = (d3 >= 0) & (d4 <= d3)
+    u, v, w = torch.where(m, zero, u), torch.where(m, one, v), torch.where(m, zero, w)
+    m = (d1 <= 0) & (d2 <= 0)
+    u, v, w = torch.where(m, one, u), torch.where(m, zero, v), torch.where(m, zero, w)
+    uvw = torch.stack([u, v, w], 1)
+    q = u[:, None] * a + v[:, None] * b + w[:, None] * c
+    dist_sq = ((p - q) ** 2).sum(1)
+    # degenerate triangles (zero area): best point on the three segments
+    cross_sq = (torch.linalg.cross(ab, ac) ** 2).sum(1)
+    degenerate = cross_sq <= 1e-12 * (ab * ab).sum(1) * (ac * ac).sum(1)
+    if bool(degenerate.any()):
+        idx = torch.nonzero(degenerate).squeeze(1)
+        pd, ad, bd, cd = p[idx], a[idx], b[idx], c[idx]
+        best_d, best_uvw = None, None
+        for s, e, k0, k1 in ((ad, bd, 0, 1), (bd, cd, 1, 2), (cd, ad, 2, 0)):
+            se = e - s
+            t = safe_div(((pd - s) * se).sum(1), (se * se).sum(1))
+            dd = ((pd - (s + t[:, None] * se)) ** 2).sum(1)
+            cand = torch.zeros(idx.shape[0], 3, dtype=p.dtype, device=p.device)
+            cand[:, k0], cand[:, k1] = 1 - t, t
+            if best_d is None:
+                best_d, best_uvw = dd, cand
+            else:
+                better = dd < best_d
+                best_d = torch.where(better, dd, best_d)
+                best_uvw = torch.where(better[:, None], cand, best_uvw)
+        dist_sq = dist_sq.index_put((idx,), best_d)
+        uvw = uvw.index_put((idx,), best_uvw)
+    return dist_sq, uvw
+
+
+@dataclass
+class _GridLevel:
+    cell: float
+    dims: torch.Tensor  # [3] int64
+    cell_keys: torch.Tensor  # sorted occupied cell keys
+    cell_start: torch.Tensor
+    cell_count: torch.Tensor
+    tri_ids: torch.Tensor  # triangle ids grouped by cell
+
+
+def _ring_offsets(r: int, device) -> torch.Tensor:
+    rng = torch.arange(-r, r + 1, device=device)
+    off = torch.cartesian_prod(rng, rng, rng)
+    return off[off.abs().max(1).values == r] if r > 0 else off
+
+
+class _Tier:
+    """Grid hierarchy over a subset `ids` of the triangles (global ids); oversized triangles go to `big`."""
+
+    def __init__(self, tris: torch.Tensor, ids: torch.Tensor, cell_size: float | None):
+        self.tris = tris
+        self.device = tris.device
+        self.dtype = tris.dtype
+        self.levels: list[_GridLevel] = []
+        self.brute: torch.Tensor | None = None
+        self.big: _Tier | None = None
+        if ids.numel() <= 64:
+            self.brute = ids
+            return
+        t = tris[ids]
+        tmin, tmax = t.min(1).values, t.max(1).values
+        extent = (tmax - tmin).max(1).values
+        self.origin = tmin.min(0).values
+        span = float((tmax.max(0).values - self.origin).max())
+        if cell_size is None:
+            sample = extent[:: max(1, ids.numel() // 100_000)].float()
+            cell_size = max(float(torch.quantile(sample, 0.9)), span / 2**20, 1e-30)
+        big = extent > _BIG_TRIANGLE_CELLS * cell_size
+        if bool(big.any()):
+            self.big = _Tier(tris, ids[big], None)
+            ids, tmin, tmax = ids[~big], tmin[~big], tmax[~big]
+        h = cell_size
+        while True:
+            dims = torch.clamp(torch.ceil((tmax.max(0).values - self.origin) / h).long() + 1, min=1)
+            self.levels.append(self._build_level(tmin, tmax, ids, h, dims))
+            if int(dims.max()) <= 8:
+                break
+            h *= 4
+
+    def _build_level(self, tmin, tmax, ids, h, dims) -> _GridLevel:
+        lo = torch.minimum(torch.floor((tmin - self.origin) / h).long().clamp_min(0), dims - 1)
+        hi = torch.maximum(torch.minimum(torch.floor((tmax - self.origin) / h).long(), dims - 1), lo)
+        size = hi - lo + 1
+        count = size.prod(1)
+        rep = torch.repeat_interleave(torch.arange(ids.shape[0], device=self.device), count)
+        start = torch.cumsum(count, 0) - count
+        local = torch.arange(rep.shape[0], device=self.device) - start[rep]
+        sx, sy = size[rep, 0], size[rep, 1]
+        cx = lo[rep, 0] + local % sx
+        cy = lo[rep, 1] + (local // sx) % sy
+        cz = lo[rep, 2] + local // (sx * sy)
+        key = (cx * dims[1] + cy) * dims[2] + cz
+        key, order = torch.sort(key, stable=True)
+        tri = ids[rep[order]]
+        cell_keys, cell_count = torch.unique_consecutive(key, return_counts=True)
+        cell_start = torch.cumsum(cell_count, 0) - cell_count
+        return _GridLevel(h, dims, cell_keys, cell_start, cell_count, tri)
+
+    def query(self, points, best_d, best_f, best_uvw, limit_sq):
+        """Update `best_*` (squared distance, global face id, barycentrics) in place."""
+        if self.brute is not None:
+            self._evaluate_all(points, best_d, best_f, best_uvw, limit_sq)
+            return
+        if self.big is not None:
+            self.big.query(points, best_d, best_f, best_uvw, limit_sq)
+        active = torch.arange(points.shape[0], device=self.device)
+        for li, level in enumerate(self.levels):
+            last = li == len(self.levels) - 1
+            rings = int(level.dims.max()) + 1 if last else _RINGS_PER_LEVEL
+            cell = torch.floor((points[active] - self.origin) / level.cell).long()
+            cell = torch.minimum(cell.clamp_min(0), level.dims - 1)
+            for r in range(rings + 1):
+                if active.numel() == 0:
+                    return
+                self._visit_ring(points, active, cell, r, level, best_d, best_f, best_uvw, limit_sq)
+                bound = (r * level.cell) ** 2
+                still = (best_d[active] > bound) & (limit_sq > bound)
+                active, cell = active[still], cell[still]
+
+    def _visit_ring(self, points, active, cell, r, level, best_d, best_f, best_uvw, limit_sq):
+        offsets = _ring_offsets(r, self.device)
+        step = max(1, _PAIR_BUDGET // (4 * offsets.shape[0]))
+        for s in range(0, active.numel(), step):
+            act, cel = active[s : s + step], cell[s : s + step]
+            cand = cel[:, None, :] + offsets[None]  # [n, k, 3]
+            inside = ((cand >= 0) & (cand < level.dims)).all(2)
+            p = points[act]
+            box_lo = self.origin + cand.to(self.dtype) * level.cell
+            gap = torch.clamp(box_lo - p[:, None, :], min=0) + torch.clamp(p[:, None, :] - (box_lo + level.cell), min=0)
+            box_d = (gap**2).sum(2)
+            keep = inside & (box_d < best_d[act][:, None]) & (box_d <= limit_sq)
+            pi, oi = torch.nonzero(keep, as_tuple=True)
+            if pi.numel() == 0:
+                continue
+            c = cand[pi, oi]
+            key = (c[:, 0] * level.dims[1] + c[:, 1]) * level.dims[2] + c[:, 2]
+            pos = torch.searchsorted(level.cell_keys, key).clamp_max(level.cell_keys.numel() - 1)
+            found = level.cell_keys[pos] == key
+            pi, pos = pi[found], pos[found]
+            if pi.numel() == 0:
+                continue
+            csum = torch.cumsum(level.cell_count[pos], 0)
+            # cut the (point, cell) list into batches of at most ~_PAIR_BUDGET triangle pairs
+            total = int(csum[-1])
+            edges = [0, pi.numel()]
+            if total > _PAIR_BUDGET:
+                marks = torch.arange(_PAIR_BUDGET, total, _PAIR_BUDGET, device=self.device)
+                cuts = torch.searchsorted(csum, marks).tolist()
+                edges = [0] + sorted({min(int(x) + 1, pi.numel()) for x in cuts}) + [pi.numel()]
+            for b0, b1 in zip(edges[:-1], edges[1:], strict=True):
+                if b1 > b0:
+                    self._evaluate_cells(points, act[pi[b0:b1]], pos[b0:b1], level, best_d, best_f, best_uvw, limit_sq)
+
+    def _evaluate_cells(self, points, point_ids, cell_pos, level, best_d, best_f, best_uvw, limit_sq):
+        counts = level.cell_count[cell_pos]
+        rep = torch.repeat_interleave(torch.arange(point_ids.numel(), device=self.device), counts)
+        start = torch.cumsum(counts, 0) - counts
+        local = torch.arange(rep.numel(), device=self.device) - start[rep]
+        tri = level.tri_ids[level.cell_start[cell_pos][rep] + local]
+        _evaluate_pairs(self.tris, points, point_ids[rep], tri, best_d, best_f, best_uvw, limit_sq)
+
+    def _evaluate_all(self, points, best_d, best_f, best_uvw, limit_sq):
+        nf = self.brute.numel()
+        step = max(1, _PAIR_BUDGET // nf)
+        for s in range(0, points.shape[0], step):
+            pid = torch.arange(s, min(s + step, points.shape[0]), device=self.device)
+            _evaluate_pairs(self.tris, points, pid.repeat_interleave(nf), self.brute.repeat(pid.numel()),
+                            best_d, best_f, best_uvw, limit_sq)
+
+
+def _evaluate_pairs(tris, points, pid, tri, best_d, best_f, best_uvw, limit_sq):
+    """Exact distances for (point, triangle) pairs; keep the per-point minimum (ties: lower face id)."""
+    t = tris[tri]
+    d, uvw = closest_point_on_triangles(points[pid], t[:, 0], t[:, 1], t[:, 2])
+    d = torch.where(d <= limit_sq, d, torch.full_like(d, math.inf))
+    cur = best_d.clone()
+    cur.scatter_reduce_(0, pid, d, reduce="amin")
+    hit = (d == cur[pid]) & torch.isfinite(d)
+    hit &= (d < best_d[pid]) | (tri < best_f[pid]) | (best_f[pid] < 0)
+    if not bool(hit.any()):
+        return
+    pid_w, tri_w, uvw_w = pid[hit], tri[hit], uvw[hit]
+    min_tri = torch.full_like(best_f, torch.iinfo(torch.long).max)
+    min_tri.scatter_reduce_(0, pid_w, tri_w, reduce="amin")
+    sel = tri_w == min_tri[pid_w]
+    pid_w, tri_w, uvw_w = pid_w[sel], tri_w[sel], uvw_w[sel]
+    best_d[pid_w] = cur[pid_w]
+    best_f[pid_w] = tri_w
+    best_uvw[pid_w] = uvw_w
+
+
+class MeshBVH:
+    """Closest-point queries on a fixed triangle mesh (see the module docstring for the guarantee)."""
+
+    def __init__(self, vertices: torch.Tensor, faces: torch.Tensor, cell_size: float | None = None):
+        vertices, faces = check_mesh(vertices, faces)
+        self.vertices, self.faces = vertices, faces
+        self.device, self.dtype = vertices.device, vertices.dtype
+        self.num_faces = faces.shape[0]
+        self._root = _Tier(vertices[faces], torch.arange(self.num_faces, device=self.device), cell_size)
+
+    @torch.no_grad()
+    def closest_point(self, points: torch.Tensor, max_distance: float = math.inf):
+        """Closest point on the mesh for every query point.
+
+        Returns `(distance [P], face_id [P] int64, uvw [P, 3])` on the mesh's device, with
+        `closest = sum_k uvw[:, k] * V[F[face_id, k]]`; barycentrics are finite even for degenerate
+        triangles. With a finite `max_distance`, points with nothing that close get `distance = inf`,
+        `face_id = -1`, `uvw = 0` (and cost much less).
+        """
+        points = check_points(points).to(device=self.device, dtype=self.dtype)
+        num = points.shape[0]
+        best_d = torch.full((num,), math.inf, dtype=self.dtype, device=self.device)
+        best_f = torch.full((num,), -1, dtype=torch.long, device=self.device)
+        best_uvw = torch.zeros(num, 3, dtype=self.dtype, device=self.device)
+        limit_sq = max_distance**2 if math.isfinite(max_distance) else math.inf
+        self._root.query(points, best_d, best_f, best_uvw, limit_sq)
+        return best_d.sqrt(), best_f, best_uvw

@@ -1,0 +1,120 @@
+"""The ASGI application: wiring of settings, store, worker, engines, middleware and routes."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .config import REPO_ROOT, Settings
+from .engines import Engine, EngineManager, default_engines
+from .errors import ApiError, error_response
+from .export import Converter
+from .files import JobFolders, is_job_id
+from .routes import router
+from .security import TokenMiddleware, UploadLimitMiddleware
+from .store import JobStore
+from .worker import JobWorker
+
+log = logging.getLogger("genesis.server")
+RENDERER_DIR = REPO_ROOT / "gui" / "electron" / "renderer"
+
+
+class Services:
+    """Everything a request handler needs, created at start-up."""
+
+    def __init__(self, settings: Settings, engines: dict[str, Engine], converter: Converter | None = None) -> None:
+        self.settings = settings
+        self.store = JobStore(settings.data_dir)
+        self.folders = JobFolders(settings.data_dir)
+        self.engines = EngineManager(engines, settings.idle_unload_s)
+        self.converter = converter
+        self.worker = JobWorker(self.store, self.folders, self.engines, device=settings.device, converter=converter)
+
+    def recover(self) -> None:
+        """After a crash: running jobs become failed, half-written files and orphan folders go."""
+        failed = self.store.recover_after_crash()
+        if failed:
+            log.warning("%d job(s) were interrupted by a crash and are marked failed", len(failed))
+        self.folders.clean_temporaries()
+        known = {job.id for job in self.store.list(limit=1_000_000)}
+        for folder in self.folders.root.iterdir():
+            if folder.is_dir() and is_job_id(folder.name) and folder.name not in known:
+                self.folders.remove(folder.name)
+
+
+def create_app(settings: Settings | None = None, engines: dict[str, Engine] | None = None,
+               converter: Converter | None = None) -> FastAPI:
+    """Build the server. `engines` and `converter` replace the real engines and the O-Voxel conversion
+    (tests inject small ones)."""
+    settings = settings or Settings()
+    settings.ensure_token()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        services = Services(settings, engines if engines is not None
+                            else default_engines(settings.models_dir, settings.device), converter)
+        services.recover()
+        services.worker.start()
+        app.state.services = services
+        try:
+            yield
+        finally:
+            services.worker.stop()
+            services.engines.unload_all()
+
+    from . import __version__
+
+    app = FastAPI(title="Genesis job server", version=__version__, lifespan=lifespan,
+                  docs_url="/api/docs", openapi_url="/api/openapi.json", redoc_url=None)
+    app.state.settings = settings
+    install_error_handlers(app)
+    app.include_router(router)
+    mount_renderer(app, RENDERER_DIR)
+    app.add_middleware(CORSMiddleware, allow_origins=settings.allowed_origins, allow_methods=["GET", "POST", "DELETE"],
+                       allow_headers=["Authorization", "X-Genesis-Token", "Content-Type"])
+    app.add_middleware(UploadLimitMiddleware, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(TokenMiddleware, token=settings.token)
+    return app
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError):
+        return exc.response()
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError):
+        return error_response(422, "invalid_parameters", "The request is not valid.",
+                              errors=[{"loc": list(e.get("loc", [])), "msg": e.get("msg", "")} for e in exc.errors()])
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        codes = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}
+        message = {404: f"Nothing is at {request.url.path}.", 405: "This method is not allowed here."}
+        return error_response(exc.status_code, codes.get(exc.status_code, "http_error"),
+                              message.get(exc.status_code, str(exc.detail)))
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception):
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return error_response(500, "internal_error", "The server hit an unexpected error; see its log for details.")
+
+
+def mount_renderer(app: FastAPI, folder: Path) -> None:
+    """The web UI at `/` when the renderer is present; a plain page otherwise."""
+    if (folder / "index.html").is_file():
+        app.mount("/", StaticFiles(directory=folder, html=True), name="renderer")
+        return
+
+    @app.get("/", include_in_schema=False)
+    async def no_renderer():
+        return HTMLResponse("<!doctype html><title>Genesis</title><p>The Genesis job server is running. "
+                            "The web interface is not installed; the API is under <a href='/api/docs'>/api</a>.")

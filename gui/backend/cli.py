@@ -1,0 +1,255 @@
+"""The `genesis` command: serve, generate, jobs, export, models."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+from .config import DEFAULT_PORT, Settings
+
+
+def add_location_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--models-dir", type=Path, help="models folder (default: models/ or $GENESIS_MODELS_DIR)")
+    parser.add_argument("--data-dir", type=Path, help="jobs and outputs (default: outputs/ or $GENESIS_DATA_DIR)")
+    parser.add_argument("--device", help="torch device for the engines (default: the best available)")
+
+
+def add_server_flags(parser: argparse.ArgumentParser) -> None:
+    add_location_flags(parser)
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to bind (default 127.0.0.1; any other address requires a token)")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0 = any free)")
+    parser.add_argument("--token", help="access token clients must send (default: $GENESIS_TOKEN; generated "
+                                        "when binding beyond this machine)")
+    parser.add_argument("--max-upload-mb", type=float, help="largest accepted upload in MiB (default 64)")
+    parser.add_argument("--max-pixels", type=int, help="largest accepted image in pixels (default 40,000,000)")
+    parser.add_argument("--idle-unload-s", type=float, help="unload models after this many idle seconds (default 600)")
+    parser.add_argument("--allow-origin", action="append", default=[], help="extra CORS origin (repeatable)")
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    settings = Settings()
+    for attr in ("models_dir", "data_dir", "device", "host", "port", "token"):
+        value = getattr(args, attr, None)
+        if value is not None:
+            setattr(settings, attr, value)
+    if getattr(args, "max_upload_mb", None):
+        settings.max_upload_bytes = int(args.max_upload_mb * 2**20)
+    if getattr(args, "max_pixels", None):
+        settings.max_image_pixels = args.max_pixels
+    if getattr(args, "idle_unload_s", None) is not None:
+        settings.idle_unload_s = args.idle_unload_s
+    settings.extra_origins = list(getattr(args, "allow_origin", []) or [])
+    settings.__post_init__()
+    return settings
+
+
+# -- serve ---------------------------------------------------------------------------------------------------
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .server import serve
+
+    serve(settings_from(args), log_level=args.log_level)
+    return 0
+
+
+# -- generate ------------------------------------------------------------------------------------------------
+def progress_bar(fraction: float, stage: str, eta: float | None, width: int = 30) -> str:
+    filled = int(round(fraction * width))
+    eta_text = f" ETA {eta:4.0f}s" if eta is not None else ""
+    return f"\r[{'#' * filled}{'.' * (width - filled)}] {fraction * 100:5.1f}% {stage[:24]:<24}{eta_text}"
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    """Queue a job in the data folder's store and run it here, through the server's worker code."""
+    from .engines import EngineManager, default_engines
+    from .errors import ApiError
+    from .files import JobFolders
+    from .images import decode_upload, store_inputs
+    from .routes import parse_params
+    from .store import SUCCEEDED, JobStore
+    from .worker import JobWorker
+
+    settings = settings_from(args)
+    engine = args.engine or ("multiview" if len(args.images) > 1 else "trellis2")
+    overrides = json.loads(args.params) if args.params else {}
+    for key in ("seed", "pipeline_type", "texture_size", "decimation_target", "mode"):
+        if getattr(args, key, None) is not None:
+            overrides[key] = getattr(args, key)
+    if args.steps is not None:
+        for stage in ("sparse_structure_sampler_params", "shape_slat_sampler_params", "tex_slat_sampler_params"):
+            overrides.setdefault(stage, {})["steps"] = args.steps
+    if args.no_remesh:
+        overrides["remesh"] = False
+    engines = default_engines(settings.models_dir, settings.device)
+    status = engines[engine].status()
+    if not status.ready:
+        print(f"error: the {engine} engine is not ready: {status.reason}", file=sys.stderr)
+        return 3
+    try:
+        params = parse_params(engine, json.dumps(overrides))
+        images = [decode_upload(Path(p).read_bytes(), p, settings.max_image_pixels) for p in args.images]
+    except ApiError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    store, folders = JobStore(settings.data_dir), JobFolders(settings.data_dir)
+    import uuid
+
+    job_id = uuid.uuid4().hex
+    names = store_inputs(folders, job_id, images)
+    job = store.create(engine, params.model_dump(), names, job_id=job_id)
+    worker = JobWorker(store, folders, EngineManager(engines), device=settings.device)
+    print(f"job {job.id} ({engine})")
+
+    def show(snap) -> None:
+        sys.stdout.write(progress_bar(snap.fraction, snap.stage, snap.eta_s))
+        sys.stdout.flush()
+
+    try:
+        job = worker.run_job(job, on_progress=show)
+    except KeyboardInterrupt:
+        print("\ninterrupted")
+        return 130
+    print()
+    if job.state != SUCCEEDED:
+        print(f"{job.state}: {job.error_message or ''}", file=sys.stderr)
+        return 1
+    model = folders.path(job.id, "model.glb")
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(model, out)
+        model = out
+    print(f"model: {model}  ({job.stats.get('faces', '?')} faces)")
+    return 0
+
+
+# -- jobs / export -------------------------------------------------------------------------------------------
+def cmd_jobs(args: argparse.Namespace) -> int:
+    from .store import JobStore
+
+    store = JobStore(settings_from(args).data_dir)
+    jobs = store.list(limit=args.limit)
+    if args.json:
+        print(json.dumps([j.to_api() for j in jobs], indent=2))
+        return 0
+    if not jobs:
+        print("no jobs yet")
+    for job in jobs:
+        import time
+
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(job.created_at))
+        extra = job.error_message or ", ".join(job.files)
+        print(f"{job.id}  {when}  {job.engine:<9} {job.state:<9} {extra[:60]}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_file_name, export_generation
+    from .files import JobFolders, is_job_id
+    from .generation import GENERATION_FILE, load_generation
+    from .params import ExportRequest
+    from .store import SUCCEEDED, JobStore
+
+    settings = settings_from(args)
+    store, folders = JobStore(settings.data_dir), JobFolders(settings.data_dir)
+    job = store.get(args.job_id) if is_job_id(args.job_id) else None
+    if job is None:
+        print(f"error: no job {args.job_id!r} in {settings.data_dir}", file=sys.stderr)
+        return 2
+    if job.state != SUCCEEDED:
+        print(f"error: the job is {job.state}; only finished jobs can be exported", file=sys.stderr)
+        return 2
+    req = ExportRequest(format=args.format, decimation_target=args.decimation_target,
+                        texture_size=args.texture_size, remesh=not args.no_remesh)
+    name = export_file_name(req.format, req)
+    meshes = load_generation(folders.path(job.id, GENERATION_FILE), device=settings.device or "cpu")
+    with folders.atomic(job.id, name) as tmp:
+        export_generation(meshes, req.export_params(), req.format, tmp)
+    store.add_file(job.id, name, name)
+    target = folders.path(job.id, name)
+    if args.out:
+        shutil.copyfile(target, args.out)
+        target = Path(args.out)
+    print(target)
+    return 0
+
+
+# -- models --------------------------------------------------------------------------------------------------
+def cmd_models(args: argparse.Namespace) -> int:
+    from tools.download_models import download_all, print_status
+
+    settings = settings_from(args)
+    if args.action == "download":
+        return download_all(settings.models_dir, token=args.hf_token, assume_yes=args.yes, only=args.only)
+    return print_status(settings.models_dir)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="genesis", description="Genesis: images to textured 3D assets.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="run the local job server")
+    add_server_flags(p)
+    p.add_argument("--log-level", default="warning")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("generate", help="turn image(s) into a 3D model here, with a progress bar")
+    add_location_flags(p)
+    p.add_argument("images", nargs="+", help="one image (TRELLIS.2) or 2-8 views (multi-view)")
+    p.add_argument("--engine", choices=["trellis2", "multiview", "fresnel"])
+    p.add_argument("--seed", type=int)
+    p.add_argument("--pipeline-type", choices=["512", "1024", "1024_cascade", "1536_cascade"])
+    p.add_argument("--steps", type=int, help="sampling steps for every stage (1-50)")
+    p.add_argument("--texture-size", type=int)
+    p.add_argument("--decimation-target", type=int)
+    p.add_argument("--no-remesh", action="store_true")
+    p.add_argument("--mode", choices=["stochastic", "multidiffusion"], help="multi-view mode")
+    p.add_argument("--params", help="JSON with any API parameters")
+    p.add_argument("--out", help="copy the GLB here")
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("jobs", help="list jobs in the data folder")
+    add_location_flags(p)
+    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_jobs)
+
+    p = sub.add_parser("export", help="export a finished job again with other settings (no re-sampling)")
+    add_location_flags(p)
+    p.add_argument("job_id")
+    p.add_argument("--format", choices=["glb", "obj", "stl", "ply"], default="glb")
+    p.add_argument("--decimation-target", type=int, default=500_000)
+    p.add_argument("--texture-size", type=int, default=2048)
+    p.add_argument("--no-remesh", action="store_true")
+    p.add_argument("--out", help="copy the file here")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("models", help="show which models are present, or download them")
+    add_location_flags(p)
+    p.add_argument("action", nargs="?", choices=["status", "download"], default="status")
+    p.add_argument("--hf-token", help="Hugging Face token for gated models (default: HF_TOKEN or your login)")
+    p.add_argument("--yes", action="store_true", help="do not ask before downloading")
+    p.add_argument("--only", action="append", help="download only this model id (repeatable)")
+    p.set_defaults(func=cmd_models)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,128 @@
+"""The TRELLIS.2 image-to-3D engine: `trellis2.pipelines.Trellis2ImageTo3DPipeline` behind the engine interface."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from .base import Engine, EngineRequest, EngineStatus, free_accelerator_memory
+
+DOWNLOAD_HINT = "Run `genesis models download` (or `python -m tools.download_models`) to fetch them."
+BACKGROUND_MODEL = "briaai/RMBG-2.0"
+STATUS_TTL_S = 5.0
+
+
+REQUIRED_REPOS = ("microsoft/TRELLIS.2-4B", "microsoft/TRELLIS-image-large",
+                  "facebook/dinov3-vitl16-pretrain-lvd1689m", BACKGROUND_MODEL)
+
+
+def model_check(models_dir) -> list[tuple[str, bool, str]]:
+    """`check_models` of the pipeline package: `[(model id, present, reason)]`; until that exists, a check
+    that each model's folder is present (the pipeline's folder with its `pipeline.json`)."""
+    pipeline_module()  # ImportError when the pipeline code is absent
+    try:
+        from trellis2.pipelines import check_models
+    except ImportError:
+        check_models = None
+    if check_models is not None:
+        return [tuple(entry) for entry in check_models(models_dir)]
+    out = []
+    for repo in REQUIRED_REPOS:
+        folder = Path(models_dir) / repo
+        present = folder.is_dir() and any(folder.iterdir())
+        if repo == REQUIRED_REPOS[0]:
+            present = (folder / "pipeline.json").is_file()
+        out.append((repo, present, "" if present else f"not found at {folder}"))
+    return out
+
+
+def pipeline_module():
+    """The module that defines the pipelines (the package re-exports them once it is complete)."""
+    import trellis2.pipelines as package
+
+    if hasattr(package, "Trellis2ImageTo3DPipeline"):
+        return package
+    from trellis2.pipelines import trellis2_image_to_3d
+
+    return trellis2_image_to_3d
+
+
+def readiness(models_dir, needs: str) -> EngineStatus:
+    """Ready when the pipeline code imports and every model is on disk (the background-removal model is
+    optional: images with real transparency do not need it)."""
+    try:
+        entries = model_check(models_dir)
+    except ImportError as exc:
+        return EngineStatus(False, f"The {needs} pipeline code is not installed ({exc}).")
+    missing = [(mid, reason) for mid, present, reason in entries if not present]
+    blocking = [(mid, reason) for mid, reason in missing if mid != BACKGROUND_MODEL]
+    if blocking:
+        names = "; ".join(f"{mid}: {reason}" if reason else mid for mid, reason in blocking)
+        return EngineStatus(False, f"Models missing in {models_dir}: {names}. {DOWNLOAD_HINT}")
+    if missing:
+        return EngineStatus(True, f"{BACKGROUND_MODEL} is missing: only images with a transparent background "
+                                  f"can be used. {DOWNLOAD_HINT}")
+    return EngineStatus(True, "")
+
+
+def sampler_kwargs(params: Any) -> dict[str, Any]:
+    return {
+        "seed": params.seed,
+        "pipeline_type": params.pipeline_type,
+        "sparse_structure_sampler_params": params.sparse_structure_sampler_params.overrides(),
+        "shape_slat_sampler_params": params.shape_slat_sampler_params.overrides(),
+        "tex_slat_sampler_params": params.tex_slat_sampler_params.overrides(),
+        "max_num_tokens": params.max_num_tokens,
+    }
+
+
+def trellis_stage_plan(params: Any) -> list[tuple[str, float]]:
+    """Relative costs of the pipeline's stages (the names it reports); sampling steps dominate."""
+    ss = params.sparse_structure_sampler_params.steps or 12
+    shape = params.shape_slat_sampler_params.steps or 12
+    tex = params.tex_slat_sampler_params.steps or 12
+    plan = [("loading", 1.0), ("preprocess", 0.5), ("conditioning", 1.0), ("sparse_structure", float(ss)),
+            ("shape_slat", float(shape))]
+    if params.pipeline_type.endswith("cascade"):
+        plan.append(("shape_slat_hr", 1.5 * shape))
+    return plan + [("tex_slat", float(tex)), ("decode", 3.0), ("saving", 0.2), ("export", 6.0)]
+
+
+class Trellis2Engine(Engine):
+    name = "trellis2"
+    label = "TRELLIS.2"
+
+    def __init__(self, models_dir, device: str | None = None) -> None:
+        super().__init__(models_dir, device)
+        self._pipeline = None
+        self._status: tuple[float, EngineStatus] | None = None
+
+    def status(self) -> EngineStatus:
+        now = time.monotonic()
+        if self._status is None or now - self._status[0] > STATUS_TTL_S:
+            self._status = (now, readiness(self.models_dir, self.label))
+        return self._status[1]
+
+    @property
+    def loaded(self) -> bool:
+        return self._pipeline is not None
+
+    def _pipeline_class(self):
+        return pipeline_module().Trellis2ImageTo3DPipeline
+
+    def load(self) -> None:
+        if self._pipeline is None:
+            self._pipeline = self._pipeline_class().from_pretrained(self.models_dir, device=self.device)
+
+    def unload(self) -> None:
+        self._pipeline = None
+        free_accelerator_memory()
+
+    def stage_plan(self, params: Any) -> list[tuple[str, float]]:
+        return trellis_stage_plan(params)
+
+    def run(self, request: EngineRequest, progress, cancel):
+        self.load()
+        return self._pipeline.run(request.images[0], **sampler_kwargs(request.params),
+                                  progress=progress, cancel=cancel)

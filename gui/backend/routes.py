@@ -1,0 +1,288 @@
+"""The REST API of DESIGN.md (everything under `/api`)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+import uuid
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException
+
+from .errors import ApiError, job_not_found
+from .export import download_name, export_file_name, export_generation
+from .files import is_job_id
+from .generation import GENERATION_FILE, load_generation
+from .images import decode_upload, store_inputs
+from .params import MAX_VIEWS, MIN_VIEWS, PARAMS_BY_ENGINE, ExportRequest
+from .store import FINAL_STATES, QUEUED, SUCCEEDED, Job
+
+router = APIRouter(prefix="/api")
+SSE_INTERVAL_S = 0.25
+SSE_HEARTBEAT_S = 15.0
+MEDIA_TYPES = {".glb": "model/gltf-binary", ".obj": "text/plain", ".stl": "model/stl", ".ply": "application/ply",
+               ".png": "image/png"}
+_export_lock = threading.Lock()
+
+
+def services(request: Request):
+    return request.app.state.services
+
+
+def job_payload(svc, job: Job) -> dict[str, Any]:
+    """The job from the store, with the running job's fresh progress from the worker."""
+    out = job.to_api()
+    live = svc.worker.live.get(job.id)
+    if live is not None and job.state == "running":
+        out.update(stage=live.stage, step=live.step, total=live.total, progress=round(live.fraction, 4),
+                   eta_s=None if live.eta_s is None else round(live.eta_s, 1))
+    if job.state == QUEUED:
+        out["queue_position"] = svc.store.queue_position(job.id)
+    return out
+
+
+def get_job(svc, job_id: str) -> Job:
+    if not is_job_id(job_id):
+        raise ApiError(404, "job_not_found", "That is not a job id (job ids are 32 hexadecimal characters).")
+    job = svc.store.get(job_id)
+    if job is None:
+        raise job_not_found(job_id)
+    return job
+
+
+# -- health ------------------------------------------------------------------------------------------------
+def describe_device(preferred: str | None) -> str:
+    import torch
+
+    if preferred:
+        return preferred
+    if torch.cuda.is_available():
+        return f"cuda ({torch.cuda.get_device_name(0)})"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+@router.get("/health")
+async def health(request: Request) -> dict[str, Any]:
+    from . import __version__
+
+    svc = services(request)
+    statuses = await run_in_threadpool(svc.engines.statuses)
+    return {"status": "ok", "version": __version__, "device": describe_device(svc.settings.device),
+            "engines": {name: s.to_api() for name, s in statuses.items()},
+            "loaded_engine": svc.engines.active, "running_job": svc.worker.current}
+
+
+# -- submitting jobs ---------------------------------------------------------------------------------------
+async def read_form(request: Request):
+    content_type = request.headers.get("content-type", "")
+    if not content_type.startswith("multipart/form-data"):
+        raise ApiError(400, "invalid_form", "Send the image(s) as multipart/form-data (file field plus 'params').")
+    try:
+        return await request.form(max_files=MAX_VIEWS + 1, max_fields=8)
+    except MultiPartException as exc:
+        raise ApiError(400, "invalid_form", f"The multipart body could not be read: {exc.message}") from exc
+    except HTTPException as exc:
+        raise ApiError(400, "invalid_form", f"The multipart body could not be read: {exc.detail}") from exc
+
+
+def parse_params(engine: str, raw: Any) -> Any:
+    if raw is None or raw == "":
+        data: Any = {}
+    elif isinstance(raw, str):
+        try:
+            data = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise ApiError(400, "invalid_json", f"'params' is not valid JSON: {exc.msg} (at character {exc.pos}).") from exc
+    else:
+        raise ApiError(400, "invalid_form", "'params' must be a text field holding JSON, not a file.")
+    if not isinstance(data, dict):
+        raise ApiError(400, "invalid_json", "'params' must be a JSON object.")
+    try:
+        return PARAMS_BY_ENGINE[engine].model_validate(data)
+    except ValidationError as exc:
+        errors = [{"loc": list(e["loc"]), "msg": e["msg"]} for e in exc.errors()]
+        first = errors[0]
+        where = ".".join(str(p) for p in first["loc"]) or "params"
+        raise ApiError(422, "invalid_parameters", f"{where}: {first['msg']}", errors=errors) from exc
+
+
+async def submit(request: Request, engine: str, field: str, min_files: int, max_files: int) -> JSONResponse:
+    svc = services(request)
+    status = svc.engines.engines[engine].status() if engine in svc.engines.engines else None
+    if status is None or not status.ready:
+        reason = status.reason if status else f"There is no engine called {engine!r}."
+        raise ApiError(503, "engine_not_installed", reason, engine=engine)
+    form = await read_form(request)
+    uploads = [v for v in form.getlist(field) if isinstance(v, UploadFile)]
+    unexpected = [k for k in form.keys() if k not in (field, "params")]
+    if unexpected:
+        raise ApiError(400, "invalid_form", f"Unexpected form field(s): {', '.join(sorted(set(unexpected)))[:200]}. "
+                                            f"Send '{field}' and 'params'.")
+    if not (min_files <= len(uploads) <= max_files):
+        wanted = f"exactly {min_files}" if min_files == max_files else f"{min_files} to {max_files}"
+        raise ApiError(400, "wrong_image_count",
+                       f"This endpoint takes {wanted} image(s) in the '{field}' field; got {len(uploads)}.")
+    params = parse_params(engine, form.get("params"))
+    datas = [await upload.read() for upload in uploads]
+    max_pixels = svc.settings.max_image_pixels
+    images = await run_in_threadpool(
+        lambda: [decode_upload(d, f"Image {i + 1}" if len(datas) > 1 else "The image", max_pixels)
+                 for i, d in enumerate(datas)])
+    job_id = uuid.uuid4().hex
+    names = await run_in_threadpool(store_inputs, svc.folders, job_id, images)
+    svc.store.create(engine, params.model_dump(), names, job_id=job_id)
+    svc.worker.notify()
+    return JSONResponse({"job_id": job_id}, status_code=202)
+
+
+@router.post("/generate/image", status_code=202)
+async def generate_image(request: Request):
+    return await submit(request, "trellis2", "image", 1, 1)
+
+
+@router.post("/generate/multiview", status_code=202)
+async def generate_multiview(request: Request):
+    return await submit(request, "multiview", "images", MIN_VIEWS, MAX_VIEWS)
+
+
+@router.post("/generate/fast", status_code=202)
+async def generate_fast(request: Request):
+    return await submit(request, "fresnel", "image", 1, 1)
+
+
+# -- jobs --------------------------------------------------------------------------------------------------
+@router.get("/jobs")
+async def list_jobs(request: Request, limit: int = 200) -> list[dict[str, Any]]:
+    svc = services(request)
+    return [job_payload(svc, job) for job in svc.store.list(limit=max(1, min(limit, 1000)))]
+
+
+@router.get("/jobs/{job_id}")
+async def read_job(request: Request, job_id: str) -> dict[str, Any]:
+    svc = services(request)
+    return job_payload(svc, get_job(svc, job_id))
+
+
+@router.get("/jobs/{job_id}/events")
+async def job_events(request: Request, job_id: str) -> StreamingResponse:
+    svc = services(request)
+    get_job(svc, job_id)
+
+    async def stream():
+        last, last_sent = None, time.monotonic()
+        while True:
+            job = svc.store.get(job_id)
+            if job is None:
+                yield "event: deleted\ndata: {}\n\n"
+                return
+            text = json.dumps(job_payload(svc, job))
+            if text != last:
+                last, last_sent = text, time.monotonic()
+                yield f"event: job\ndata: {text}\n\n"
+            elif time.monotonic() - last_sent > SSE_HEARTBEAT_S:
+                last_sent = time.monotonic()
+                yield ": keep-alive\n\n"
+            if job.state in FINAL_STATES or await request.is_disconnected():
+                return
+            await asyncio.sleep(SSE_INTERVAL_S)
+
+    return StreamingResponse(stream(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+@router.post("/jobs/{job_id}/cancel")
+async def cancel_job(request: Request, job_id: str) -> dict[str, Any]:
+    svc = services(request)
+    job = get_job(svc, job_id)
+    if job.is_final:
+        raise ApiError(409, "job_finished", f"The job has already {job.state}; there is nothing to cancel.")
+    if not svc.worker.cancel(job_id):
+        job = get_job(svc, job_id)
+        if job.is_final:
+            raise ApiError(409, "job_finished", f"The job has already {job.state}; there is nothing to cancel.")
+    return job_payload(svc, get_job(svc, job_id))
+
+
+@router.post("/jobs/{job_id}/export")
+async def export_job(request: Request, job_id: str) -> dict[str, Any]:
+    svc = services(request)
+    job = get_job(svc, job_id)
+    body = await request.body()
+    try:
+        data = json.loads(body) if body.strip() else {}
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ApiError(400, "invalid_json", "The request body must be JSON, e.g. {\"format\": \"obj\"}.") from exc
+    if not isinstance(data, dict):
+        raise ApiError(400, "invalid_json", "The request body must be a JSON object.")
+    try:
+        req = ExportRequest.model_validate(data)
+    except ValidationError as exc:
+        errors = [{"loc": list(e["loc"]), "msg": e["msg"]} for e in exc.errors()]
+        raise ApiError(422, "invalid_parameters", f"{'.'.join(map(str, errors[0]['loc']))}: {errors[0]['msg']}",
+                       errors=errors) from exc
+    if job.state != SUCCEEDED:
+        raise ApiError(409, "job_not_succeeded", f"Only a finished job can be exported; this one is {job.state}.")
+    generation = svc.folders.path(job_id, GENERATION_FILE)
+    if not generation.is_file():
+        raise ApiError(409, "generation_missing", "The stored generation of this job is missing; run it again.")
+    name = export_file_name(req.format, req)
+
+    def do_export() -> dict[str, Any]:
+        with _export_lock:
+            target = svc.folders.path(job_id, name)
+            if not target.is_file():
+                meshes = load_generation(generation, device=export_device(svc.settings.device))
+                with svc.folders.atomic(job_id, name) as tmp:
+                    export_generation(meshes, req.export_params(), req.format, tmp, converter=svc.converter)
+            svc.store.add_file(job_id, name, name)
+            return {"name": name, "format": req.format, "bytes": target.stat().st_size}
+
+    result = await run_in_threadpool(do_export)
+    if svc.store.get(job_id) is None:  # deleted while exporting
+        svc.folders.remove(job_id)
+        raise job_not_found(job_id)
+    return {**result, "url": f"/api/jobs/{job_id}/files/{name}"}
+
+
+def export_device(preferred: str | None) -> str:
+    import torch
+
+    return preferred or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@router.get("/jobs/{job_id}/files/{name}")
+async def job_file(request: Request, job_id: str, name: str) -> FileResponse:
+    svc = services(request)
+    job = get_job(svc, job_id)
+    if name not in job.files and name not in job.inputs:
+        raise ApiError(404, "file_not_found", "This job has no file of that name.")
+    path = svc.folders.path(job_id, name)
+    if not path.is_file():
+        raise ApiError(404, "file_not_found", "The file is missing from the job folder.")
+    suffix = path.suffix.lower()
+    headers = {}
+    if suffix in (".glb", ".obj", ".stl", ".ply"):
+        seed = int(job.params.get("seed", 0))
+        headers["Content-Disposition"] = f'attachment; filename="{download_name(job_id, job.engine, seed, suffix[1:])}"'
+    return FileResponse(path, media_type=MEDIA_TYPES.get(suffix, "application/octet-stream"), headers=headers)
+
+
+@router.delete("/jobs/{job_id}")
+async def delete_job(request: Request, job_id: str) -> dict[str, Any]:
+    svc = services(request)
+    job = get_job(svc, job_id)
+    if not job.is_final:
+        raise ApiError(409, "job_active", f"The job is {job.state}; cancel it before deleting it.")
+    svc.store.delete(job_id)
+    await run_in_threadpool(svc.folders.remove, job_id)
+    return {"deleted": job_id}

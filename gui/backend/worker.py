@@ -1,0 +1,213 @@
+"""The single GPU worker: runs queued jobs one at a time, in order, and survives every job failure."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from trellis2.pipelines.progress import JobCancelled
+
+from .engines.base import EngineManager, EngineRequest, free_accelerator_memory
+from .export import DEFAULT_MODEL_FILE, Converter, export_generation
+from .files import JobFolders
+from .generation import GENERATION_FILE, save_generation
+from .images import load_job_images
+from .params import PARAMS_BY_ENGINE
+from .progress import ProgressSnapshot, ProgressTracker
+from .store import CANCELLED, FAILED, Job, JobStore
+
+log = logging.getLogger("genesis.worker")
+OOM_ADVICE = ("The GPU ran out of memory. Try a lower pipeline type (\"512\" or \"1024\" instead of a cascade), "
+              "a smaller texture size, or close other programs that use the GPU.")
+DB_PROGRESS_INTERVAL_S = 0.5
+
+
+class JobFailure(Exception):
+    """A failure with a code and a message meant for the user."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    try:
+        import torch
+
+        if isinstance(exc, torch.OutOfMemoryError):
+            return True
+    except (ImportError, AttributeError):
+        pass
+    return isinstance(exc, (RuntimeError, MemoryError)) and (
+        isinstance(exc, MemoryError) or "out of memory" in str(exc).lower()
+    )
+
+
+def classify_failure(exc: BaseException) -> JobFailure:
+    """Map an engine exception to what the user sees (never a stack trace)."""
+    if isinstance(exc, JobFailure):
+        return exc
+    if is_out_of_memory(exc):
+        return JobFailure("out_of_memory", OOM_ADVICE)
+    kind = type(exc).__name__
+    if kind == "ModelNotFoundError":
+        return JobFailure("model_missing", str(exc))
+    if kind == "ImageInputError":
+        return JobFailure("invalid_image", str(exc))
+    return JobFailure("engine_error", f"The engine failed: {kind}: {exc}"[:2000])
+
+
+class CancelFlag:
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def set(self) -> None:
+        self._event.set()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+
+class JobWorker:
+    """Owns the only thread that touches the accelerator. The database is the queue, so a restart
+    resumes queued jobs; `live` holds the running job's fresh progress for the API."""
+
+    def __init__(self, store: JobStore, folders: JobFolders, engines: EngineManager,
+                 poll_s: float = 0.5, device: str | None = None, converter: Converter | None = None) -> None:
+        self.store = store
+        self.folders = folders
+        self.engines = engines
+        self.poll_s = poll_s
+        self.device = device
+        self.converter = converter
+        self.live: dict[str, ProgressSnapshot] = {}
+        self.current: str | None = None
+        self._cancel: dict[str, CancelFlag] = {}
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="genesis-gpu-worker", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        with self._lock:
+            for flag in self._cancel.values():
+                flag.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def notify(self) -> None:
+        """A job was queued: wake the worker now instead of at the next poll."""
+        self._wake.set()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                job = self.store.next_queued()
+                if job is not None:
+                    self.run_job(job)
+                    continue
+                if self.engines.unload_idle():
+                    log.info("engines unloaded after %.0f s idle", self.engines.idle_unload_s)
+            except Exception:  # noqa: BLE001 - the worker must never die
+                log.exception("worker loop error")
+                time.sleep(self.poll_s)
+            self._wake.wait(self.poll_s)
+            self._wake.clear()
+
+    # -- cancel ----------------------------------------------------------------------------------------
+    def cancel(self, job_id: str) -> bool:
+        """Cancel a queued job now, or ask the running one to stop at its next step."""
+        if self.store.cancel_queued(job_id):
+            return True
+        with self._lock:
+            flag = self._cancel.get(job_id)
+        if flag is None:
+            return False
+        flag.set()
+        return True
+
+    # -- one job ---------------------------------------------------------------------------------------
+    def run_job(self, job: Job, on_progress: Callable[[ProgressSnapshot], None] | None = None) -> Job:
+        """Run one queued job to its final state; every outcome is recorded in the store."""
+        if not self.store.start(job.id):
+            return self.store.get(job.id) or job
+        flag = CancelFlag()
+        with self._lock:
+            self._cancel[job.id] = flag
+            self.current = job.id
+        engine_name = job.engine
+        try:
+            engine = self.engines.engines.get(engine_name)
+            if engine is None:
+                raise JobFailure("engine_not_installed", f"There is no engine called {engine_name!r}.")
+            params = PARAMS_BY_ENGINE[engine_name].model_validate(job.params)
+            tracker = ProgressTracker(engine.stage_plan(params))
+            last_write = [0.0]
+
+            def progress(stage: str, step: int, total: int) -> None:
+                if flag.is_set():
+                    raise JobCancelled("the job was cancelled")
+                snap = tracker.update(stage, step, total)
+                self.live[job.id] = snap
+                now = time.monotonic()
+                if now - last_write[0] >= DB_PROGRESS_INTERVAL_S:
+                    last_write[0] = now
+                    self.store.update_progress(job.id, snap.stage, snap.step, snap.total, snap.fraction, snap.eta_s)
+                if on_progress is not None:
+                    on_progress(snap)
+
+            self._execute(job, engine_name, params, progress, flag)
+        except JobCancelled:
+            self.store.finish(job.id, CANCELLED, "cancelled", "Cancelled while running.")
+        except BaseException as exc:  # noqa: BLE001 - every failure becomes a failed job
+            failure = classify_failure(exc)
+            if failure.code == "out_of_memory":
+                self.engines.unload_all()
+            if failure.code == "engine_error":
+                log.exception("job %s failed", job.id)
+            else:
+                log.warning("job %s failed: %s", job.id, failure.message)
+            self.store.finish(job.id, FAILED, failure.code, failure.message)
+            if not isinstance(exc, Exception):
+                raise
+        finally:
+            with self._lock:
+                self._cancel.pop(job.id, None)
+                self.current = None
+            self.live.pop(job.id, None)
+            self.engines.touch()
+            free_accelerator_memory()
+        return self.store.get(job.id) or job
+
+    def _execute(self, job: Job, engine_name: str, params: Any, progress, flag: CancelFlag) -> None:
+        progress("loading", 0, 1)
+        images = load_job_images(self.folders, job)
+        engine = self.engines.acquire(engine_name)
+        progress("loading", 1, 1)
+        meshes = engine.run(EngineRequest(images=images, params=params), progress, flag)
+        if not meshes:
+            raise JobFailure("engine_error", "The engine produced no model for this image.")
+        progress("saving", 0, 1)
+        with self.folders.atomic(job.id, GENERATION_FILE) as tmp:
+            save_generation(meshes, tmp)
+        progress("saving", 1, 1)
+        with self.folders.atomic(job.id, DEFAULT_MODEL_FILE) as tmp:
+            stats = export_generation(meshes, params.export_params(), "glb", tmp,
+                                      lambda stage, step, total: progress(f"export:{stage}", step, total),
+                                      self.converter)
+        stats["file_bytes"] = self.folders.path(job.id, DEFAULT_MODEL_FILE).stat().st_size
+        progress("export", 1, 1)
+        if flag.is_set():
+            raise JobCancelled("the job was cancelled")
+        self.store.succeed(job.id, {DEFAULT_MODEL_FILE: DEFAULT_MODEL_FILE}, stats)

@@ -1,0 +1,116 @@
+// Words and numbers for people: stage names, durations, sizes, and server errors with a fix.
+
+const STAGE_NAMES = {
+  queued: 'Waiting in queue',
+  starting: 'Starting',
+  loading: 'Loading models',
+  load_models: 'Loading models',
+  preprocess: 'Preparing the image',
+  remove_background: 'Removing the background',
+  background: 'Removing the background',
+  image_features: 'Reading the image',
+  condition: 'Reading the image',
+  sparse_structure: 'Sampling the structure',
+  ss: 'Sampling the structure',
+  decode_structure: 'Decoding the structure',
+  shape_slat: 'Sampling the shape',
+  shape: 'Sampling the shape',
+  shape_slat_hr: 'Refining the shape',
+  cascade: 'Refining the shape',
+  decode_shape: 'Decoding the shape',
+  tex_slat: 'Sampling the texture',
+  texture: 'Sampling the texture',
+  decode_texture: 'Decoding the texture',
+  decode: 'Decoding',
+  mesh: 'Building the mesh',
+  export: 'Exporting',
+  decimate: 'Simplifying the mesh',
+  remesh: 'Remeshing',
+  uv: 'Unwrapping UVs',
+  unwrap: 'Unwrapping UVs',
+  bake: 'Baking textures',
+  write: 'Writing the file',
+  done: 'Done',
+};
+
+/** A readable name for a server stage id (unknown ids are made readable, never hidden). */
+export function stageName(stage) {
+  if (!stage) return '';
+  if (STAGE_NAMES[stage]) return STAGE_NAMES[stage];
+  const words = String(stage).replace(/[_.-]+/g, ' ').trim();
+  return words.charAt(0).toUpperCase() + words.slice(1);
+}
+
+export function duration(seconds) {
+  if (seconds === null || seconds === undefined || !Number.isFinite(seconds)) return '';
+  const s = Math.max(0, Math.round(seconds));
+  if (s < 60) return `${s} s`;
+  const m = Math.floor(s / 60);
+  if (m < 60) return `${m} min ${String(s % 60).padStart(2, '0')} s`;
+  return `${Math.floor(m / 60)} h ${String(m % 60).padStart(2, '0')} min`;
+}
+
+export function bytes(n) {
+  if (!Number.isFinite(n)) return '';
+  const units = ['B', 'KB', 'MB', 'GB'];
+  let i = 0;
+  let v = n;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i += 1;
+  }
+  return `${v.toFixed(i && v < 10 ? 1 : 0)} ${units[i]}`;
+}
+
+export function count(n) {
+  return Number.isFinite(n) ? n.toLocaleString('en-US') : '';
+}
+
+/** Parse the server's timestamps (ISO text or seconds since the epoch). */
+export function toDate(value) {
+  if (value === null || value === undefined || value === '') return null;
+  const d = typeof value === 'number' ? new Date(value < 1e12 ? value * 1000 : value) : new Date(value);
+  return Number.isNaN(d.getTime()) ? null : d;
+}
+
+export function elapsedSeconds(job) {
+  const start = toDate(job.started_at);
+  const end = toDate(job.finished_at);
+  return start && end ? (end - start) / 1000 : null;
+}
+
+export function clock(value) {
+  const d = toDate(value);
+  if (!d) return '';
+  const sameDay = d.toDateString() === new Date().toDateString();
+  return sameDay ? d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' })
+    : d.toLocaleDateString([], { month: 'short', day: 'numeric' });
+}
+
+const FIXES = {
+  out_of_memory: 'Try the 512 pipeline type or a smaller texture size, and close other programs using the GPU.',
+  oom: 'Try the 512 pipeline type or a smaller texture size, and close other programs using the GPU.',
+  model_not_found: 'Download the models with "genesis models download", then try again.',
+  models_missing: 'Download the models with "genesis models download", then try again.',
+  engine_not_installed: 'This engine is not installed on the server; use the Image or Multi-view mode.',
+  engine_unavailable: 'This engine is not ready on the server; use the Image or Multi-view mode.',
+  invalid_image: 'Use a PNG, JPEG or WebP picture of one object.',
+  bad_image: 'Use a PNG, JPEG or WebP picture of one object.',
+  image_too_large: 'Use a smaller picture (a few thousand pixels on each side is plenty).',
+  upload_too_large: 'Use a smaller picture file.',
+  interrupted: 'The server stopped while this job ran; generate it again.',
+  server_restarted: 'The server stopped while this job ran; generate it again.',
+  network: 'Check that the Genesis server is running, then reload this page.',
+  unauthorized: 'Open the address with its access token (…/?token=…) as given by the person running the server.',
+};
+
+/** `{ text, fix }` for an error object `{code, message}` from the server. */
+export function explainError(error) {
+  if (!error) return { text: 'Something went wrong.', fix: '' };
+  const code = String(error.code || '');
+  const text = error.message || 'The job failed without a message.';
+  let fix = FIXES[code] || '';
+  if (!fix && /out of memory|CUDA OOM|OutOfMemory/i.test(text)) fix = FIXES.out_of_memory;
+  if (!fix && /genesis models download|download/i.test(text)) fix = '';
+  return { text, fix };
+}

@@ -1,0 +1,306 @@
+// Image input: drag-drop, file picker (native in the desktop app), paste; a checkerboard preview so
+// alpha is visible; and the multi-view slots (front/back/left/right plus extras, reorderable).
+
+import { desktop } from './desktop.js';
+
+const ACCEPTED = ['image/png', 'image/jpeg', 'image/webp'];
+const MAX_BYTES = 64 * 2 ** 20;
+const NAMED_VIEWS = ['Front', 'Back', 'Left', 'Right'];
+const MAX_VIEWS = 8;
+const $ = (id) => document.getElementById(id);
+
+/** Check a file is an image we can send; returns an error sentence or null. */
+export function rejectReason(file) {
+  if (!file) return 'No file was given.';
+  if (!ACCEPTED.includes(file.type)) return `${file.name || 'This file'} is not a PNG, JPEG or WebP image.`;
+  if (file.size === 0) return `${file.name || 'This file'} is empty.`;
+  if (file.size > MAX_BYTES) return `${file.name || 'This file'} is larger than 64 MB.`;
+  return null;
+}
+
+/** Whether the image has real transparency (then it is used as-is; otherwise the background is removed). */
+export async function hasTransparency(file) {
+  const bitmap = await createImageBitmap(file);
+  const scale = Math.min(1, 256 / Math.max(bitmap.width, bitmap.height));
+  const w = Math.max(1, Math.round(bitmap.width * scale));
+  const h = Math.max(1, Math.round(bitmap.height * scale));
+  const canvas = new OffscreenCanvas(w, h);
+  const ctx = canvas.getContext('2d');
+  ctx.drawImage(bitmap, 0, 0, w, h);
+  const { data } = ctx.getImageData(0, 0, w, h);
+  const { width, height } = bitmap;
+  bitmap.close();
+  let transparent = 0;
+  for (let i = 3; i < data.length; i += 4) if (data[i] < 250) transparent += 1;
+  return { transparent: transparent > (w * h) / 1000, width, height };
+}
+
+function imageFilesFrom(dataTransfer) {
+  const files = [];
+  for (const item of dataTransfer?.items || []) {
+    if (item.kind === 'file') {
+      const f = item.getAsFile();
+      if (f) files.push(f);
+    }
+  }
+  if (!files.length) files.push(...(dataTransfer?.files || []));
+  return files;
+}
+
+export class ImageInput {
+  constructor({ onChange, onError }) {
+    this.onChange = onChange;
+    this.onError = onError;
+    this.mode = 'image';
+    this.file = null;
+    this.slots = NAMED_VIEWS.map((label) => ({ label, file: null, url: null }));
+    this.dragFrom = null;
+    this.bindSingle();
+    this.bindMulti();
+    document.addEventListener('paste', (e) => this.paste(e));
+    this.renderSlots();
+  }
+
+  setMode(mode) {
+    this.mode = mode;
+    $('single-input').hidden = mode === 'multiview';
+    $('multi-input').hidden = mode !== 'multiview';
+    this.onChange();
+  }
+
+  /** The files to send for the current mode, in order. */
+  files() {
+    if (this.mode === 'multiview') return this.slots.filter((s) => s.file).map((s) => s.file);
+    return this.file ? [this.file] : [];
+  }
+
+  async pick(multiple) {
+    if (desktop.available) {
+      const picked = await desktop.pickImages();
+      return picked.map((p) => new File([p.data], p.name, { type: p.type }));
+    }
+    return new Promise((resolve) => {
+      const input = $('file-input');
+      input.multiple = multiple;
+      input.value = '';
+      input.onchange = () => resolve([...input.files]);
+      input.click();
+    });
+  }
+
+  // ---- single image -------------------------------------------------------------------------
+  bindSingle() {
+    const zone = $('dropzone');
+    const choose = async () => this.setSingle((await this.pick(false))[0]);
+    zone.addEventListener('click', choose);
+    zone.addEventListener('keydown', (e) => {
+      if (e.key === 'Enter' || e.key === ' ') {
+        e.preventDefault();
+        choose();
+      }
+    });
+    for (const target of [zone, $('generate-form')]) {
+      target.addEventListener('dragover', (e) => {
+        e.preventDefault();
+        zone.classList.add('dragover');
+      });
+      target.addEventListener('dragleave', () => zone.classList.remove('dragover'));
+    }
+    zone.addEventListener('drop', (e) => {
+      e.preventDefault();
+      e.stopPropagation();
+      zone.classList.remove('dragover');
+      this.setSingle(imageFilesFrom(e.dataTransfer)[0]);
+    });
+  }
+
+  async setSingle(file) {
+    if (!file) return;
+    const reason = rejectReason(file);
+    if (reason) return this.onError(reason);
+    const note = $('image-note');
+    const preview = $('preview');
+    if (preview.src.startsWith('blob:')) URL.revokeObjectURL(preview.src);
+    preview.src = URL.createObjectURL(file);
+    preview.alt = `Selected image: ${file.name}`;
+    preview.hidden = false;
+    $('dropzone').classList.add('has-image');
+    $('dropzone-hint').hidden = true;
+    this.file = file;
+    try {
+      const info = await hasTransparency(file);
+      note.classList.remove('warn');
+      note.textContent = info.transparent
+        ? `${file.name} · ${info.width}×${info.height} · has transparency, used as-is.`
+        : `${file.name} · ${info.width}×${info.height} · opaque: the background will be removed automatically.`;
+    } catch {
+      this.file = null;
+      preview.hidden = true;
+      $('dropzone-hint').hidden = false;
+      $('dropzone').classList.remove('has-image');
+      note.classList.add('warn');
+      note.textContent = `${file.name} could not be read as an image.`;
+    }
+    this.onChange();
+  }
+
+  async paste(event) {
+    if (event.target.closest?.('input, select, textarea')) return;
+    const files = imageFilesFrom(event.clipboardData).filter((f) => f.type.startsWith('image/'));
+    if (!files.length) return;
+    event.preventDefault();
+    if (this.mode === 'multiview') this.fillSlots(files);
+    else this.setSingle(files[0]);
+  }
+
+  // ---- multi-view -------------------------------------------------------------------------------
+  bindMulti() {
+    $('add-view').addEventListener('click', () => {
+      if (this.slots.length >= MAX_VIEWS) return;
+      this.slots.push({ label: `Extra ${this.slots.length - NAMED_VIEWS.length + 1}`, file: null, url: null });
+      this.renderSlots();
+      this.onChange();
+    });
+  }
+
+  setSlot(index, file) {
+    const reason = rejectReason(file);
+    if (reason) return this.onError(reason);
+    const slot = this.slots[index];
+    if (slot.url) URL.revokeObjectURL(slot.url);
+    slot.file = file;
+    slot.url = URL.createObjectURL(file);
+    this.renderSlots();
+    this.onChange();
+  }
+
+  /** Put the first file into slot `start`, the others into the next empty slots (adding extras). */
+  fillSlots(files, start = this.firstEmptySlot()) {
+    let index = start;
+    files.forEach((file, n) => {
+      if (n > 0) {
+        index += 1;
+        while (index < this.slots.length && this.slots[index].file) index += 1;
+      }
+      if (index >= MAX_VIEWS) return;
+      if (index >= this.slots.length) {
+        this.slots.push({ label: `Extra ${this.slots.length - NAMED_VIEWS.length + 1}`, file: null, url: null });
+      }
+      this.setSlot(index, file);
+    });
+  }
+
+  firstEmptySlot() {
+    const empty = this.slots.findIndex((s) => !s.file);
+    return empty === -1 ? this.slots.length : empty;
+  }
+
+  clearSlot(index) {
+    const slot = this.slots[index];
+    if (slot.url) URL.revokeObjectURL(slot.url);
+    if (index >= NAMED_VIEWS.length) this.slots.splice(index, 1);
+    else Object.assign(slot, { file: null, url: null });
+    this.relabelExtras();
+    this.renderSlots();
+    this.onChange();
+  }
+
+  relabelExtras() {
+    this.slots.forEach((slot, i) => {
+      if (i >= NAMED_VIEWS.length) slot.label = `Extra ${i - NAMED_VIEWS.length + 1}`;
+    });
+  }
+
+  /** Swap two slots' images (labels stay with their positions). */
+  swap(a, b) {
+    if (a === b || a < 0 || b < 0 || a >= this.slots.length || b >= this.slots.length) return;
+    const keep = ['file', 'url'];
+    for (const key of keep) [this.slots[a][key], this.slots[b][key]] = [this.slots[b][key], this.slots[a][key]];
+    this.renderSlots();
+    this.onChange();
+    document.querySelector(`.slot[data-index="${b}"]`)?.focus();
+  }
+
+  renderSlots() {
+    const list = $('slots');
+    list.replaceChildren();
+    this.slots.forEach((slot, index) => {
+      const item = document.createElement('li');
+      item.className = `slot checker${slot.file ? ' filled' : ''}`;
+      item.dataset.index = String(index);
+      item.tabIndex = 0;
+      item.setAttribute('role', 'button');
+      item.setAttribute('aria-label', slot.file
+        ? `${slot.label} view: ${slot.file.name}. Enter to replace, Alt+arrow keys to move.`
+        : `${slot.label} view: empty. Enter to choose an image.`);
+      item.draggable = Boolean(slot.file);
+      const label = document.createElement('span');
+      label.className = 'slot-label';
+      label.textContent = slot.label;
+      item.append(label);
+      if (slot.file) {
+        const img = document.createElement('img');
+        img.src = slot.url;
+        img.alt = '';
+        const remove = document.createElement('button');
+        remove.type = 'button';
+        remove.className = 'secondary small slot-remove';
+        remove.textContent = '×';
+        remove.setAttribute('aria-label', `Remove the ${slot.label} view`);
+        remove.addEventListener('click', (e) => {
+          e.stopPropagation();
+          this.clearSlot(index);
+        });
+        item.append(img, remove);
+      } else {
+        const hint = document.createElement('span');
+        hint.className = 'slot-empty';
+        hint.textContent = 'Drop or choose';
+        item.append(hint);
+      }
+      const choose = async () => {
+        const files = await this.pick(true);
+        if (files.length) this.fillSlots(files, index);
+      };
+      item.addEventListener('click', choose);
+      item.addEventListener('keydown', (e) => {
+        if (e.target !== item) return;
+        if (e.key === 'Enter' || e.key === ' ') {
+          e.preventDefault();
+          choose();
+        } else if (e.altKey && (e.key === 'ArrowLeft' || e.key === 'ArrowUp')) {
+          e.preventDefault();
+          this.swap(index, index - 1);
+        } else if (e.altKey && (e.key === 'ArrowRight' || e.key === 'ArrowDown')) {
+          e.preventDefault();
+          this.swap(index, index + 1);
+        } else if (e.key === 'Delete' && slot.file) {
+          this.clearSlot(index);
+        }
+      });
+      item.addEventListener('dragstart', (e) => {
+        this.dragFrom = index;
+        e.dataTransfer.effectAllowed = 'move';
+        e.dataTransfer.setData('text/plain', `slot:${index}`);
+      });
+      item.addEventListener('dragover', (e) => {
+        e.preventDefault();
+        item.classList.add('dragover');
+      });
+      item.addEventListener('dragleave', () => item.classList.remove('dragover'));
+      item.addEventListener('drop', (e) => {
+        e.preventDefault();
+        e.stopPropagation();
+        item.classList.remove('dragover');
+        const files = imageFilesFrom(e.dataTransfer).filter((f) => f.type);
+        if (files.length) this.fillSlots(files, index);
+        else if (this.dragFrom !== null) this.swap(this.dragFrom, index);
+        this.dragFrom = null;
+      });
+      list.append(item);
+    });
+    $('add-view').disabled = this.slots.length >= MAX_VIEWS;
+    const count = this.slots.filter((s) => s.file).length;
+    $('multi-note').textContent = `${count} of ${this.slots.length} views filled · at least 2 needed, up to ${MAX_VIEWS}.`;
+  }
+}

@@ -1,0 +1,136 @@
+// The job list (queued and running jobs with stage, progress, ETA, cancel) and the history of
+// finished jobs (thumbnail, reopen, export, reuse settings, delete, errors with their fix).
+
+import { withToken } from './api.js';
+import { clock, duration, elapsedSeconds, explainError, stageName } from './format.js';
+
+const ACTIVE = new Set(['queued', 'running']);
+const ENGINE_NAMES = { trellis2: 'Image', image: 'Image', multiview: 'Multi-view', fresnel: 'Fast', fast: 'Fast' };
+const STATE_NAMES = { queued: 'Queued', running: 'Running', succeeded: 'Done', failed: 'Failed', cancelled: 'Cancelled' };
+const $ = (id) => document.getElementById(id);
+
+function el(tag, props = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(props)) {
+    if (key === 'dataset') Object.assign(node.dataset, value);
+    else if (key.startsWith('aria-') || key === 'role') node.setAttribute(key, value);
+    else node[key] = value;
+  }
+  node.append(...children.filter((c) => c !== null && c !== undefined && c !== false));
+  return node;
+}
+
+function button(text, label, onClick, kind = 'secondary') {
+  const b = el('button', { type: 'button', className: `${kind} small`, textContent: text });
+  if (label) b.setAttribute('aria-label', label);
+  b.addEventListener('click', onClick);
+  return b;
+}
+
+export function jobTitle(job) {
+  const engine = ENGINE_NAMES[job.engine] || job.engine;
+  const seed = job.params?.seed;
+  return seed === undefined ? engine : `${engine} · seed ${seed}`;
+}
+
+function thumbnail(job) {
+  const urls = [...Object.values(job.result?.files || {}), ...(job.inputs || [])];
+  const src = urls.find((u) => /\/preview\.(png|jpe?g|webp)$/i.test(u)) || job.inputs?.[0];
+  const img = el('img', { className: 'thumb checker', alt: '', loading: 'lazy', decoding: 'async' });
+  if (src) img.src = withToken(src);
+  return img;
+}
+
+export class JobList {
+  constructor(actions) {
+    this.actions = actions;
+    this.jobs = new Map();
+    this.currentId = null;
+  }
+
+  /** Replace the whole list (from GET /api/jobs). */
+  setAll(jobs) {
+    this.jobs = new Map(jobs.map((j) => [j.id, j]));
+    this.render();
+  }
+
+  /** Merge one job update (from server-sent events or a poll). */
+  update(job) {
+    this.jobs.set(job.id, { ...this.jobs.get(job.id), ...job });
+    this.render();
+  }
+
+  remove(id) {
+    this.jobs.delete(id);
+    this.render();
+  }
+
+  setCurrent(id) {
+    this.currentId = id;
+    this.render();
+  }
+
+  sorted() {
+    return [...this.jobs.values()].sort((a, b) => String(b.created_at).localeCompare(String(a.created_at)));
+  }
+
+  render() {
+    const jobs = this.sorted();
+    const active = jobs.filter((j) => ACTIVE.has(j.state)).reverse(); // oldest first: the order they run
+    const done = jobs.filter((j) => !ACTIVE.has(j.state));
+    $('queue-list').replaceChildren(...active.map((j) => this.activeItem(j)));
+    $('history-list').replaceChildren(...done.map((j) => this.historyItem(j)));
+    $('queue-empty').hidden = active.length > 0;
+    $('history-empty').hidden = done.length > 0;
+  }
+
+  activeItem(job) {
+    const running = job.state === 'running';
+    const pct = Math.round(100 * Math.min(1, Math.max(0, Number(job.progress) || 0)));
+    const steps = running && job.total ? ` · step ${job.step}/${job.total}` : '';
+    const eta = running && job.eta_s !== null && job.eta_s !== undefined ? `about ${duration(job.eta_s)} left` : '';
+    const stage = running ? stageName(job.stage) || 'Starting' : 'Waiting in queue';
+    const bar = el('div', { className: 'progress', role: 'progressbar', 'aria-valuemin': '0', 'aria-valuemax': '100',
+      'aria-valuenow': String(pct), 'aria-label': `${jobTitle(job)} progress` }, el('span'));
+    bar.firstChild.style.width = `${pct}%`;
+    return el('li', { className: 'job', dataset: { jobId: job.id, state: job.state } },
+      thumbnail(job),
+      el('div', { className: 'body' },
+        el('div', { className: 'title' }, el('span', { textContent: jobTitle(job) }),
+          el('span', { className: `badge ${job.state}`, textContent: running ? `${pct}%` : STATE_NAMES.queued })),
+        el('div', { className: 'stage', textContent: `${stage}${steps}` }),
+        bar,
+        el('div', { className: 'meta', textContent: eta || (running ? 'Estimating time…' : '') }),
+        el('div', { className: 'actions' },
+          button('Cancel', `Cancel ${jobTitle(job)}`, () => this.actions.cancel(job)))));
+  }
+
+  historyItem(job) {
+    const took = elapsedSeconds(job);
+    const meta = [clock(job.created_at), took !== null && job.state === 'succeeded' ? `took ${duration(took)}` : '',
+      job.params?.pipeline_type ? `${String(job.params.pipeline_type).replace('_', ' ')}` : '']
+      .filter(Boolean).join(' · ');
+    const body = el('div', { className: 'body' },
+      el('div', { className: 'title' }, el('span', { textContent: jobTitle(job) }),
+        el('span', { className: `badge ${job.state}`, textContent: STATE_NAMES[job.state] || job.state })),
+      el('div', { className: 'meta', textContent: meta }));
+    if (job.state === 'failed') {
+      const { text, fix } = explainError(job.error);
+      body.append(el('p', { className: 'error', role: 'note' }, text, fix ? el('br') : null,
+        fix ? el('strong', { textContent: `What to do: ${fix}` }) : null));
+    }
+    const actions = el('div', { className: 'actions' });
+    if (job.state === 'succeeded') {
+      actions.append(button('Open', `Open ${jobTitle(job)}`, () => this.actions.open(job), 'primary'),
+        button('Export', `Export ${jobTitle(job)}`, () => this.actions.exportJob(job)));
+    }
+    actions.append(button('Use settings', `Use settings of ${jobTitle(job)}`,
+      () => this.actions.useSettings(job)),
+    button('Delete', `Delete ${jobTitle(job)}`, () => this.actions.remove(job)));
+    body.append(actions);
+    return el('li', { className: `job${job.id === this.currentId ? ' current' : ''}`, dataset: { jobId: job.id, state: job.state } },
+      thumbnail(job), body);
+  }
+}
+
+export { ACTIVE };

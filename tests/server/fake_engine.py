@@ -1,0 +1,72 @@
+"""A small, controllable engine for queue/store tests: N steps of `step_s` seconds, a cube mesh, and
+failure modes chosen by the seed (OOM, crash), so tests can drive every worker path deterministically."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from gui.backend.engines.base import Engine, EngineRequest, EngineStatus
+from trellis2.pipelines.progress import raise_if_cancelled
+from trellis2.representations import MeshWithVoxel
+
+OOM_SEED = 13
+CRASH_SEED = 666
+
+
+def cube_mesh(resolution: int = 8) -> MeshWithVoxel:
+    corners = torch.tensor([[x, y, z] for x in (-0.3, 0.3) for y in (-0.3, 0.3) for z in (-0.3, 0.3)])
+    faces = torch.tensor([[0, 1, 3], [0, 3, 2], [4, 6, 7], [4, 7, 5], [0, 4, 5], [0, 5, 1],
+                          [2, 3, 7], [2, 7, 6], [0, 2, 6], [0, 6, 4], [1, 5, 7], [1, 7, 3]], dtype=torch.int32)
+    grid = torch.stack(torch.meshgrid(*[torch.arange(resolution)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    attrs = torch.cat([grid.float() / resolution, torch.full((len(grid), 3), 0.5)], dim=1)
+    return MeshWithVoxel(corners.float(), faces, grid.int(), attrs, voxel_size=1.0 / resolution)
+
+
+class FakeEngine(Engine):
+    def __init__(self, name: str = "trellis2", steps: int = 5, step_s: float = 0.05, ready: bool = True) -> None:
+        super().__init__(models_dir=".")
+        self.name = name
+        self.steps = steps
+        self.step_s = step_s
+        self.ready = ready
+        self._loaded = False
+        self.loads = 0
+
+    def status(self) -> EngineStatus:
+        return EngineStatus(self.ready, "" if self.ready else f"{self.name} is not installed in this test")
+
+    @property
+    def loaded(self) -> bool:
+        return self._loaded
+
+    def load(self) -> None:
+        self._loaded = True
+        self.loads += 1
+
+    def unload(self) -> None:
+        self._loaded = False
+
+    def stage_plan(self, params):
+        return [("loading", 1.0), ("sampling", float(self.steps)), ("saving", 0.2), ("export", 1.0)]
+
+    def run(self, request: EngineRequest, progress, cancel):
+        seed = getattr(request.params, "seed", 0)
+        for step in range(self.steps):
+            raise_if_cancelled(cancel)
+            time.sleep(self.step_s)
+            if seed == OOM_SEED and step == 1:
+                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+            if seed == CRASH_SEED and step == 1:
+                raise ValueError("something inside the engine broke")
+            progress("sampling", step + 1, self.steps)
+        return [cube_mesh()]
+
+
+def fake_engines(steps: int = 5, step_s: float = 0.05) -> dict[str, Engine]:
+    return {
+        "trellis2": FakeEngine("trellis2", steps, step_s),
+        "multiview": FakeEngine("multiview", steps, step_s),
+        "fresnel": FakeEngine("fresnel", ready=False),
+    }

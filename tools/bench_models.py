@@ -1,0 +1,346 @@
+"""Benchmark one forward pass of every real-size TRELLIS.2 network (random weights, runtime dtypes).
+
+Models are built on the `meta` device, materialised directly on the target device (`to_empty`) and
+filled with seeded random weights, one at a time (`low_vram` style: each model is freed before the
+next). Flows run in bfloat16, decoders in float16, as the released checkpoints. Inputs are realistic
+in size: a 16^3 structure latent, sparse latents on a sphere shell of a 64^3 grid (4096 and 32768
+tokens) with 1029 image tokens, and shape/texture decoders from a ~15k-voxel 64^3 shell to 1024^3.
+
+    python tools/bench_models.py --device cuda --out bench/models.json
+    python tools/bench_models.py --device cpu --quick          # tiny configs, seconds, smoke test
+
+Prints the hardware and a table (model, parameters, input, seconds after a warm-up, peak GPU memory)
+and writes the same as JSON and Markdown (`--out x.json` also writes `x.md`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+
+from trellis2.models import from_pretrained, model_class
+from trellis2.modules.sparse import SparseTensor
+
+DIT = dict(
+    model_channels=1536, cond_channels=1024, num_blocks=30, num_heads=12, mlp_ratio=5.3334, pe_mode="rope",
+    share_mod=True, qk_rms_norm=True, qk_rms_norm_cross=True, dtype="bfloat16",
+)
+TINY_DIT = dict(DIT, model_channels=64, cond_channels=32, num_blocks=2, num_heads=4)
+SPARSE_DEC = dict(
+    model_channels=[1024, 512, 256, 128, 64], latent_channels=32, num_blocks=[4, 16, 8, 4, 0],
+    block_type=["SparseConvNeXtBlock3d"] * 5, up_block_type=["SparseResBlockC2S3d"] * 4,
+    block_args=[{}] * 5, use_fp16=True,
+)
+TINY_SPARSE_DEC = dict(SPARSE_DEC, model_channels=[32, 16, 16, 8, 8], num_blocks=[1, 1, 1, 1, 0])
+SS_DEC = dict(out_channels=1, latent_channels=8, num_res_blocks=2, num_res_blocks_middle=2,
+              channels=[512, 128, 32], use_fp16=True)
+TINY_SS_DEC = dict(SS_DEC, channels=[32, 16, 8])
+
+
+@dataclass
+class Sizes:
+    """Input sizes of one benchmark run."""
+
+    cond_tokens: int = 1029
+    slat_grid: int = 64
+    slat_tokens: tuple[int, ...] = (4096, 32768)
+    decoder_grid: int = 64
+    decoder_voxels: int = 15000
+    decoder_resolution: int = 1024
+
+
+QUICK = Sizes(cond_tokens=77, slat_grid=16, slat_tokens=(256, 1024), decoder_grid=8, decoder_voxels=120,
+              decoder_resolution=128)
+
+
+@dataclass
+class Case:
+    name: str
+    class_name: str
+    args: dict[str, Any]
+    describe_input: str
+    run: Callable[[torch.nn.Module, dict], Any]  # (model, shared state) -> output
+    stored_dtype: torch.dtype | None = None  # dtype of every tensor in the released file (None: as in memory)
+
+
+@dataclass
+class Result:
+    name: str
+    class_name: str
+    params: int
+    input: str
+    seconds: float | None = None
+    seconds_all: list[float] = field(default_factory=list)
+    load_seconds: float | None = None
+    weights_gib: float | None = None
+    peak_gib: float | None = None
+    error: str | None = None
+
+
+def shell_coords(grid: int, count: int, device: torch.device) -> torch.Tensor:
+    """The `count` voxels of a `grid^3` box closest to a centred sphere (radius 0.45 grid), as int32
+    `[count, 4]` (batch 0) in lexicographic order: a surface-like sparse structure."""
+    axis = torch.arange(grid, device=device)
+    xyz = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), dim=-1).reshape(-1, 3)
+    dist = ((xyz.float() + 0.5 - grid / 2).norm(dim=-1) - 0.45 * grid).abs()
+    if count > xyz.shape[0]:
+        raise ValueError(f"{count} voxels do not fit in a {grid}^3 grid")
+    chosen = xyz[dist.argsort()[:count].sort().values]
+    return torch.cat([torch.zeros_like(chosen[:, :1]), chosen], dim=1).int()
+
+
+def init_random_(model: torch.nn.Module, seed: int = 0) -> None:
+    """Seeded random weights: matrices/kernels N(0, 1/fan_in), norm gains 1, biases and vectors 0."""
+    gen = torch.Generator(device=model_device(model)).manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() >= 2 and not name.endswith("gamma"):
+                fan_in = p[0].numel()
+                p.copy_(torch.randn(p.shape, generator=gen, device=p.device, dtype=torch.float32) / fan_in**0.5)
+            elif name.endswith("gamma") or (name.endswith("weight") and "norm" in name):
+                p.fill_(1.0)
+            else:
+                p.zero_()
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def build_random(class_name: str, args: dict[str, Any], device: torch.device) -> torch.nn.Module:
+    with torch.device("meta"):
+        model = model_class(class_name)(**args)
+    model = model.to_empty(device=device)
+    init_random_(model)
+    for module in model.modules():
+        if hasattr(module, "reset_derived_buffers"):
+            module.reset_derived_buffers()
+    return model.eval().requires_grad_(False)
+
+
+def load_via_checkpoint(case: Case, model: torch.nn.Module, folder: Path, device: torch.device) -> tuple:
+    """Write `model` as a released-style checkpoint (stored dtypes), free it, and `from_pretrained` it back.
+
+    Returns `(loaded model, load seconds)`; the files are deleted afterwards.
+    """
+    path = folder / case.name
+    state = {
+        k: (v.to(case.stored_dtype) if case.stored_dtype is not None else v).detach().cpu().contiguous()
+        for k, v in model.state_dict().items()
+    }
+    save_file(state, str(path) + ".safetensors")
+    Path(str(path) + ".json").write_text(json.dumps({"name": case.class_name, "args": case.args}))
+    del state, model
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+    start = time.perf_counter()
+    loaded = from_pretrained(path, device=device)
+    synchronize(device)
+    seconds = time.perf_counter() - start
+    for suffix in (".json", ".safetensors"):
+        Path(str(path) + suffix).unlink()
+    return loaded, seconds
+
+
+def make_cases(quick: bool, device: torch.device) -> list[Case]:
+    s = QUICK if quick else Sizes()
+    dit = TINY_DIT if quick else DIT
+    sparse_dec = TINY_SPARSE_DEC if quick else SPARSE_DEC
+    ss_dec = TINY_SS_DEC if quick else SS_DEC
+    gen = torch.Generator(device=device).manual_seed(0)
+
+    def randn(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=gen, device=device)
+
+    cond = randn(1, s.cond_tokens, dit["cond_channels"])
+    t = torch.full((1,), 500.0, device=device)
+    ss_res = 8 if quick else 16
+    cases = [
+        Case("ss_flow", "SparseStructureFlowModel", dict(resolution=ss_res, in_channels=8, out_channels=8, **dit),
+             f"[1, 8, {ss_res}^3] = {ss_res**3} tokens, cond {s.cond_tokens}",
+             lambda m, st: m(randn(1, 8, ss_res, ss_res, ss_res), t, cond), torch.bfloat16),
+    ]
+    for n in s.slat_tokens:
+        coords = shell_coords(s.slat_grid, n, device)
+        cases.append(Case(
+            f"shape_flow_{n}", "SLatFlowModel", dict(resolution=s.slat_grid, in_channels=32, out_channels=32, **dit),
+            f"{n} tokens on a {s.slat_grid}^3 shell, cond {s.cond_tokens}",
+            lambda m, st, c=coords: m(SparseTensor(randn(c.shape[0], 32), c), t, cond), torch.bfloat16,
+        ))
+        cases.append(Case(
+            f"tex_flow_{n}", "SLatFlowModel", dict(resolution=s.slat_grid, in_channels=64, out_channels=32, **dit),
+            f"{n} tokens (32 + 32 concat ch), cond {s.cond_tokens}",
+            lambda m, st, c=coords: m(SparseTensor(randn(c.shape[0], 32), c), t, cond,
+                                      concat_cond=SparseTensor(randn(c.shape[0], 32), c)), torch.bfloat16,
+        ))
+    cases.append(Case(
+        "ss_decoder", "SparseStructureDecoder", ss_dec, f"[1, 8, {ss_res}^3] -> {4 * ss_res}^3 logits",
+        lambda m, st: m(randn(1, 8, ss_res, ss_res, ss_res)),
+    ))
+    latent_coords = shell_coords(s.decoder_grid, s.decoder_voxels, device)
+
+    def run_shape_decoder(model: torch.nn.Module, state: dict) -> Any:
+        model.set_resolution(s.decoder_resolution)
+        latent = SparseTensor(randn(latent_coords.shape[0], 32), latent_coords)
+        meshes, subs = model(latent, return_subs=True)
+        state["latent"], state["subs"] = latent, subs  # guides for the texture decoder
+        state["output"] = f"{sum(int(m.faces.shape[0]) for m in meshes)} faces"
+        return meshes
+
+    def run_tex_decoder(model: torch.nn.Module, state: dict) -> Any:
+        if "subs" not in state:
+            raise RuntimeError("the texture decoder needs the shape decoder's subdivisions (run shape_decoder first)")
+        out = model(state["latent"], guide_subs=state["subs"])
+        state["output"] = f"{out.feats.shape[0]} voxels"
+        return out
+
+    describe = f"{latent_coords.shape[0]} voxels on a {s.decoder_grid}^3 shell -> {s.decoder_resolution}^3"
+    cases.append(Case("shape_decoder", "FlexiDualGridVaeDecoder", dict(resolution=s.decoder_resolution, **sparse_dec),
+                      describe + " (+ mesh extraction)", run_shape_decoder, torch.float16))
+    cases.append(Case("tex_decoder", "SparseUnetVaeDecoder", dict(out_channels=6, pred_subdiv=False, **sparse_dec),
+                      describe + " (guided by the shape decoder)", run_tex_decoder, torch.float16))
+    return cases
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def run_case(
+    case: Case, device: torch.device, repeats: int, state: dict, checkpoint_dir: Path | None = None
+) -> Result:
+    cuda = device.type == "cuda"
+    result = Result(case.name, case.class_name, 0, case.describe_input)
+    model = None
+    try:
+        if cuda:
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(device)
+        model = build_random(case.class_name, case.args, device)
+        if checkpoint_dir is not None:
+            model, result.load_seconds = load_via_checkpoint(case, model, checkpoint_dir, device)
+        result.params = sum(p.numel() for p in model.parameters())
+        if cuda:
+            result.weights_gib = torch.cuda.memory_allocated(device) / 2**30
+        with torch.inference_mode():
+            case.run(model, state)  # warm-up (kernel selection, caches)
+            synchronize(device)
+            for _ in range(repeats):
+                start = time.perf_counter()
+                case.run(model, state)
+                synchronize(device)
+                result.seconds_all.append(time.perf_counter() - start)
+        result.seconds = statistics.median(result.seconds_all)
+        if "output" in state:
+            result.input += f" => {state.pop('output')}"
+        if cuda:
+            result.peak_gib = torch.cuda.max_memory_allocated(device) / 2**30
+    except (RuntimeError, ValueError) as e:  # e.g. out of memory: record it and go on with the next model
+        result.error = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+    finally:
+        del model
+        gc.collect()
+        if cuda:
+            torch.cuda.empty_cache()
+    return result
+
+
+def hardware(device: torch.device) -> dict[str, Any]:
+    info = {
+        "device": str(device),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "python": platform.python_version(),
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_threads": torch.get_num_threads(),
+    }
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        info["gpu"] = props.name
+        info["gpu_memory_gib"] = round(props.total_memory / 2**30, 1)
+    return info
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def markdown(info: dict[str, Any], results: list[Result], quick: bool) -> str:
+    lines = [
+        f"# Model benchmark{' (quick, tiny configs)' if quick else ''}",
+        "",
+        ", ".join(f"{k}: {v}" for k, v in info.items()),
+        "",
+        "| model | class | params | input | seconds | load s | weights GiB | peak GiB |",
+        "| --- | --- | ---: | --- | ---: | ---: | ---: | ---: |",
+    ]
+    for r in results:
+        secs = r.error if r.error else _fmt(r.seconds, ".3f")
+        lines.append(
+            f"| {r.name} | {r.class_name} | {r.params:,} | {r.input} | {secs} | {_fmt(r.load_seconds, '.2f')} | "
+            f"{_fmt(r.weights_gib, '.2f')} | {_fmt(r.peak_gib, '.2f')} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--quick", action="store_true", help="tiny configs and inputs (CPU smoke test)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs after the warm-up (median reported)")
+    parser.add_argument("--only", default="", help="comma-separated case names (e.g. ss_flow,shape_flow_32768)")
+    parser.add_argument("--out", type=Path, help="write results as JSON (and Markdown next to it)")
+    parser.add_argument("--checkpoint-dir", type=Path,
+                        help="also round-trip every model through a checkpoint file here (timed from_pretrained)")
+    args = parser.parse_args(argv)
+
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error("CUDA is not available on this machine; use --device cpu")
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
+    if args.checkpoint_dir:
+        args.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    cases = make_cases(args.quick, device)
+    if args.only:
+        wanted = {n.strip() for n in args.only.split(",") if n.strip()}
+        unknown = wanted - {c.name for c in cases}
+        if unknown:
+            parser.error(f"unknown case(s) {sorted(unknown)}; known: {[c.name for c in cases]}")
+        cases = [c for c in cases if c.name in wanted]
+
+    info = hardware(device)
+    print(", ".join(f"{k}: {v}" for k, v in info.items()), flush=True)
+    results, state = [], {}
+    for case in cases:
+        r = run_case(case, device, args.repeats, state, args.checkpoint_dir)
+        results.append(r)
+        status = r.error or f"{_fmt(r.seconds, '.3f')} s, peak {_fmt(r.peak_gib, '.2f')} GiB"
+        print(f"{r.name:<16} {r.params:>15,}  {status}  [{r.input}]", flush=True)
+    print()
+    print(markdown(info, results, args.quick))
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        payload = {"hardware": info, "quick": args.quick, "results": [r.__dict__ for r in results]}
+        args.out.with_suffix(".json").write_text(json.dumps(payload, indent=2))
+        args.out.with_suffix(".md").write_text(markdown(info, results, args.quick))
+        print(f"wrote {args.out.with_suffix('.json')} and {args.out.with_suffix('.md')}")
+    return 1 if any(r.error for r in results) else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,195 @@
+"""Load benchmark of the job server: N clients each keep an event stream open and poll `GET /api/jobs/{id}`
+while a job runs; reports errors and latency percentiles of the polls.
+
+    python tools/bench_server_load.py                       # 50 clients, 60 s, tiny models on the CPU
+    python tools/bench_server_load.py --quick               # 10 clients, 5 s (smoke test)
+    python tools/bench_server_load.py --models-dir models --device cuda   # the real engine on a GPU
+    python tools/bench_server_load.py --fake-engine         # a scripted engine (no models needed)
+
+Loopback only: the server is started on 127.0.0.1 with its own temporary data folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+READY = re.compile(r"Genesis is running at (http://\S+)")
+
+
+def start_server(data_dir: Path, models_dir: Path | None, device: str | None, fake: bool) -> tuple[subprocess.Popen, str]:
+    if fake:
+        cmd = [sys.executable, str(REPO_ROOT / "tests" / "server" / "serve_fake.py"), "--steps", "100000",
+               "--step-s", "0.05"]
+    else:
+        cmd = [sys.executable, "-m", "gui.backend.cli", "serve", "--models-dir", str(models_dir)]
+    cmd += ["--host", "127.0.0.1", "--port", "0", "--data-dir", str(data_dir)]
+    if device:
+        cmd += ["--device", device]
+    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    found: list[str] = []
+    lines: list[str] = []
+
+    def read() -> None:
+        for line in proc.stdout:  # type: ignore[union-attr]
+            lines.append(line)
+            m = READY.search(line)
+            if m and not found:
+                found.append(m.group(1))
+
+    threading.Thread(target=read, daemon=True).start()
+    deadline = time.monotonic() + 120
+    while not found and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    if not found:
+        proc.kill()
+        raise SystemExit("the server did not start:\n" + "".join(lines[-30:]))
+    return proc, found[0]
+
+
+def object_png() -> bytes:
+    from tools.make_tiny_models import calibration_image
+
+    buf = io.BytesIO()
+    calibration_image(opaque=False).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+PARAMS = {"pipeline_type": "512", "texture_size": 512, "decimation_target": 10000, "remesh": False}
+
+
+async def keep_a_job_running(client: httpx.AsyncClient, image: bytes, stop: asyncio.Event, current: list[str],
+                             errors: list[str]) -> None:
+    """Keep two jobs queued so one is always running; `current[0]` is the one to watch."""
+    while not stop.is_set():
+        jobs = (await client.get("/api/jobs", params={"limit": 20})).json()
+        active = [j for j in jobs if j["state"] in ("queued", "running")]
+        running = [j["id"] for j in active if j["state"] == "running"]
+        if running:
+            current[0] = running[0]
+        for bad in (j for j in jobs if j["state"] == "failed"):
+            msg = f"job failed: {bad['error']['message'][:200]}"
+            if msg not in errors:
+                errors.append(msg)
+        if len(active) < 2:
+            r = await client.post("/api/generate/image", files={"image": ("o.png", image, "image/png")},
+                                  data={"params": json.dumps(PARAMS)})
+            if not current[0]:
+                current[0] = r.json()["job_id"]
+        await asyncio.sleep(0.5)
+
+
+async def client_loop(url: str, stop: asyncio.Event, current: list[str], latencies: list[float],
+                      errors: list[str], poll_s: float) -> None:
+    async with httpx.AsyncClient(base_url=url, timeout=30.0) as client:
+
+        async def stream() -> None:
+            while not stop.is_set():
+                job_id = current[0]
+                try:
+                    async with client.stream("GET", f"/api/jobs/{job_id}/events") as r:
+                        if r.status_code != 200:
+                            errors.append(f"events {r.status_code}")
+                        async for _ in r.aiter_lines():
+                            if stop.is_set():
+                                return
+                except httpx.HTTPError as exc:
+                    errors.append(f"events: {exc!r}")
+                await asyncio.sleep(0.05)
+
+        streamer = asyncio.create_task(stream())
+        while not stop.is_set():
+            t0 = time.perf_counter()
+            try:
+                r = await client.get(f"/api/jobs/{current[0]}")
+                latencies.append(time.perf_counter() - t0)
+                if r.status_code != 200:
+                    errors.append(f"poll {r.status_code}")
+            except httpx.HTTPError as exc:
+                errors.append(f"poll: {exc!r}")
+            await asyncio.sleep(poll_s)
+        streamer.cancel()
+
+
+async def run_load(url: str, clients: int, duration: float, poll_s: float, image: bytes) -> dict:
+    stop = asyncio.Event()
+    current = [""]
+    latencies: list[float] = []
+    errors: list[str] = []
+    async with httpx.AsyncClient(base_url=url, timeout=30.0) as control:
+        feeder = asyncio.create_task(keep_a_job_running(control, image, stop, current, errors))
+        while not current[0]:
+            await asyncio.sleep(0.05)
+        tasks = [asyncio.create_task(client_loop(url, stop, current, latencies, errors, poll_s))
+                 for _ in range(clients)]
+        await asyncio.sleep(duration)
+        stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        feeder.cancel()
+        jobs = (await control.get("/api/jobs", params={"limit": 1000})).json()
+    ms = sorted(x * 1000 for x in latencies)
+
+    def pct(p: float) -> float:
+        return ms[min(len(ms) - 1, int(round(p / 100 * (len(ms) - 1))))] if ms else float("nan")
+
+    return {"clients": clients, "duration_s": duration, "requests": len(ms), "errors": len(errors),
+            "error_samples": errors[:5], "p50_ms": round(pct(50), 2), "p95_ms": round(pct(95), 2),
+            "p99_ms": round(pct(99), 2), "max_ms": round(ms[-1], 2) if ms else None,
+            "mean_ms": round(statistics.fmean(ms), 2) if ms else None,
+            "jobs_succeeded": sum(j["state"] == "succeeded" for j in jobs),
+            "jobs_failed": sum(j["state"] == "failed" for j in jobs)}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", help="torch device for the engine (default: the best available)")
+    parser.add_argument("--quick", action="store_true", help="10 clients for 5 s")
+    parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument("--duration", type=float, default=60.0)
+    parser.add_argument("--poll-s", type=float, default=0.1, help="pause between one client's polls")
+    parser.add_argument("--models-dir", type=Path, help="models folder (default: tiny models in a temp folder)")
+    parser.add_argument("--fake-engine", action="store_true", help="scripted engine instead of TRELLIS.2")
+    parser.add_argument("--json", type=Path, help="also write the result here")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.clients, args.duration = min(args.clients, 10), min(args.duration, 5.0)
+    with tempfile.TemporaryDirectory(prefix="genesis-bench-") as tmp:
+        models = args.models_dir
+        if models is None and not args.fake_engine:
+            from tools.make_tiny_models import make_tiny_models
+
+            models = Path(tmp) / "models"
+            make_tiny_models(models)
+        proc, url = start_server(Path(tmp) / "data", models, args.device, args.fake_engine)
+        try:
+            result = asyncio.run(run_load(url, args.clients, args.duration, args.poll_s, object_png()))
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    result["engine"] = "fake" if args.fake_engine else f"trellis2 ({models})"
+    print(json.dumps(result, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    if str(REPO_ROOT) not in sys.path:
+        sys.path.insert(0, str(REPO_ROOT))
+    main()

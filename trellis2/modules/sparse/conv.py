@@ -1,0 +1,196 @@
+"""Submanifold sparse 3D convolution (stride 1, odd kernel) in pure PyTorch.
+
+Semantics (the official FlexGEMM layout): weight `[Co, K, K, K, Ci]`, tap `(a, b, c)` multiplies the
+input voxel at `(x + (a - K//2) d, y + (b - K//2) d, z + (c - K//2) d)`; outputs exist only at the
+input voxels; absent neighbours contribute zero and neighbours never cross batch elements. It is a
+cross-correlation, i.e. `nn.Conv3d(padding=K//2 * d)` on a zero-filled dense grid read back at the
+active voxels.
+
+Implementation: a neighbour map `[N, K^3]` (int32 row indices, -1 = absent) is built once per voxel
+set from sorted int64 linear keys + `searchsorted`, and cached in the tensor's `spatial_cache`, so
+every conv at one resolution shares it. The convolution gathers the `K^3` neighbour rows of a chunk of
+voxels into `[n, K^3 * Ci]` and multiplies by the flattened weight: one GEMM per chunk, with the chunk
+size chosen so that the gathered block stays under `GATHER_BUDGET_BYTES`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+
+from .tensor import SparseTensor
+
+# Upper bound on the temporary gathered neighbourhood block of one chunk, in bytes.
+GATHER_BUDGET_BYTES = 256 * 2**20
+# Neighbour-map construction looks up at most this many keys at once.
+LOOKUP_CHUNK_KEYS = 2**24
+# Grids with at most this many cells (padded, all batch elements) use a dense int32 lookup table
+# (fast on CPU); larger ones binary-search sorted int64 keys (memory proportional to the voxels).
+DENSE_LOOKUP_MAX_CELLS = 2**26
+
+
+def kernel_offsets(kernel_size: int, dilation: int = 1, device: torch.device | None = None) -> torch.Tensor:
+    """`[K^3, 3]` int64 offsets in flat tap order `v = a*K*K + b*K + c` (x slowest)."""
+    r = torch.arange(kernel_size, device=device, dtype=torch.int64) - kernel_size // 2
+    grid = torch.stack(torch.meshgrid(r, r, r, indexing="ij"), dim=-1).reshape(-1, 3)
+    return grid * dilation
+
+
+def submanifold_neighbor_map(coords: torch.Tensor, kernel_size: int = 3, dilation: int = 1) -> torch.Tensor:
+    """Row index of every voxel's neighbour at every kernel tap: `[N, K^3]` int32, -1 where absent.
+
+    `coords` is `[N, 4]` `(batch, x, y, z)` with non-negative, unique coordinates.
+    """
+    n = coords.shape[0]
+    taps = kernel_size**3
+    device = coords.device
+    if n == 0:
+        return torch.empty(0, taps, dtype=torch.int32, device=device)
+    if n >= 2**31 - 1:
+        raise ValueError(f"too many voxels for an int32 neighbour map: {n}")
+    c = coords.to(torch.int64)
+    if int(c.min()) < 0:
+        raise ValueError("sparse convolution needs non-negative voxel coordinates")
+    pad = (kernel_size // 2) * dilation
+    # Pad every axis by the kernel reach so that neighbour keys never wrap into another row/batch.
+    extent = (c[:, 1:].max(dim=0).values + 1 + 2 * pad).tolist()
+    sx, sy, sz = extent
+    if (int(c[:, 0].max()) + 1) * sx * sy * sz >= 2**62:
+        raise ValueError(f"voxel grid {extent} too large for 64-bit keys")
+    cells = (int(c[:, 0].max()) + 1) * sx * sy * sz
+    keys = ((c[:, 0] * sx + (c[:, 1] + pad)) * sy + (c[:, 2] + pad)) * sz + (c[:, 3] + pad)
+    offs = kernel_offsets(kernel_size, dilation, device)
+    deltas = (offs[:, 0] * sy + offs[:, 1]) * sz + offs[:, 2]  # [K^3]
+    rows_index = torch.arange(n, device=device, dtype=torch.int32)
+    out = torch.empty(n, taps, dtype=torch.int32, device=device)
+    rows = max(1, LOOKUP_CHUNK_KEYS // taps)
+    duplicate = ValueError("sparse tensor has duplicate voxel coordinates; a convolution needs unique voxels")
+    if cells <= DENSE_LOOKUP_MAX_CELLS:
+        # Small grids: a dense table of row indices, one gather per query.
+        table = torch.full((cells,), -1, dtype=torch.int32, device=device)
+        table[keys] = rows_index
+        if not torch.equal(table[keys], rows_index):
+            raise duplicate
+        for s in range(0, n, rows):
+            out[s : s + rows] = table[keys[s : s + rows, None] + deltas[None, :]]
+        return out
+    # Large grids: binary search in the sorted keys.
+    sorted_keys, order = torch.sort(keys)
+    if n > 1 and bool((sorted_keys[1:] == sorted_keys[:-1]).any()):
+        raise duplicate
+    order = order.to(torch.int32)
+    for s in range(0, n, rows):
+        q = keys[s : s + rows, None] + deltas[None, :]
+        pos = torch.searchsorted(sorted_keys, q).clamp_max_(n - 1)
+        hit = sorted_keys[pos] == q
+        out[s : s + rows] = torch.where(hit, order[pos], -1)
+    return out
+
+
+def neighbor_map(x: SparseTensor, kernel_size: int = 3, dilation: int = 1) -> torch.Tensor:
+    """The cached neighbour map of `x` (built on first use, shared by every conv on these voxels)."""
+    key = f"submanifold_neighbors_k{kernel_size}_d{dilation}"
+    nmap = x.spatial_cache.get(key)
+    if nmap is None:
+        nmap = submanifold_neighbor_map(x.coords, kernel_size, dilation)
+        x.spatial_cache[key] = nmap
+    return nmap
+
+
+def submanifold_conv3d_chunks(
+    feats: torch.Tensor, nmap: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
+) -> Iterator[tuple[int, int, torch.Tensor]]:
+    """Yield `(start, stop, out[start:stop])` of the convolution, one memory-bounded chunk at a time.
+
+    Lets a caller consume the output without ever holding all of it (e.g. a subdivision that keeps
+    only some channel blocks of each row). Arguments as `submanifold_conv3d`.
+    """
+    n, ci = feats.shape
+    co = weight.shape[0]
+    taps = nmap.shape[1]
+    w = weight.reshape(co, taps * ci).t()
+    rows = max(1, GATHER_BUDGET_BYTES // (taps * ci * feats.element_size()))
+    for s in range(0, n, rows):
+        idx = nmap[s : s + rows]
+        m = idx.shape[0]
+        block = feats.index_select(0, idx.clamp_min(0).reshape(-1)).reshape(m, taps, ci)
+        block.masked_fill_((idx < 0)[..., None], 0)
+        block = block.reshape(m, taps * ci)
+        yield s, s + m, (block @ w if bias is None else torch.addmm(bias, block, w))
+
+
+def submanifold_conv3d(
+    feats: torch.Tensor, nmap: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
+) -> torch.Tensor:
+    """`out[i] = bias + sum_v W[:, v, :] @ feats[nmap[i, v]]` (absent neighbours are zero).
+
+    `feats [N, Ci]`, `nmap [N, T]`, `weight [Co, T, Ci]` (any layout that reshapes to it), `bias [Co]`.
+    """
+    out = torch.empty(feats.shape[0], weight.shape[0], dtype=feats.dtype, device=feats.device)
+    for s, e, chunk in submanifold_conv3d_chunks(feats, nmap, weight, bias):
+        out[s:e] = chunk
+    return out
+
+
+class SparseConv3d(nn.Module):
+    """Submanifold sparse convolution with the official parameter layout (`weight [Co, K, K, K, Ci]`).
+
+    The signature mirrors the official module; only stride 1 without explicit padding (the
+    submanifold case, the only one the released models use) is supported.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        stride: int = 1,
+        dilation: int = 1,
+        padding: int | None = None,
+        bias: bool = True,
+        indice_key: str | None = None,
+    ) -> None:
+        super().__init__()
+        if stride != 1 or padding is not None:
+            raise ValueError("SparseConv3d supports only submanifold convolution (stride 1, padding None)")
+        if kernel_size % 2 != 1:
+            raise ValueError(f"SparseConv3d needs an odd kernel size, got {kernel_size}")
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.kernel_size = kernel_size
+        self.dilation = dilation
+        k = kernel_size
+        self.weight = nn.Parameter(torch.empty(out_channels, k, k, k, in_channels))
+        self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """PyTorch's default conv initialisation (uniform with fan-in bound)."""
+        fan_in = self.in_channels * self.kernel_size**3
+        bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
+        nn.init.uniform_(self.weight, -bound, bound)
+        if self.bias is not None:
+            nn.init.uniform_(self.bias, -bound, bound)
+
+    def _prepare(self, x: SparseTensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if x.feats.dim() != 2 or x.feats.shape[1] != self.in_channels:
+            raise ValueError(f"SparseConv3d expects {self.in_channels} channels, got {tuple(x.feats.shape)}")
+        return x.feats.to(self.weight.dtype), neighbor_map(x, self.kernel_size, self.dilation)
+
+    def forward(self, x: SparseTensor) -> SparseTensor:
+        feats, nmap = self._prepare(x)
+        return x.replace(submanifold_conv3d(feats, nmap, self.weight, self.bias))
+
+    def chunks(self, x: SparseTensor) -> Iterator[tuple[int, int, torch.Tensor]]:
+        """The output feats of `forward(x)` as `(start, stop, rows)` chunks (see `submanifold_conv3d_chunks`)."""
+        feats, nmap = self._prepare(x)
+        return submanifold_conv3d_chunks(feats, nmap, self.weight, self.bias)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+            f"dilation={self.dilation}, bias={self.bias is not None}"
+        )
