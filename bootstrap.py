@@ -103,7 +103,8 @@ def ensure_torch(py: Path) -> None:
 def ensure_project(py: Path, dev: bool) -> None:
     extra = ".[dev]" if dev else "."
     key = digest(ROOT / "pyproject.toml") + extra
-    if stamp_matches("project", key) and succeeds(
+    dev_key = digest(ROOT / "pyproject.toml") + ".[dev]"  # a dev install also serves `start`
+    if (stamp_matches("project", key) or stamp_matches("project", dev_key)) and succeeds(
         [py, "-c", "import trellis2, gui.backend"], cwd=ROOT, stderr=subprocess.DEVNULL
     ):
         return

@@ -164,6 +164,8 @@ class _Tier:
         if self.big is not None:
             self.big.query(points, best_d, best_f, best_uvw, limit_sq)
         active = torch.arange(points.shape[0], device=self.device)
+        if math.isfinite(limit_sq):
+            active = self._near_candidates(points, active, limit_sq)
         for li, level in enumerate(self.levels):
             last = li == len(self.levels) - 1
             rings = int(level.dims.max()) + 1 if last else _RINGS_PER_LEVEL
@@ -176,6 +178,30 @@ class _Tier:
                 bound = (r * level.cell) ** 2
                 still = (best_d[active] > bound) & (limit_sq > bound)
                 active, cell = active[still], cell[still]
+
+    def _near_candidates(self, points, active, limit_sq):
+        """Drop points with no occupied cell within the distance limit (checked on one coarse level)."""
+        limit = math.sqrt(limit_sq)
+        level = next((lv for lv in self.levels if lv.cell >= limit), self.levels[-1])
+        reach = max(1, math.ceil(limit / level.cell))
+        rng = torch.arange(-reach, reach + 1, device=self.device)
+        offsets = torch.cartesian_prod(rng, rng, rng)
+        keep = []
+        step = max(1, _PAIR_BUDGET // (4 * offsets.shape[0]))
+        for s in range(0, active.numel(), step):
+            act = active[s : s + step]
+            p = points[act]
+            cell = torch.minimum(torch.floor((p - self.origin) / level.cell).long().clamp_min(0), level.dims - 1)
+            cand = cell[:, None, :] + offsets[None]
+            inside = ((cand >= 0) & (cand < level.dims)).all(2)
+            box_lo = self.origin + cand.to(self.dtype) * level.cell
+            gap = torch.clamp(box_lo - p[:, None, :], min=0) + torch.clamp(p[:, None, :] - (box_lo + level.cell), min=0)
+            ok = inside & ((gap**2).sum(2) <= limit_sq)
+            key = (cand[..., 0] * level.dims[1] + cand[..., 1]) * level.dims[2] + cand[..., 2]
+            pos = torch.searchsorted(level.cell_keys, key.reshape(-1)).clamp_max(level.cell_keys.numel() - 1)
+            occupied = (level.cell_keys[pos] == key.reshape(-1)).reshape(key.shape)
+            keep.append(act[(ok & occupied).any(1)])
+        return torch.cat(keep) if keep else active
 
     def _visit_ring(self, points, active, cell, r, level, best_d, best_f, best_uvw, limit_sq):
         offsets = _ring_offsets(r, self.device)

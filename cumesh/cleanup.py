@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import scipy.spatial
 import torch
 
-from .connectivity import face_components
+from .connectivity import connected_components, face_components
 from .validation import check_mesh
 
 
@@ -42,17 +43,18 @@ def unique_rows(rows: torch.Tensor, bound: int) -> tuple[torch.Tensor, torch.Ten
 def merge_duplicate_vertices(
     vertices: torch.Tensor, faces: torch.Tensor, tol: float = 0.0
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Weld vertices with identical positions (`tol=0`) or positions in the same `tol`-sized grid cell.
+    """Weld vertices with identical positions (`tol=0`) or closer than `tol` (transitively, via a k-d tree).
 
-    Each group is represented by its lowest-index vertex. Faces that end up with a repeated index are
+    Each group is represented by its lowest-index vertex (its position is kept). Faces that end up with a repeated index are
     dropped (they have no area), then unreferenced vertices are removed.
     """
     vertices, faces = check_mesh(vertices, faces)
     if tol < 0:
         raise ValueError(f"tol must be >= 0, got {tol}")
     if tol > 0:
-        keys = torch.floor((vertices - vertices.min(0).values) / tol).long()
-        _, inverse = unique_rows(keys, int(keys.max()) + 1)
+        tree = scipy.spatial.cKDTree(vertices.detach().cpu().double().numpy())
+        pairs = torch.from_numpy(tree.query_pairs(tol, output_type="ndarray")).to(vertices.device)
+        inverse = connected_components(vertices.shape[0], pairs.reshape(-1, 2).long())
         num = int(inverse.max()) + 1
     else:
         _, inverse = torch.unique(vertices, dim=0, return_inverse=True)

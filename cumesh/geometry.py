@@ -14,13 +14,13 @@ def _face_cross(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
 
 def face_areas(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
     """Triangle areas `[F]`."""
-    vertices, faces = check_mesh(vertices, faces, allow_no_faces=True)
+    vertices, faces = check_mesh(vertices, faces)
     return 0.5 * torch.linalg.norm(_face_cross(vertices, faces), dim=1)
 
 
 def face_normals(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
     """Unit face normals `[F, 3]` (right-hand rule); zero vectors for zero-area faces, never NaN."""
-    vertices, faces = check_mesh(vertices, faces, allow_no_faces=True)
+    vertices, faces = check_mesh(vertices, faces)
     cross = _face_cross(vertices, faces)
     norm = torch.linalg.norm(cross, dim=1, keepdim=True)
     return torch.where(norm > 0, cross / norm.clamp_min(torch.finfo(cross.dtype).tiny), torch.zeros_like(cross))
@@ -32,7 +32,7 @@ def vertex_normals(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
     A vertex whose weighted sum vanishes (unreferenced, or only zero-area faces) gets `(0, 0, 1)`, so
     every row is a unit vector.
     """
-    vertices, faces = check_mesh(vertices, faces, allow_no_faces=True)
+    vertices, faces = check_mesh(vertices, faces)
     cross = _face_cross(vertices, faces)
     acc = torch.zeros_like(vertices)
     for k in range(3):

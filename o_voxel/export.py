@@ -49,19 +49,18 @@ def _obj_zip(mesh: trimesh.Trimesh, stem: str) -> bytes:
     material = getattr(mesh.visual, "material", None)
     uv = getattr(mesh.visual, "uv", None)
     v = np.asarray(mesh.vertices)
-    lines = [f"mtllib {stem}.mtl", f"o {stem}"]
-    lines += [f"v {x:.6f} {y:.6f} {z:.6f}" for x, y, z in v]
     has_uv = uv is not None and len(uv) == len(v)
+    faces = np.asarray(mesh.faces, dtype=np.int64) + 1
+    text = io.StringIO()
+    text.write(f"mtllib {stem}.mtl\no {stem}\n")
+    np.savetxt(text, v, fmt="v %.6f %.6f %.6f")
     if has_uv:
-        lines += [f"vt {a:.6f} {b:.6f}" for a, b in np.asarray(uv)]
-    normals = np.asarray(mesh.vertex_normals)
-    lines += [f"vn {x:.6f} {y:.6f} {z:.6f}" for x, y, z in normals]
-    lines.append(f"usemtl {stem}")
-    faces = np.asarray(mesh.faces) + 1
-    if has_uv:
-        lines += [f"f {a}/{a}/{a} {b}/{b}/{b} {c}/{c}/{c}" for a, b, c in faces]
-    else:
-        lines += [f"f {a}//{a} {b}//{b} {c}//{c}" for a, b, c in faces]
+        np.savetxt(text, np.asarray(uv), fmt="vt %.6f %.6f")
+    np.savetxt(text, np.asarray(mesh.vertex_normals), fmt="vn %.6f %.6f %.6f")
+    text.write(f"usemtl {stem}\n")
+    corner = "%d/%d/%d" if has_uv else "%d//%d"
+    per_corner = 3 if has_uv else 2
+    np.savetxt(text, np.repeat(faces, per_corner, axis=1), fmt=f"f {corner} {corner} {corner}")
     mtl = [f"newmtl {stem}", "Ka 1.000 1.000 1.000", "Kd 1.000 1.000 1.000", "Ks 0.000 0.000 0.000", "illum 2"]
     files: dict[str, bytes] = {}
     base = getattr(material, "baseColorTexture", None)
@@ -79,7 +78,7 @@ def _obj_zip(mesh: trimesh.Trimesh, stem: str) -> bytes:
         mtl += [f"map_Pr {stem}_roughness.png", f"map_Pm {stem}_metallic.png"]
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr(f"{stem}.obj", "\n".join(lines) + "\n")
+        archive.writestr(f"{stem}.obj", text.getvalue())
         archive.writestr(f"{stem}.mtl", "\n".join(mtl) + "\n")
         for name, data in files.items():
             archive.writestr(name, data)

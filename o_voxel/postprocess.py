@@ -9,6 +9,7 @@ All mesh operations come from `cumesh`; everything runs on the device of the inp
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import partial
 
 import numpy as np
 import torch
@@ -29,6 +30,7 @@ Progress = Callable[[str, int, int], None]
 
 _HOLE_PERIMETER = 3e-2
 _SMALL_COMPONENT_AREA = 1e-5
+_PROJECTION_RANGE_VOXELS = 4.0  # texels farther than this from the original surface keep their own position
 _STEPS = ("fill holes", "simplify", "clean up", "uv unwrap", "bake textures", "assemble")
 
 
@@ -148,8 +150,13 @@ def to_glb(
         "smooth_strength": float(mesh_cluster_smooth_strength),
     }
     v2, f2, uvs, vmap = cm.uv_unwrap(v1, f1, compute_charts_kwargs=chart_options)
+    voxel = float(vs.min())
+    v2, f2, uvs, vmap = cm.remove_uv_degenerate_faces(
+        v2, f2, uvs, vmap, area_eps=1e-6 * voxel**2, edge_eps=1e-4 * voxel
+    )
+    if f2.shape[0] == 0:
+        raise ValueError("UV unwrapping left no usable faces; the mesh is degenerate")
     n2 = normals[vmap.to(normals.device).long()]
-    v2, f2, uvs, n2 = _drop_uv_degenerate(cm, v2, f2, uvs, n2)
     step(3)
 
     # 4. textures
@@ -158,7 +165,7 @@ def to_glb(
         f2.to(device).long(),
         uvs.to(device),
         size,
-        bvh.closest_point,
+        partial(bvh.closest_point, max_distance=_PROJECTION_RANGE_VOXELS * float(vs.max())),
         (v0, f0),
         feats,
         grid,
@@ -193,25 +200,3 @@ def to_glb(
     )
     step(5)
     return mesh
-
-
-def _drop_uv_degenerate(cm, v, f, uvs, normals):
-    """Remove faces whose UV triangle has (near-)zero area, keeping normals aligned with the vertices."""
-    n_vertices = v.shape[0]
-    v2, f2, uv2 = cm.remove_uv_degenerate_faces(v, f, uvs)[:3]
-    if v2.shape[0] == n_vertices:
-        return v2, f2, uv2, normals
-    # vertices were compacted: recover the mapping through the kept positions + uvs
-    key_old = torch.cat([v, uvs.to(v)], 1)
-    key_new = torch.cat([v2, uv2.to(v2)], 1)
-    order = _match_rows(key_old, key_new)
-    return v2, f2, uv2, normals[order]
-
-
-def _match_rows(old: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
-    """Index into `old` of each row of `new` (rows of `new` are a subset of `old`)."""
-    both = torch.cat([old, new])
-    _, inverse = torch.unique(both, dim=0, return_inverse=True)
-    first = torch.full((int(inverse.max()) + 1,), -1, dtype=torch.long, device=old.device)
-    first.scatter_(0, inverse[: old.shape[0]].flip(0), torch.arange(old.shape[0] - 1, -1, -1, device=old.device))
-    return first[inverse[old.shape[0] :]]

@@ -8,6 +8,7 @@ tokens) with 1029 image tokens, and shape/texture decoders from a ~15k-voxel 64^
 
     python tools/bench_models.py --device cuda --out bench/models.json
     python tools/bench_models.py --device cpu --quick          # tiny configs, seconds, smoke test
+    python tools/bench_models.py --checkpoint-dir /tmp/ckpt    # also time from_pretrained of each file
 
 Prints the hardware and a table (model, parameters, input, seconds after a warm-up, peak GPU memory)
 and writes the same as JSON and Markdown (`--out x.json` also writes `x.md`).
@@ -129,11 +130,8 @@ def build_random(class_name: str, args: dict[str, Any], device: torch.device) ->
     return model.eval().requires_grad_(False)
 
 
-def load_via_checkpoint(case: Case, model: torch.nn.Module, folder: Path, device: torch.device) -> tuple:
-    """Write `model` as a released-style checkpoint (stored dtypes), free it, and `from_pretrained` it back.
-
-    Returns `(loaded model, load seconds)`; the files are deleted afterwards.
-    """
+def save_checkpoint(case: Case, model: torch.nn.Module, folder: Path) -> Path:
+    """Write `model` as a released-style checkpoint (`<name>.json` + `.safetensors` in the stored dtypes)."""
     path = folder / case.name
     state = {
         k: (v.to(case.stored_dtype) if case.stored_dtype is not None else v).detach().cpu().contiguous()
@@ -141,18 +139,14 @@ def load_via_checkpoint(case: Case, model: torch.nn.Module, folder: Path, device
     }
     save_file(state, str(path) + ".safetensors")
     Path(str(path) + ".json").write_text(json.dumps({"name": case.class_name, "args": case.args}))
-    del state, model
+    return path
+
+
+def free_memory(device: torch.device) -> None:
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
-    start = time.perf_counter()
-    loaded = from_pretrained(path, device=device)
-    synchronize(device)
-    seconds = time.perf_counter() - start
-    for suffix in (".json", ".safetensors"):
-        Path(str(path) + suffix).unlink()
-    return loaded, seconds
 
 
 def make_cases(quick: bool, device: torch.device) -> list[Case]:
@@ -227,12 +221,18 @@ def run_case(
     result = Result(case.name, case.class_name, 0, case.describe_input)
     model = None
     try:
-        if cuda:
-            torch.cuda.empty_cache()
-            torch.cuda.reset_peak_memory_stats(device)
+        free_memory(device)
         model = build_random(case.class_name, case.args, device)
-        if checkpoint_dir is not None:
-            model, result.load_seconds = load_via_checkpoint(case, model, checkpoint_dir, device)
+        if checkpoint_dir is not None:  # round trip through a file: the load path the pipeline uses
+            path = save_checkpoint(case, model, checkpoint_dir)
+            model = None
+            free_memory(device)
+            start = time.perf_counter()
+            model = from_pretrained(path, device=device)
+            synchronize(device)
+            result.load_seconds = time.perf_counter() - start
+            for suffix in (".json", ".safetensors"):
+                Path(str(path) + suffix).unlink()
         result.params = sum(p.numel() for p in model.parameters())
         if cuda:
             result.weights_gib = torch.cuda.memory_allocated(device) / 2**30

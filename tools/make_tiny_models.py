@@ -259,7 +259,7 @@ def calibrate(trellis_dir: Path, models_dir: Path) -> None:
     shape_decoder = pipe.model("shape_slat_decoder")
     for layer in _subdiv_layers(shape_decoder):
         captured: list[torch.Tensor] = []
-        hook = layer.register_forward_hook(lambda _m, _i, out: captured.append(out.feats))
+        hook = layer.register_forward_hook(lambda _m, _i, out, sink=captured: sink.append(out.feats))
         shape_decoder.decode_voxels(latent)
         hook.remove()
         layer.bias -= torch.quantile(captured[0], 1.0 - SUBDIV_FRACTION, dim=0)
@@ -268,8 +268,19 @@ def calibrate(trellis_dir: Path, models_dir: Path) -> None:
 
 
 def make_tiny_models(out_dir: str | Path, seed: int = 0) -> Path:
-    """Write the tiny models folder `out_dir`; returns the pipeline folder (`.../microsoft/TRELLIS.2-4B`)."""
-    out_dir = Path(out_dir)
+    """Write the tiny models folder `out_dir`; returns the pipeline folder (`.../microsoft/TRELLIS.2-4B`).
+
+    Runs single-threaded (tiny networks only lose from intra-op threads); the thread count is restored.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _write_tiny_models(Path(out_dir), seed)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _write_tiny_models(out_dir: Path, seed: int) -> Path:
     generator = torch.Generator().manual_seed(seed)
     trellis_dir = out_dir.joinpath(*PIPELINE_REPO)
     for stem, (name, args) in CHECKPOINTS.items():

@@ -186,7 +186,8 @@ def cmd_models(args: argparse.Namespace) -> int:
 
     settings = settings_from(args)
     if args.action == "download":
-        return download_all(settings.models_dir, token=args.hf_token, assume_yes=args.yes, only=args.only)
+        only = (args.repos or []) + (args.only or [])
+        return download_all(settings.models_dir, token=args.hf_token, assume_yes=args.yes, only=only or None)
     return print_status(settings.models_dir)
 
 
@@ -233,6 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("models", help="show which models are present, or download them")
     add_location_flags(p)
     p.add_argument("action", nargs="?", choices=["status", "download"], default="status")
+    p.add_argument("repos", nargs="*", help="download only these model ids (e.g. microsoft/TRELLIS.2-4B)")
     p.add_argument("--hf-token", help="Hugging Face token for gated models (default: HF_TOKEN or your login)")
     p.add_argument("--yes", action="store_true", help="do not ask before downloading")
     p.add_argument("--only", action="append", help="download only this model id (repeatable)")

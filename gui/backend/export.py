@@ -26,9 +26,15 @@ def has_ovoxel_export() -> bool:
     return all(importlib.util.find_spec(m) is not None for m in ("o_voxel.postprocess", "o_voxel.export"))
 
 
+def asset_extension(fmt: str) -> str:
+    """The O-Voxel export writes OBJ as a .zip (obj + mtl + textures)."""
+    return "zip" if fmt == "obj" and has_ovoxel_export() else fmt
+
+
 def export_file_name(fmt: str, params: ExportParams) -> str:
     """Our own, deterministic file name for one export setting (never a client string)."""
-    return f"model-d{params.decimation_target}-t{params.texture_size}-{'r' if params.remesh else 'n'}.{fmt}"
+    settings = f"d{params.decimation_target}-t{params.texture_size}-{'r' if params.remesh else 'n'}"
+    return f"model-{fmt}-{settings}.{asset_extension(fmt)}"
 
 
 def download_name(job_id: str, engine: str, seed: int, ext: str) -> str:
@@ -94,7 +100,7 @@ def write_asset(mesh: trimesh.Trimesh, fmt: str, destination: Path) -> None:
 
             written = Path(export_asset(mesh, Path(tmp), "asset", fmt))
         else:
-            written = Path(tmp) / f"asset.{fmt}"
+            written = Path(tmp) / f"asset.{asset_extension(fmt)}"
             mesh.export(written, file_type=fmt)
         if not written.is_file() or written.stat().st_size == 0:
             raise RuntimeError(f"the {fmt.upper()} export wrote no file")

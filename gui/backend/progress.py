@@ -7,6 +7,9 @@ import time
 from dataclasses import dataclass, field
 
 
+MIN_MEASURED_FRACTION = 0.05  # no ETA before this much work has been timed
+
+
 @dataclass
 class ProgressSnapshot:
     stage: str = ""
@@ -46,10 +49,10 @@ class ProgressTracker:
                 self.total_weight = sum(w for _, w in self.plan)
                 planned = self._plan_fraction(stage, step, total)
             fraction = max(planned if planned is not None else 0.0, self.snapshot.fraction)
-            if self._clock is None and planned is not None:
+            if self._clock is None and planned:  # the clock starts once the first unit of work is done
                 self._clock = (now, fraction)
             eta = None
-            if self._clock is not None and fraction - self._clock[1] > 0.005:
+            if self._clock is not None and fraction - self._clock[1] >= MIN_MEASURED_FRACTION:
                 rate = (now - self._clock[0]) / (fraction - self._clock[1])  # seconds per unit of work
                 eta = rate * (1.0 - fraction)
             self.snapshot = ProgressSnapshot(stage, step, total, min(fraction, 0.999), eta, now)

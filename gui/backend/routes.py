@@ -29,7 +29,7 @@ router = APIRouter(prefix="/api")
 SSE_INTERVAL_S = 0.25
 SSE_HEARTBEAT_S = 15.0
 MEDIA_TYPES = {".glb": "model/gltf-binary", ".obj": "text/plain", ".stl": "model/stl", ".ply": "application/ply",
-               ".png": "image/png"}
+               ".png": "image/png", ".zip": "application/zip"}
 _export_lock = threading.Lock()
 
 
@@ -271,7 +271,7 @@ async def job_file(request: Request, job_id: str, name: str) -> FileResponse:
         raise ApiError(404, "file_not_found", "The file is missing from the job folder.")
     suffix = path.suffix.lower()
     headers = {}
-    if suffix in (".glb", ".obj", ".stl", ".ply"):
+    if suffix in (".glb", ".obj", ".stl", ".ply", ".zip"):
         seed = int(job.params.get("seed", 0))
         headers["Content-Disposition"] = f'attachment; filename="{download_name(job_id, job.engine, seed, suffix[1:])}"'
     return FileResponse(path, media_type=MEDIA_TYPES.get(suffix, "application/octet-stream"), headers=headers)

@@ -147,30 +147,40 @@ try {
   check(await page.locator('#generate').isEnabled(), 'valid values enable Generate');
 
   // 4. Generate with the keyboard (Enter on the focused button); watch stages and progress.
+  await page.evaluate(() => {
+    // Record every stage name and progress value the queue shows, however briefly.
+    window.__seen = { stages: [], progress: [] };
+    const record = () => {
+      for (const item of document.querySelectorAll('#queue-list li.job')) {
+        const stage = item.querySelector('.stage')?.textContent.replace(/ · step .*/, '');
+        const value = item.querySelector('[role="progressbar"]')?.getAttribute('aria-valuenow');
+        if (stage && !window.__seen.stages.includes(stage)) window.__seen.stages.push(stage);
+        if (value !== null && value !== undefined && !window.__seen.progress.includes(Number(value))) {
+          window.__seen.progress.push(Number(value));
+        }
+      }
+    };
+    new MutationObserver(record).observe(document.getElementById('queue-list'),
+      { subtree: true, childList: true, attributes: true, characterData: true });
+  });
   await page.focus('#generate');
   await page.keyboard.press('Enter');
   await jobItem('queue-list').first().waitFor();
   const firstId = await jobItem('queue-list').first().getAttribute('data-job-id');
   log(`job ${firstId} queued with Enter`);
-  const stages = new Set();
-  const progress = new Set();
   const deadline = Date.now() + JOB_TIMEOUT_MS;
-  let firstRunningShot = false;
+  let runningShot = false;
   while (Date.now() < deadline) {
-    const item = page.locator(`#queue-list li.job[data-job-id="${firstId}"]`);
-    if (await item.count()) {
-      const stage = await item.locator('.stage').textContent().catch(() => null);
-      const value = await item.locator('[role="progressbar"]').getAttribute('aria-valuenow').catch(() => null);
-      if (stage) stages.add(stage.replace(/ · step .*/, ''));
-      if (value !== null) progress.add(Number(value));
-      if (!firstRunningShot && (await item.getAttribute('data-state').catch(() => '')) === 'running' && Number(value) > 0) {
-        firstRunningShot = true;
-        await shot('02-job-running');
-      }
-    }
     if (await page.locator(`#history-list li.job[data-job-id="${firstId}"]`).count()) break;
-    await page.waitForTimeout(150);
+    if (!runningShot && await page.locator(`#queue-list li.job[data-job-id="${firstId}"][data-state="running"]`).count()) {
+      runningShot = true;
+      await shot('02-job-running');
+    }
+    await page.waitForTimeout(200);
   }
+  const seen = await page.evaluate(() => window.__seen);
+  const stages = new Set(seen.stages);
+  const progress = new Set(seen.progress);
   const finished = page.locator(`#history-list li.job[data-job-id="${firstId}"]`);
   const finalState = await finished.getAttribute('data-state');
   log(`stages seen: ${[...stages].join(' | ')}; progress values: ${[...progress].sort((a, b) => a - b).join(', ')}`);

@@ -1,4 +1,4 @@
-"""Make the helpers of this folder (`shapes`, `gltf_validator`) importable from its tests."""
+"""Make the helpers of this folder (`ov_shapes`, `ov_fields`, `ov_gltf_validator`) importable from its tests."""
 
 import sys
 from pathlib import Path

@@ -7,8 +7,7 @@ cross-correlation, i.e. `nn.Conv3d(padding=K//2 * d)` on a zero-filled dense gri
 active voxels.
 
 Implementation: a neighbour map `[N, K^3]` (int32 row indices, -1 = absent) is built once per voxel
-set from sorted int64 linear keys + `searchsorted`, and cached in the tensor's `spatial_cache`, so
-every conv at one resolution shares it. The convolution gathers the `K^3` neighbour rows of a chunk of
+set with a `VoxelIndex` (two-level brick table, two gathers per lookup) and cached in the tensor's `spatial_cache`, so every conv at one resolution shares it. The convolution gathers the `K^3` neighbour rows of a chunk of
 voxels into `[n, K^3 * Ci]` and multiplies by the flattened weight: one GEMM per chunk, with the chunk
 size chosen so that the gathered block stays under `GATHER_BUDGET_BYTES`.
 """
@@ -22,14 +21,12 @@ import torch
 from torch import nn
 
 from .tensor import SparseTensor
+from .voxel_index import VoxelIndex
 
 # Upper bound on the temporary gathered neighbourhood block of one chunk, in bytes.
 GATHER_BUDGET_BYTES = 256 * 2**20
 # Neighbour-map construction looks up at most this many keys at once.
-LOOKUP_CHUNK_KEYS = 2**24
-# Grids with at most this many cells (padded, all batch elements) use a dense int32 lookup table
-# (fast on CPU); larger ones binary-search sorted int64 keys (memory proportional to the voxels).
-DENSE_LOOKUP_MAX_CELLS = 2**26
+LOOKUP_CHUNK_KEYS = 2**23
 
 
 def kernel_offsets(kernel_size: int, dilation: int = 1, device: torch.device | None = None) -> torch.Tensor:
@@ -47,46 +44,15 @@ def submanifold_neighbor_map(coords: torch.Tensor, kernel_size: int = 3, dilatio
     n = coords.shape[0]
     taps = kernel_size**3
     device = coords.device
-    if n == 0:
-        return torch.empty(0, taps, dtype=torch.int32, device=device)
-    if n >= 2**31 - 1:
-        raise ValueError(f"too many voxels for an int32 neighbour map: {n}")
-    c = coords.to(torch.int64)
-    if int(c.min()) < 0:
-        raise ValueError("sparse convolution needs non-negative voxel coordinates")
-    pad = (kernel_size // 2) * dilation
-    # Pad every axis by the kernel reach so that neighbour keys never wrap into another row/batch.
-    extent = (c[:, 1:].max(dim=0).values + 1 + 2 * pad).tolist()
-    sx, sy, sz = extent
-    if (int(c[:, 0].max()) + 1) * sx * sy * sz >= 2**62:
-        raise ValueError(f"voxel grid {extent} too large for 64-bit keys")
-    cells = (int(c[:, 0].max()) + 1) * sx * sy * sz
-    keys = ((c[:, 0] * sx + (c[:, 1] + pad)) * sy + (c[:, 2] + pad)) * sz + (c[:, 3] + pad)
+    index = VoxelIndex(coords, reach=(kernel_size // 2) * dilation)
     offs = kernel_offsets(kernel_size, dilation, device)
-    deltas = (offs[:, 0] * sy + offs[:, 1]) * sz + offs[:, 2]  # [K^3]
-    rows_index = torch.arange(n, device=device, dtype=torch.int32)
     out = torch.empty(n, taps, dtype=torch.int32, device=device)
     rows = max(1, LOOKUP_CHUNK_KEYS // taps)
-    duplicate = ValueError("sparse tensor has duplicate voxel coordinates; a convolution needs unique voxels")
-    if cells <= DENSE_LOOKUP_MAX_CELLS:
-        # Small grids: a dense table of row indices, one gather per query.
-        table = torch.full((cells,), -1, dtype=torch.int32, device=device)
-        table[keys] = rows_index
-        if not torch.equal(table[keys], rows_index):
-            raise duplicate
-        for s in range(0, n, rows):
-            out[s : s + rows] = table[keys[s : s + rows, None] + deltas[None, :]]
-        return out
-    # Large grids: binary search in the sorted keys.
-    sorted_keys, order = torch.sort(keys)
-    if n > 1 and bool((sorted_keys[1:] == sorted_keys[:-1]).any()):
-        raise duplicate
-    order = order.to(torch.int32)
     for s in range(0, n, rows):
-        q = keys[s : s + rows, None] + deltas[None, :]
-        pos = torch.searchsorted(sorted_keys, q).clamp_max_(n - 1)
-        hit = sorted_keys[pos] == q
-        out[s : s + rows] = torch.where(hit, order[pos], -1)
+        c = coords[s : s + rows].to(torch.int64)
+        out[s : s + rows] = index.lookup(
+            c[:, :1], c[:, 1:2] + offs[:, 0], c[:, 2:3] + offs[:, 1], c[:, 3:4] + offs[:, 2]
+        )
     return out
 
 

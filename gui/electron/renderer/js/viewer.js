@@ -64,6 +64,13 @@ function gradientScene({ top, horizon, ground, sun = null }) {
   return scene;
 }
 
+function isSoftwareRenderer(renderer) {
+  const gl = renderer.getContext();
+  const info = gl.getExtension('WEBGL_debug_renderer_info');
+  const name = info ? gl.getParameter(info.UNMASKED_RENDERER_WEBGL) : gl.getParameter(gl.RENDERER);
+  return /swiftshader|llvmpipe|software|softpipe/i.test(String(name));
+}
+
 function checkerTexture() {
   const size = 512;
   const canvas = document.createElement('canvas');
@@ -105,6 +112,8 @@ export class Viewer {
     this.controls.addEventListener('change', () => this.requestRender());
 
     this.pmrem = new THREE.PMREMGenerator(this.renderer);
+    // A software renderer (SwiftShader, llvmpipe) takes seconds per 256² environment; 64² looks the same on a model.
+    this.envSize = isSoftwareRenderer(this.renderer) ? 64 : 256;
     this.envMaps = {};
     this.grid = new THREE.GridHelper(2, 20, 0x59606b, 0x363b43);
     this.axes = new THREE.AxesHelper(0.5);
@@ -157,7 +166,7 @@ export class Viewer {
         neutral: () => gradientScene({ top: [0.6, 0.6, 0.6], horizon: [0.6, 0.6, 0.6], ground: [0.6, 0.6, 0.6] }),
       };
       const scene = scenes[name]();
-      this.envMaps[name] = this.pmrem.fromScene(scene, name === 'studio' ? 0.04 : 0).texture;
+      this.envMaps[name] = this.pmrem.fromScene(scene, name === 'studio' ? 0.04 : 0, 0.1, 100, { size: this.envSize }).texture;
       scene.traverse((o) => {
         o.geometry?.dispose();
         o.material?.dispose();

@@ -7,8 +7,8 @@ import torch
 import trimesh
 
 
-def sphere(radius: float = 0.33) -> trimesh.Trimesh:
-    return trimesh.creation.icosphere(subdivisions=5, radius=radius)
+def sphere(radius: float = 0.33, subdivisions: int = 5) -> trimesh.Trimesh:
+    return trimesh.creation.icosphere(subdivisions=subdivisions, radius=radius)
 
 
 def torus(major: float = 0.28, minor: float = 0.11) -> trimesh.Trimesh:

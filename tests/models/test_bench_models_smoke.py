@@ -1,0 +1,34 @@
+"""`tools/bench_models.py --quick` runs on CPU, round-trips checkpoints and writes its reports."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+
+from tools import bench_models
+
+
+def test_shell_coords_are_a_sorted_unique_shell():
+    coords = bench_models.shell_coords(16, 300, torch.device("cpu"))
+    assert coords.shape == (300, 4) and coords.dtype == torch.int32
+    assert torch.unique(coords, dim=0).shape[0] == 300
+    key = ((coords[:, 1] * 16) + coords[:, 2]) * 16 + coords[:, 3]
+    assert torch.all(key[1:] > key[:-1])
+    radius = (coords[:, 1:].float() + 0.5 - 8).norm(dim=1)
+    assert ((radius - 7.2).abs() < 2).all()
+
+
+def test_quick_benchmark_of_the_flows(tmp_path):
+    out = tmp_path / "bench.json"
+    code = bench_models.main([
+        "--device", "cpu", "--quick", "--repeats", "1", "--only", "ss_flow,shape_flow_256,tex_flow_256",
+        "--checkpoint-dir", str(tmp_path / "ckpt"), "--out", str(out),
+    ])
+    assert code == 0
+    report = json.loads(out.read_text())
+    assert [r["name"] for r in report["results"]] == ["ss_flow", "shape_flow_256", "tex_flow_256"]
+    for r in report["results"]:
+        assert r["error"] is None and r["seconds"] > 0 and r["load_seconds"] > 0 and r["params"] > 0
+    assert "| ss_flow | SparseStructureFlowModel |" in out.with_suffix(".md").read_text()
+    assert not list((tmp_path / "ckpt").iterdir())  # round-trip files are removed

@@ -1,0 +1,89 @@
+"""End to end with the tiny TRELLIS.2 models: the real `genesis serve`, the real pipeline and export, on the CPU."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from .conftest import REPO_ROOT, LiveServer, submit
+
+FAST = {"pipeline_type": "512", "texture_size": 512, "decimation_target": 10000, "remesh": False,
+        "sparse_structure_sampler_params": {"steps": 2}, "shape_slat_sampler_params": {"steps": 2},
+        "tex_slat_sampler_params": {"steps": 2}}
+VALIDATE_JS = """
+const validator = require('gltf-validator');
+const data = require('fs').readFileSync(process.argv[1]);
+validator.validateBytes(new Uint8Array(data)).then((r) => {
+  console.log(JSON.stringify(r.issues.messages.filter((m) => m.severity === 0).slice(0, 5)));
+  process.exit(r.issues.numErrors ? 1 : 0);
+}, (e) => { console.log(String(e)); process.exit(2); });
+"""
+
+
+def assert_valid_gltf(path: Path) -> None:
+    """The Khronos glTF validator (npm `gltf-validator`) when Node has it; trimesh's loader otherwise."""
+    if shutil.which("node") and (REPO_ROOT / "node_modules" / "gltf-validator").is_dir():
+        r = subprocess.run(["node", "-e", VALIDATE_JS, str(path)], cwd=REPO_ROOT, capture_output=True, text=True,
+                           timeout=120)
+        assert r.returncode == 0, f"glTF validator errors: {r.stdout} {r.stderr}"
+    else:
+        import trimesh
+
+        assert len(trimesh.load(path, force="mesh").faces) > 0
+
+
+@pytest.fixture(scope="module")
+def tiny_server(tiny_models, tmp_path_factory):
+    data = tmp_path_factory.mktemp("e2e-data")
+    cmd = [sys.executable, "-m", "gui.backend.cli", "serve", "--port", "0", "--models-dir", str(tiny_models),
+           "--data-dir", str(data), "--device", "cpu"]
+    server = LiveServer(cmd, data)
+    yield server
+    server.stop()
+
+
+def test_health_reports_the_tiny_engines(tiny_server: LiveServer):
+    health = tiny_server.client.get("/api/health").json()
+    assert health["engines"]["trellis2"]["ready"], health
+    assert health["engines"]["fresnel"] == {"ready": False, "reason": health["engines"]["fresnel"]["reason"]}
+    assert "not available" in health["engines"]["fresnel"]["reason"]
+
+
+def test_image_to_glb_with_progress_and_reexport(tiny_server: LiveServer, object_png: bytes, tmp_path):
+    job_id = submit(tiny_server, FAST, object_png)
+    stages, deadline = set(), time.monotonic() + 600
+    while time.monotonic() < deadline:
+        job = tiny_server.client.get(f"/api/jobs/{job_id}").json()
+        stages.add(job["stage"])
+        if job["state"] not in ("queued", "running"):
+            break
+        time.sleep(0.05)
+    assert job["state"] == "succeeded", job.get("error")
+    assert {"sparse_structure", "tex_slat"} & stages, stages
+    glb = tiny_server.client.get(job["result"]["files"]["model.glb"])
+    assert glb.status_code == 200 and glb.content[:4] == b"glTF"
+    (tmp_path / "model.glb").write_bytes(glb.content)
+    assert_valid_gltf(tmp_path / "model.glb")
+    r = tiny_server.client.post(f"/api/jobs/{job_id}/export",
+                                json={"format": "glb", "texture_size": 1024, "decimation_target": 10000})
+    assert r.status_code == 200, r.text
+    again = tiny_server.client.get(r.json()["url"])
+    assert again.content[:4] == b"glTF" and again.content != glb.content
+    r = tiny_server.client.post(f"/api/jobs/{job_id}/export", json={"format": "stl", "decimation_target": 10000})
+    assert r.status_code == 200 and tiny_server.client.get(r.json()["url"]).status_code == 200
+
+
+def test_multiview_job(tiny_server: LiveServer, object_png: bytes):
+    import json
+
+    files = [("images", (f"v{i}.png", object_png, "image/png")) for i in range(2)]
+    r = tiny_server.client.post("/api/generate/multiview", files=files,
+                                data={"params": json.dumps({**FAST, "mode": "stochastic"})})
+    assert r.status_code == 202, r.text
+    job = tiny_server.wait_state(r.json()["job_id"], ("succeeded", "failed", "cancelled"), timeout=600)
+    assert job["state"] == "succeeded", job.get("error")

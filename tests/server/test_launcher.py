@@ -1,0 +1,63 @@
+"""The start command brings up the server and the health endpoint answers (with a timeout)."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from .conftest import REPO_ROOT, LiveServer
+
+
+def start_and_check(cmd: list[str], data) -> None:
+    server = LiveServer(cmd, data, timeout=240)
+    try:
+        assert server.url.startswith("http://127.0.0.1:")
+        health = server.client.get("/api/health")
+        assert health.status_code == 200 and health.json()["status"] == "ok"
+        page = server.client.get("/")
+        assert page.status_code == 200 and "<" in page.text
+        assert server.client.get("/api/jobs").json() == []
+    finally:
+        server.stop()
+    assert server.proc.returncode is not None
+
+
+def test_launcher_without_window(tmp_path):
+    cmd = [sys.executable, "-m", "gui.backend.launcher", "--no-window", "--port", "0",
+           "--models-dir", str(tmp_path / "models"), "--data-dir", str(tmp_path / "data")]
+    start_and_check(cmd, tmp_path / "data")
+
+
+def test_bootstrap_start_command(tmp_path):
+    """`python3 bootstrap.py start` on an installed checkout (skipped before `bootstrap.py install` ran)."""
+    if not (REPO_ROOT / ".bootstrap-stamps" / "project").is_file():
+        pytest.skip("bootstrap.py has not set this checkout up (CI runs it through `bootstrap.py test`)")
+    cmd = ["python3", str(REPO_ROOT / "bootstrap.py"), "start", "--no-window", "--port", "0",
+           "--models-dir", str(tmp_path / "models"), "--data-dir", str(tmp_path / "data")]
+    start_and_check(cmd, tmp_path / "data")
+
+
+def test_binding_beyond_loopback_requires_a_token(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from gui.backend.app import create_app
+    from gui.backend.config import Settings
+
+    from .fake_engine import fake_engines
+
+    settings = Settings(models_dir=tmp_path, data_dir=tmp_path / "data", host="0.0.0.0", port=9)
+    app = create_app(settings, fake_engines())
+    assert settings.token, "a token is generated when none was given"
+    with TestClient(app) as client:
+        assert client.get("/api/health").status_code == 401
+        assert client.get("/api/health").json()["error"]["code"] == "unauthorized"
+        ok = client.get("/api/health", headers={"Authorization": f"Bearer {settings.token}"})
+        assert ok.status_code == 200
+        assert client.get(f"/api/health?token={settings.token}").status_code == 200
+        cors = client.options("/api/jobs", headers={"Origin": "https://evil.example",
+                                                    "Access-Control-Request-Method": "GET"})
+        assert "access-control-allow-origin" not in cors.headers
+        own = client.options("/api/jobs", headers={"Origin": "http://localhost:9",
+                                                   "Access-Control-Request-Method": "GET"})
+        assert own.headers.get("access-control-allow-origin") == "http://localhost:9"

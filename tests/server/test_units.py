@@ -1,0 +1,171 @@
+"""Fast in-process tests of the server's parts: parameters, progress/ETA, store, folders, generation, worker,
+engine manager, model verification."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+
+import pytest
+import torch
+from pydantic import ValidationError
+
+from gui.backend.engines.base import EngineManager
+from gui.backend.files import JobFolders
+from gui.backend.generation import load_generation, save_generation
+from gui.backend.images import store_inputs
+from gui.backend.params import ExportRequest, GenerateParams, MultiViewParams
+from gui.backend.progress import ProgressTracker
+from gui.backend.store import FAILED, QUEUED, RUNNING, JobStore
+from gui.backend.worker import JobWorker, classify_failure
+from tools.download_models import git_blob_sha1, verify
+
+from .fake_engine import OOM_SEED, FakeEngine, cube_mesh, fake_engines
+
+
+def test_parameters_follow_the_official_names_defaults_and_ranges():
+    p = GenerateParams()
+    assert (p.seed, p.pipeline_type, p.texture_size, p.decimation_target, p.remesh) == (0, "1024_cascade", 2048,
+                                                                                        500_000, True)
+    assert p.shape_slat_sampler_params.overrides() == {}
+    p = GenerateParams.model_validate({"tex_slat_sampler_params": {"steps": 50, "rescale_t": 6}})
+    assert p.tex_slat_sampler_params.overrides() == {"steps": 50, "rescale_t": 6}
+    bad = [{"seed": 2**31}, {"sparse_structure_sampler_params": {"steps": 0}},
+           {"shape_slat_sampler_params": {"guidance_strength": 10.5}},
+           {"shape_slat_sampler_params": {"guidance_rescale": 1.5}}, {"tex_slat_sampler_params": {"rescale_t": 0.5}},
+           {"decimation_target": 9_999}, {"decimation_target": 2_000_001}, {"texture_size": 511},
+           {"pipeline_type": "256"}, {"unknown": 1}]
+    for case in bad:
+        with pytest.raises(ValidationError):
+            GenerateParams.model_validate(case)
+    assert MultiViewParams(mode="multidiffusion").mode == "multidiffusion"
+    assert ExportRequest().format == "glb"
+
+
+def test_progress_fraction_is_monotonic_and_eta_comes_from_step_times():
+    tracker = ProgressTracker([("a", 1.0), ("b", 3.0)])
+    assert tracker.update("a", 0, 4).eta_s is None
+    t0 = time.monotonic()
+    assert tracker.update("a", 1, 4).eta_s is None, "no ETA before some work was timed"
+    time.sleep(0.02)
+    snap = tracker.update("a", 4, 4)
+    elapsed = time.monotonic() - t0
+    # 3/16 of the work took `elapsed`, so the remaining 12/16 take four times as long
+    assert snap.fraction == pytest.approx(0.25) and 4 * 0.02 <= snap.eta_s <= 4 * elapsed
+    assert tracker.update("b", 3, 3).fraction == pytest.approx(0.999)
+    assert tracker.update("a", 0, 4).fraction == pytest.approx(0.999), "never backwards"
+    assert ProgressTracker().update("unplanned", 1, 2).fraction == pytest.approx(0.5)
+
+
+def test_store_recovers_running_jobs_as_failed_and_keeps_queued_ones(tmp_path):
+    store = JobStore(tmp_path)
+    a = store.create("trellis2", {}, ["input_0.png"])
+    b = store.create("trellis2", {}, ["input_0.png"])
+    assert store.next_queued().id == a.id and store.start(a.id)
+    assert not store.start(a.id), "a job starts only once"
+    reopened = JobStore(tmp_path)
+    assert reopened.recover_after_crash() == [a.id]
+    assert reopened.get(a.id).state == FAILED and reopened.get(a.id).error_code == "interrupted"
+    assert reopened.get(b.id).state == QUEUED
+    assert [j.id for j in reopened.list()] == [b.id, a.id], "newest first"
+    journal = reopened._conn().execute("PRAGMA journal_mode").fetchone()[0]
+    assert journal == "wal"
+
+
+def test_job_folders_refuse_client_strings_and_write_atomically(tmp_path):
+    folders = JobFolders(tmp_path)
+    for bad_id in ("../x", "abc", "A" * 32, "0" * 31 + "/"):
+        with pytest.raises(ValueError):
+            folders.folder(bad_id)
+    job_id = "0123456789abcdef0123456789abcdef"
+    for bad_name in ("../genesis.db", ".hidden", "a/b", "..", ""):
+        with pytest.raises(ValueError):
+            folders.path(job_id, bad_name)
+    with pytest.raises(RuntimeError), folders.atomic(job_id, "model.glb") as tmp:
+        tmp.write_bytes(b"half")
+        raise RuntimeError("crash while writing")
+    assert not folders.path(job_id, "model.glb").exists()
+    assert list(folders.folder(job_id).iterdir()) == [], "no temporary file left behind"
+
+
+def test_generation_round_trip(tmp_path):
+    mesh = cube_mesh()
+    save_generation([mesh], tmp_path / "g.npz")
+    (back,) = load_generation(tmp_path / "g.npz")
+    for name in ("vertices", "faces", "coords", "attrs", "origin"):
+        assert torch.equal(getattr(back, name), getattr(mesh, name).to(getattr(back, name).dtype))
+    assert back.voxel_size == mesh.voxel_size and back.layout == mesh.layout
+
+
+def make_worker(tmp_path, engines=None):
+    from PIL import Image
+
+    from gui.backend.export import vertex_colored_mesh
+
+    store, folders = JobStore(tmp_path), JobFolders(tmp_path)
+    manager = EngineManager(engines or fake_engines(steps=3, step_s=0.0), idle_unload_s=0.0)
+    worker = JobWorker(store, folders, manager, converter=vertex_colored_mesh)
+
+    def queue(engine="trellis2", **params):
+        job_id = f"{len(store.list()):032x}"
+        names = store_inputs(folders, job_id, [Image.new("RGBA", (32, 32), (255, 0, 0, 255))])
+        return store.create(engine, GenerateParams(**params).model_dump(), names, job_id=job_id)
+
+    return worker, queue
+
+
+def test_worker_turns_oom_into_advice_unloads_and_carries_on(tmp_path):
+    worker, queue = make_worker(tmp_path)
+    job = worker.run_job(queue(seed=OOM_SEED))
+    assert job.state == FAILED and job.error_code == "out_of_memory" and "512" in job.error_message
+    assert worker.engines.active is None, "models are unloaded after an out-of-memory error"
+    assert worker.run_job(queue(seed=1)).state == "succeeded"
+
+
+def test_engine_manager_loads_lazily_swaps_engines_and_unloads_when_idle(tmp_path):
+    engines = fake_engines(steps=1, step_s=0.0)
+    worker, queue = make_worker(tmp_path, engines)
+    assert not any(e.loaded for e in engines.values()), "nothing loads before the first job"
+    worker.run_job(queue("trellis2"))
+    assert engines["trellis2"].loaded
+    worker.run_job(queue("multiview"))
+    assert engines["multiview"].loaded and not engines["trellis2"].loaded
+    assert worker.engines.unload_idle() and not engines["multiview"].loaded
+
+
+def test_cancel_before_start_and_during_run(tmp_path):
+    slow = {"trellis2": FakeEngine("trellis2", steps=200, step_s=0.01)}
+    worker, queue = make_worker(tmp_path, slow)
+    job = queue()
+    assert worker.cancel(job.id) and worker.store.get(job.id).state == "cancelled"
+    worker.start()
+    try:
+        job = queue()
+        worker.notify()
+        deadline = time.monotonic() + 10
+        while worker.store.get(job.id).state != RUNNING and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert worker.cancel(job.id)
+        while worker.store.get(job.id).state == RUNNING and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert worker.store.get(job.id).state == "cancelled"
+    finally:
+        worker.stop()
+
+
+def test_failures_are_classified_without_stack_traces():
+    assert classify_failure(torch.OutOfMemoryError("CUDA out of memory")).code == "out_of_memory"
+    assert classify_failure(RuntimeError("CUDA error: out of memory")).code == "out_of_memory"
+    assert classify_failure(KeyError("x")).code == "engine_error"
+
+
+def test_model_verification_detects_changed_files(tmp_path):
+    data = b"weights" * 100
+    (tmp_path / "a.bin").write_bytes(data)
+    (tmp_path / "b.json").write_bytes(b"{}")
+    sha1 = hashlib.sha1(b"blob 2\0{}").hexdigest()
+    assert git_blob_sha1(tmp_path / "b.json") == sha1
+    expected = {"a.bin": ("sha256", hashlib.sha256(data).hexdigest()), "b.json": ("sha1", sha1)}
+    assert verify(tmp_path, expected) == []
+    (tmp_path / "a.bin").write_bytes(data + b"!")
+    assert verify(tmp_path, {**expected, "c": ("sha1", "0")}) == ["a.bin (checksum mismatch)", "c (missing)"]
