@@ -30,7 +30,7 @@ def _plane_quadrics(tri: torch.Tensor) -> torch.Tensor:
     return nd[:, :, None] * nd[:, None, :]
 
 
-def _edge_crossings(g: torch.Tensor, res: torch.Tensor, axis: int):
+def edge_crossings(g: torch.Tensor, res: torch.Tensor, axis: int):
     """Crossings of lattice lines parallel to `axis` with triangles `g (F, 3, 3)` (voxel units).
 
     Returns (triangle index, crossing point in voxel units (M, 3), owner voxel (M, 3)).
@@ -227,7 +227,7 @@ def mesh_to_flexible_dual_grid(
     plane_q = _plane_quadrics(tri)
     keys, flags_axis, cross_tri, cross_pts = [], [], [], []
     for axis in range(3):
-        t_idx, pts, owner = _edge_crossings(g, res, axis)
+        t_idx, pts, owner = edge_crossings(g, res, axis)
         b, c = (axis + 1) % 3, (axis + 2) % 3
         for db, dc in ((0, 0), (1, 0), (0, 1), (1, 1)):
             vox = owner.clone()

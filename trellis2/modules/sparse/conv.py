@@ -45,14 +45,19 @@ def submanifold_neighbor_map(coords: torch.Tensor, kernel_size: int = 3, dilatio
     taps = kernel_size**3
     device = coords.device
     index = VoxelIndex(coords, reach=(kernel_size // 2) * dilation)
-    offs = kernel_offsets(kernel_size, dilation, device)
+    # Per-axis offsets; the K^3 taps are their outer product (x slowest, as the flat tap order).
+    d = (torch.arange(kernel_size, device=device, dtype=torch.int64) - kernel_size // 2) * dilation
     out = torch.empty(n, taps, dtype=torch.int32, device=device)
     rows = max(1, LOOKUP_CHUNK_KEYS // taps)
     for s in range(0, n, rows):
         c = coords[s : s + rows].to(torch.int64)
-        out[s : s + rows] = index.lookup(
-            c[:, :1], c[:, 1:2] + offs[:, 0], c[:, 2:3] + offs[:, 1], c[:, 3:4] + offs[:, 2]
+        box = index.lookup(
+            c[:, 0, None, None, None],
+            (c[:, 1, None] + d)[:, :, None, None],
+            (c[:, 2, None] + d)[:, None, :, None],
+            (c[:, 3, None] + d)[:, None, None, :],
         )
+        out[s : s + rows] = box.reshape(-1, taps)
     return out
 
 

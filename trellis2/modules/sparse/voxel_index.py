@@ -65,7 +65,7 @@ class VoxelIndex:
             raise ValueError("duplicate voxel coordinates; every voxel must appear once")
         self.order = order.to(torch.int32)
 
-    # --- keys ------------------------------------------------------------------------------
+    # --- keys (written so that per-axis work stays on the per-axis tensors when broadcasting) ---
     def _shifted(self, b, x, y, z):
         o = self.offset
         return b.to(torch.int64), x.to(torch.int64) + o, y.to(torch.int64) + o, z.to(torch.int64) + o
@@ -73,7 +73,7 @@ class VoxelIndex:
     def _brick_key(self, b, x, y, z):
         cx, cy, cz = self.coarse
         s = BRICK_SHIFT
-        return ((b * cx + (x >> s)) * cy + (y >> s)) * cz + (z >> s)
+        return (b * cx + (x >> s)) * (cy * cz) + (y >> s) * cz + (z >> s)
 
     @staticmethod
     def _local(x, y, z):
@@ -82,13 +82,15 @@ class VoxelIndex:
 
     def _fine_key(self, b, x, y, z):
         fx, fy, fz = self.fine_extent
-        return ((b * fx + x) * fy + y) * fz + z
+        return (b * fx + x) * (fy * fz) + y * fz + z
 
     # --- queries ---------------------------------------------------------------------------
     def lookup(self, b: torch.Tensor, x: torch.Tensor, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """Rows (int32, -1 = absent) of the voxels `(b, x, y, z)` (broadcastable integer tensors).
 
         Coordinates may lie up to `reach` outside `[0, max]` on each axis; `b` must be a valid batch.
+        Box queries are cheap when each axis has its own broadcast dimension, e.g. `x [n, 3, 1, 1]`,
+        `y [n, 1, 3, 1]`, `z [n, 1, 1, 3]`.
         """
         shape = torch.broadcast_shapes(b.shape, x.shape, y.shape, z.shape)
         if self.mode == "empty":

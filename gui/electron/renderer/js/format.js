@@ -10,6 +10,8 @@ const STAGE_NAMES = {
   background: 'Removing the background',
   image_features: 'Reading the image',
   condition: 'Reading the image',
+  conditioning: 'Reading the image',
+  saving: 'Saving the generation',
   sparse_structure: 'Sampling the structure',
   ss: 'Sampling the structure',
   decode_structure: 'Decoding the structure',
@@ -37,7 +39,9 @@ const STAGE_NAMES = {
 export function stageName(stage) {
   if (!stage) return '';
   if (STAGE_NAMES[stage]) return STAGE_NAMES[stage];
-  const words = String(stage).replace(/[_.-]+/g, ' ').trim();
+  const [head, ...rest] = String(stage).split(':');
+  if (rest.length) return `${stageName(head)}: ${rest.join(':').replace(/[_.-]+/g, ' ').trim()}`;
+  const words = head.replace(/[_.-]+/g, ' ').trim();
   return words.charAt(0).toUpperCase() + words.slice(1);
 }
 
