@@ -1,6 +1,6 @@
 """Exact closest point on a triangle mesh: distance, face id and barycentrics for many query points.
 
-Structure: triangles are binned into a hierarchy of uniform grids (cell sizes h, 4h, 16h, ...; each level
+Structure: triangles are binned into a hierarchy of uniform grids (cell sizes h, 2h, 4h, ...; each level
 holds every triangle whose bounding box overlaps the cell). A query visits cells in Chebyshev rings
 around its own cell, skipping cells whose box is farther than the best distance found so far, and stops
 once no unvisited cell can hold anything closer; points still open after a few rings continue on the next
@@ -21,6 +21,8 @@ from .validation import check_mesh, check_points
 
 _RINGS_PER_LEVEL = 2
 _PAIR_BUDGET = 4_000_000
+_CPU_CHUNK = 1 << 15
+_LEVEL_RATIO = 2
 _BIG_TRIANGLE_CELLS = 4  # triangles spanning more cells per axis go to a coarser tier
 
 
@@ -135,7 +137,7 @@ class _Tier:
             self.levels.append(self._build_level(tmin, tmax, ids, h, dims))
             if int(dims.max()) <= 8:
                 break
-            h *= 4
+            h *= _LEVEL_RATIO
 
     def _build_level(self, tmin, tmax, ids, h, dims) -> _GridLevel:
         lo = torch.minimum(torch.floor((tmin - self.origin) / h).long().clamp_min(0), dims - 1)
@@ -175,9 +177,20 @@ class _Tier:
                 if active.numel() == 0:
                     return
                 self._visit_ring(points, active, cell, r, level, best_d, best_f, best_uvw, limit_sq)
-                bound = (r * level.cell) ** 2
+                bound = self._unvisited_distance(points[active], cell, r, level) ** 2
                 still = (best_d[active] > bound) & (limit_sq > bound)
                 active, cell = active[still], cell[still]
+
+    def _unvisited_distance(self, p, cell, r, level) -> torch.Tensor:
+        """Distance from each point to the nearest grid cell outside the visited (2r+1)^3 block."""
+        lo_idx, hi_idx = cell - r, cell + r
+        lo = self.origin + lo_idx.to(self.dtype) * level.cell
+        hi = self.origin + (hi_idx + 1).to(self.dtype) * level.cell
+        inf = torch.full_like(lo, math.inf)
+        to_lo = torch.where(lo_idx > 0, p - lo, inf)  # nothing exists beyond the grid's own border
+        to_hi = torch.where(hi_idx < level.dims - 1, hi - p, inf)
+        bound = torch.minimum(to_lo, to_hi).min(1).values.clamp_min(0)
+        return torch.maximum(bound, torch.full_like(bound, r * level.cell))
 
     def _near_candidates(self, points, active, limit_sq):
         """Drop points with no occupied cell within the distance limit (checked on one coarse level)."""
@@ -256,8 +269,15 @@ class _Tier:
 
 def _evaluate_pairs(tris, points, pid, tri, best_d, best_f, best_uvw, limit_sq):
     """Exact distances for (point, triangle) pairs; keep the per-point minimum (ties: lower face id)."""
-    t = tris[tri]
-    d, uvw = closest_point_on_triangles(points[pid], t[:, 0], t[:, 1], t[:, 2])
+    # on the CPU, cache-sized chunks are several times faster than one pass over millions of pairs
+    chunk = pid.numel() if pid.is_cuda else _CPU_CHUNK
+    ds, uvws = [], []
+    for s in range(0, pid.numel(), chunk):
+        t = tris[tri[s : s + chunk]]
+        d_c, uvw_c = closest_point_on_triangles(points[pid[s : s + chunk]], t[:, 0], t[:, 1], t[:, 2])
+        ds.append(d_c)
+        uvws.append(uvw_c)
+    d, uvw = (ds[0], uvws[0]) if len(ds) == 1 else (torch.cat(ds), torch.cat(uvws))
     d = torch.where(d <= limit_sq, d, torch.full_like(d, math.inf))
     cur = best_d.clone()
     cur.scatter_reduce_(0, pid, d, reduce="amin")

@@ -103,7 +103,7 @@ def remesh_narrow_band_dc(
     corner_inv = corner_inv.reshape(-1, 8)
     uniq_coords = torch.stack([corner_keys // ((n + 1) ** 2), (corner_keys // (n + 1)) % (n + 1), corner_keys % (n + 1)], 1)
     corner_pos = origin + uniq_coords.to(dtype) * cell
-    udf, _, _ = bvh.closest_point(corner_pos, max_distance=eps + 1.8 * cell)
+    udf, _, _ = bvh.closest_point(corner_pos, max_distance=eps + 1.01 * cell)
     field = udf - eps  # inf beyond the bound: positive, the right sign
 
     # dual vertex per cell: mean of the crossing points on its 12 edges (cell centre if none)

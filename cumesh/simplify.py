@@ -126,11 +126,12 @@ def simplify(
     q = _initial_quadrics(work, f)
     stalled = 0
     while f.shape[0] > target:
-        v_new, f_new, q = _collapse_round(work, f, q, target, relax=stalled > 0)
+        # after a round without progress: relax the flip test, then drop it (the budget is a hard limit)
+        v_new, f_new, q = _collapse_round(work, f, q, target, strictness=max(0, 2 - stalled))
         if f_new.shape[0] == f.shape[0]:
             stalled += 1
             if stalled > 2:
-                break
+                raise RuntimeError(f"simplify could not reduce the mesh below {f.shape[0]} faces")
         else:
             stalled = 0
         work, f = v_new, f_new
@@ -156,7 +157,8 @@ def _simplify_fast(module, vertices, faces, target, progress):
     return compact(out_v, out_f)
 
 
-def _collapse_round(v, f, q, target, relax: bool):
+def _collapse_round(v, f, q, target, strictness: int):
+    relax = strictness < 2
     nv, device = v.shape[0], v.device
     table = edge_table(f, nv)
     e0, e1 = table.edges[:, 0], table.edges[:, 1]
@@ -178,7 +180,7 @@ def _collapse_round(v, f, q, target, relax: bool):
     need = max(1, (f.shape[0] - target + 1) // 2)
     num_cand = min(e0.shape[0], max(need * 4, e0.shape[0] // 4) if not relax else e0.shape[0])
     if num_cand < e0.shape[0]:
-        thresh = torch.kthvalue(cost.float().cpu(), num_cand).values.to(device)
+        thresh = torch.kthvalue(cost.float(), num_cand).values
         cand = cost.float() <= thresh
     else:
         cand = torch.ones_like(cost, dtype=torch.bool)
@@ -219,7 +221,7 @@ def _collapse_round(v, f, q, target, relax: bool):
     touched = touched_edge >= 0
     both = touched & ((fo == touched_edge[:, None]).sum(1) >= 2)
     check = touched & ~both
-    if bool(check.any()):
+    if strictness > 0 and bool(check.any()):
         fi = torch.nonzero(check).squeeze(1)
         tri = f[fi]
         te = touched_edge[fi]

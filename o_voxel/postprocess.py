@@ -110,7 +110,8 @@ def to_glb(
 
     def step(i: int) -> None:
         if progress is not None:
-            progress(_STEPS[i], i + 1, len(_STEPS))
+            name = "remesh + simplify" if (remesh and i == 1) else _STEPS[i]
+            progress(name, i + 1, len(_STEPS))
 
     # 1. the original surface: hole-filled dense mesh, used for projection while baking
     v0, f0 = cm.fill_holes(v, f, _HOLE_PERIMETER)

@@ -20,6 +20,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from o_voxel.boxes import enumerate_boxes
@@ -38,8 +39,8 @@ def blob_sdf(p: torch.Tensor) -> torch.Tensor:
 
 
 def resolution_for_faces(faces: int) -> int:
-    """Grid resolution giving about `faces` triangles (~6.3 R^2 for this blob), a multiple of 64."""
-    return max(64, int(round(math.sqrt(faces / 6.3) / 64)) * 64)
+    """Grid resolution giving about `faces` triangles (~5.6 R^2 for this blob), a multiple of 64."""
+    return max(64, int(round(math.sqrt(faces / 5.6) / 64)) * 64)
 
 
 def build_blob(res: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -68,6 +69,9 @@ def build_blob(res: int, device: torch.device) -> tuple[torch.Tensor, torch.Tens
             coords_parts.append(torch.stack([x[:, 0], ys[owner], torch.full_like(owner, k)], 1))
     coords = torch.unique(torch.cat(coords_parts), dim=0)
     corner = lambda c: blob_sdf(c.to(torch.float32) * vs - 0.5)  # noqa: E731
+    # keep the voxels with a sign change among their 8 corners (= a crossed edge among their 12 edges)
+    inside = torch.stack([corner(coords + torch.tensor(o, device=device)) < 0 for o in np.ndindex(2, 2, 2)], 1)
+    coords = coords[inside.any(1) & ~inside.all(1)]
     base = corner(coords + 1)  # the corner shared by the three owned edges
     flags = torch.stack(
         [
@@ -178,20 +182,21 @@ def main() -> None:
     parser.add_argument("--faces", default="1000000,5000000,20000000", help="comma-separated input face counts")
     parser.add_argument("--decimation-target", type=int, default=500000)
     parser.add_argument("--texture-size", type=int, default=2048)
-    parser.add_argument("--remesh", choices=["off", "on", "both"], default="both")
+    parser.add_argument("--remesh", choices=["off", "on", "both"], default=None, help="default: both (off if --quick)")
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     args = parser.parse_args()
     device = torch.device(args.device)
-    face_counts = [40000] if args.quick else [int(x) for x in args.faces.split(",")]
-    target = 4000 if args.quick else args.decimation_target
+    face_counts = [12000] if args.quick else [int(x) for x in args.faces.split(",")]
+    target = 2000 if args.quick else args.decimation_target
     texture = 512 if args.quick else args.texture_size
-    modes = {"off": [False], "on": [True], "both": [False, True]}[args.remesh]
+    remesh = args.remesh or ("off" if args.quick else "both")
+    modes = {"off": [False], "on": [True], "both": [False, True]}[remesh]
     out_dir = (args.out.parent if args.out else Path("bench_out"))
     out_dir.mkdir(parents=True, exist_ok=True)
     results = {"hardware": hardware(device), "device": str(device), "cases": []}
     print(json.dumps(results["hardware"]))
     for count in face_counts:
-        res = resolution_for_faces(count) if not args.quick else 80
+        res = resolution_for_faces(count) if not args.quick else 48
         t = time.perf_counter()
         vertices, faces, attrs, coords = build_blob(res, device)
         print(f"built {faces.shape[0]} faces, {coords.shape[0]} voxels at R={res} in {time.perf_counter() - t:.1f}s")

@@ -14,14 +14,13 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .config import REPO_ROOT, Settings
-from .engines import Engine, EngineManager, default_engines
+from .engines import EngineManager
 from .errors import ApiError, error_response
-from .export import Converter
 from .files import JobFolders, is_job_id
 from .routes import router
 from .security import TokenMiddleware, UploadLimitMiddleware
 from .store import JobStore
-from .worker import JobWorker
+from .worker_process import EngineSpec, WorkerProcess
 
 log = logging.getLogger("genesis.server")
 RENDERER_DIR = REPO_ROOT / "gui" / "electron" / "renderer"
@@ -30,13 +29,13 @@ RENDERER_DIR = REPO_ROOT / "gui" / "electron" / "renderer"
 class Services:
     """Everything a request handler needs, created at start-up."""
 
-    def __init__(self, settings: Settings, engines: dict[str, Engine], converter: Converter | None = None) -> None:
+    def __init__(self, settings: Settings, spec: EngineSpec) -> None:
         self.settings = settings
         self.store = JobStore(settings.data_dir)
         self.folders = JobFolders(settings.data_dir)
-        self.engines = EngineManager(engines, settings.idle_unload_s)
-        self.converter = converter
-        self.worker = JobWorker(self.store, self.folders, self.engines, device=settings.device, converter=converter)
+        self.engines = EngineManager(spec.build(settings), settings.idle_unload_s)  # statuses only: never loaded here
+        self.converter = spec.build_converter()
+        self.worker = WorkerProcess(settings, spec, self.store)
 
     def recover(self) -> None:
         """After a crash: running jobs become failed, half-written files and orphan folders go."""
@@ -50,17 +49,15 @@ class Services:
                 self.folders.remove(folder.name)
 
 
-def create_app(settings: Settings | None = None, engines: dict[str, Engine] | None = None,
-               converter: Converter | None = None) -> FastAPI:
-    """Build the server. `engines` and `converter` replace the real engines and the O-Voxel conversion
-    (tests inject small ones)."""
+def create_app(settings: Settings | None = None, spec: EngineSpec | None = None) -> FastAPI:
+    """Build the server. `spec` says which engines the worker process builds (tests use small ones)."""
     settings = settings or Settings()
     settings.ensure_token()
+    spec = spec or EngineSpec()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        services = Services(settings, engines if engines is not None
-                            else default_engines(settings.models_dir, settings.device), converter)
+        services = Services(settings, spec)
         services.recover()
         services.worker.start()
         app.state.services = services
@@ -68,7 +65,6 @@ def create_app(settings: Settings | None = None, engines: dict[str, Engine] | No
             yield
         finally:
             services.worker.stop()
-            services.engines.unload_all()
 
     from . import __version__
 

@@ -6,7 +6,6 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-
 MIN_MEASURED_FRACTION = 0.05  # no ETA before this much work has been timed
 
 

@@ -38,12 +38,8 @@ def services(request: Request):
 
 
 def job_payload(svc, job: Job) -> dict[str, Any]:
-    """The job from the store, with the running job's fresh progress from the worker."""
+    """The job as stored (the worker writes progress several times a second), plus its queue position."""
     out = job.to_api()
-    live = svc.worker.live.get(job.id)
-    if live is not None and job.state == "running":
-        out.update(stage=live.stage, step=live.step, total=live.total, progress=round(live.fraction, 4),
-                   eta_s=None if live.eta_s is None else round(live.eta_s, 1))
     if job.state == QUEUED:
         out["queue_position"] = svc.store.queue_position(job.id)
     return out
@@ -79,7 +75,7 @@ async def health(request: Request) -> dict[str, Any]:
     statuses = await run_in_threadpool(svc.engines.statuses)
     return {"status": "ok", "version": __version__, "device": describe_device(svc.settings.device),
             "engines": {name: s.to_api() for name, s in statuses.items()},
-            "loaded_engine": svc.engines.active, "running_job": svc.worker.current}
+            "loaded_engine": svc.worker.loaded_engine, "running_job": svc.store.running_job_id()}
 
 
 # -- submitting jobs ---------------------------------------------------------------------------------------

@@ -8,8 +8,7 @@ import uvicorn
 
 from .app import create_app
 from .config import Settings
-from .engines import Engine
-from .export import Converter
+from .worker_process import EngineSpec
 
 READY_LINE = "Genesis is running at {url}"
 
@@ -38,12 +37,11 @@ class AnnouncingServer(uvicorn.Server):
             print(f"Access token (send as 'Authorization: Bearer <token>'): {self.settings.token}", flush=True)
 
 
-def serve(settings: Settings, engines: dict[str, Engine] | None = None, log_level: str = "warning",
-          converter: Converter | None = None) -> None:
+def serve(settings: Settings, spec: EngineSpec | None = None, log_level: str = "warning") -> None:
     """Run the server in this process until Ctrl+C."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     settings.ensure_token()
-    app = create_app(settings, engines, converter)
+    app = create_app(settings, spec)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=log_level,
                             access_log=False, timeout_graceful_shutdown=5, lifespan="on")
     AnnouncingServer(config, settings).run()

@@ -35,7 +35,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     files TEXT NOT NULL DEFAULT '{}',
     stats TEXT NOT NULL DEFAULT '{}',
     error_code TEXT,
-    error_message TEXT
+    error_message TEXT,
+    cancel_requested INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, seq);
 """
@@ -101,7 +102,11 @@ class JobStore:
         self._local = threading.local()
         self._write_lock = threading.Lock()
         with self._write_lock:
-            self._conn().executescript(SCHEMA)
+            conn = self._conn()
+            conn.executescript(SCHEMA)
+            columns = {row["name"] for row in conn.execute("PRAGMA table_info(jobs)")}
+            if "cancel_requested" not in columns:  # databases written before cancellation moved here
+                conn.execute("ALTER TABLE jobs ADD COLUMN cancel_requested INTEGER NOT NULL DEFAULT 0")
 
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
@@ -185,6 +190,18 @@ class JobStore:
             (CANCELLED, time.time(), job_id, QUEUED),
         ) == 1
 
+    def request_cancel(self, job_id: str) -> bool:
+        """Ask the worker (in whichever process) to stop the running job at its next step."""
+        return self._write("UPDATE jobs SET cancel_requested = 1 WHERE id = ? AND state = ?", (job_id, RUNNING)) == 1
+
+    def cancel_requested(self, job_id: str) -> bool:
+        row = self._conn().execute("SELECT cancel_requested FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return bool(row and row[0])
+
+    def running_job_id(self) -> str | None:
+        row = self._conn().execute("SELECT id FROM jobs WHERE state = ? LIMIT 1", (RUNNING,)).fetchone()
+        return row[0] if row else None
+
     def add_file(self, job_id: str, name: str, file_name: str) -> None:
         with self._write_lock:
             conn = self._conn()
@@ -203,10 +220,10 @@ class JobStore:
     def delete(self, job_id: str) -> bool:
         return self._write("DELETE FROM jobs WHERE id = ?", (job_id,)) == 1
 
-    def recover_after_crash(self) -> list[str]:
+    def recover_after_crash(self, code: str = "interrupted", reason: str = CRASH_REASON) -> list[str]:
         """Jobs left `running` by a crash become failed with that reason; queued jobs stay queued."""
         rows = self._conn().execute("SELECT id FROM jobs WHERE state = ?", (RUNNING,)).fetchall()
         ids = [r["id"] for r in rows]
         for job_id in ids:
-            self.finish(job_id, FAILED, "interrupted", CRASH_REASON)
+            self.finish(job_id, FAILED, code, reason)
         return ids

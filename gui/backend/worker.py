@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
-from trellis2.pipelines.progress import JobCancelled
+try:
+    from trellis2.pipelines.progress import JobCancelled
+except Exception:  # noqa: BLE001 - a broken engine package must not stop the server; engines report it
+
+    class JobCancelled(Exception):  # type: ignore[no-redef]
+        """Stand-in while the pipeline package cannot be imported."""
 
 from .engines.base import EngineManager, EngineRequest, free_accelerator_memory
 from .export import DEFAULT_MODEL_FILE, Converter, export_generation
@@ -22,7 +28,8 @@ from .store import CANCELLED, FAILED, Job, JobStore
 log = logging.getLogger("genesis.worker")
 OOM_ADVICE = ("The GPU ran out of memory. Try a lower pipeline type (\"512\" or \"1024\" instead of a cascade), "
               "a smaller texture size, or close other programs that use the GPU.")
-DB_PROGRESS_INTERVAL_S = 0.5
+DB_PROGRESS_INTERVAL_S = 0.2
+CANCEL_POLL_S = 0.1
 
 
 class JobFailure(Exception):
@@ -62,14 +69,35 @@ def classify_failure(exc: BaseException) -> JobFailure:
 
 
 class CancelFlag:
-    def __init__(self) -> None:
+    """Set here (in-process cancel) or through the store's `cancel_requested` (from the server process),
+    which is read at most every `CANCEL_POLL_S`. When the parent process is gone, it exits at once."""
+
+    def __init__(self, store: JobStore | None = None, job_id: str = "", parent_pid: int | None = None) -> None:
         self._event = threading.Event()
+        self._store = store
+        self._job_id = job_id
+        self._parent_pid = parent_pid
+        self._checked = 0.0
 
     def set(self) -> None:
         self._event.set()
 
     def is_set(self) -> bool:
+        if self._event.is_set():
+            return True
+        now = time.monotonic()
+        if self._store is not None and now - self._checked >= CANCEL_POLL_S:
+            self._checked = now
+            exit_if_orphaned(self._parent_pid)
+            if self._store.cancel_requested(self._job_id):
+                self._event.set()
         return self._event.is_set()
+
+
+def exit_if_orphaned(parent_pid: int | None) -> None:
+    """A worker process whose server died stops at once; the next server marks its job interrupted."""
+    if parent_pid is not None and os.getppid() != parent_pid:
+        os._exit(0)
 
 
 class JobWorker:
@@ -77,7 +105,8 @@ class JobWorker:
     resumes queued jobs; `live` holds the running job's fresh progress for the API."""
 
     def __init__(self, store: JobStore, folders: JobFolders, engines: EngineManager,
-                 poll_s: float = 0.5, device: str | None = None, converter: Converter | None = None) -> None:
+                 poll_s: float = 0.5, device: str | None = None, converter: Converter | None = None,
+                 wake=None, stop=None, parent_pid: int | None = None) -> None:
         self.store = store
         self.folders = folders
         self.engines = engines
@@ -87,8 +116,9 @@ class JobWorker:
         self.live: dict[str, ProgressSnapshot] = {}
         self.current: str | None = None
         self._cancel: dict[str, CancelFlag] = {}
-        self._wake = threading.Event()
-        self._stop = threading.Event()
+        self._wake = wake if wake is not None else threading.Event()
+        self._stop = stop if stop is not None else threading.Event()
+        self.parent_pid = parent_pid
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
@@ -110,8 +140,13 @@ class JobWorker:
         """A job was queued: wake the worker now instead of at the next poll."""
         self._wake.set()
 
+    def run_forever(self) -> None:
+        """The worker loop in the calling thread (the worker process's main thread)."""
+        self._loop()
+
     def _loop(self) -> None:
         while not self._stop.is_set():
+            exit_if_orphaned(self.parent_pid)
             try:
                 job = self.store.next_queued()
                 if job is not None:
@@ -130,19 +165,19 @@ class JobWorker:
         """Cancel a queued job now, or ask the running one to stop at its next step."""
         if self.store.cancel_queued(job_id):
             return True
+        requested = self.store.request_cancel(job_id)
         with self._lock:
             flag = self._cancel.get(job_id)
-        if flag is None:
-            return False
-        flag.set()
-        return True
+        if flag is not None:
+            flag.set()
+        return requested or flag is not None
 
     # -- one job ---------------------------------------------------------------------------------------
     def run_job(self, job: Job, on_progress: Callable[[ProgressSnapshot], None] | None = None) -> Job:
         """Run one queued job to its final state; every outcome is recorded in the store."""
         if not self.store.start(job.id):
             return self.store.get(job.id) or job
-        flag = CancelFlag()
+        flag = CancelFlag(self.store, job.id, self.parent_pid)
         with self._lock:
             self._cancel[job.id] = flag
             self.current = job.id

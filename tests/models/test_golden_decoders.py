@@ -171,6 +171,7 @@ def test_chunked_evaluation_matches_golden(case04, monkeypatch):
     monkeypatch.setattr(sparse_unet_vae_decoder, "ROW_CHUNK", 301)
     monkeypatch.setattr(conv, "GATHER_BUDGET_BYTES", 27 * 64 * 4 * 40)
     monkeypatch.setattr(conv, "LOOKUP_CHUNK_KEYS", 27 * 101)
+    monkeypatch.setattr(conv, "NEIGHBOR_MAP_MAX_BYTES", 27 * 4 * 300)  # finer levels: per-chunk lookups
     # Gradients enabled but nothing requires grad (frozen weights): the in-place chunked path runs.
     assert torch.is_grad_enabled() and not any(p.requires_grad for p in model.parameters())
     out, subs = model.decode_voxels(SparseTensor(io["z_feats"], io["z_coords"]), return_subs=True)

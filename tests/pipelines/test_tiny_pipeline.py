@@ -177,3 +177,18 @@ def test_models_dir_in_hugging_face_cache_layout(tiny_models_dir, tmp_path):
     pipe = Trellis2ImageTo3DPipeline.from_pretrained(cache, device="cpu")
     assert pipe.checkpoint_path("sparse_structure_decoder").parts[-4:-2] == ("snapshots", "abc123")
     _check_asset(pipe.run(object_image(), seed=5, pipeline_type="512")[0], 512)
+
+
+def test_low_vram_visits_return_every_tensor_to_the_cpu(tiny_pipeline):
+    """The non-CPU path of `on_device`, on the `meta` device (no GPU needed)."""
+    pipe = Trellis2ImageTo3DPipeline(tiny_pipeline.config, tiny_pipeline.pipeline_dir, tiny_pipeline.models_dir,
+                                     device="meta")
+    module = torch.nn.BatchNorm1d(4)
+    weight, buffer = module.weight.data, module.running_mean
+    with pipe.on_device(module) as visiting:
+        assert visiting.weight.device.type == "meta" and visiting.running_mean.device.type == "meta"
+    assert module.weight.data.data_ptr() == weight.data_ptr() and module.running_mean.device.type == "cpu"
+    with pytest.raises(RuntimeError, match="stage failed"), pipe.on_device(module):
+        raise RuntimeError("stage failed")
+    assert all(t.device.type == "cpu" for t in (*module.parameters(), *module.buffers()))
+    assert torch.equal(module.running_mean, buffer)

@@ -64,7 +64,7 @@ class FakeEngine(Engine):
         return [cube_mesh()]
 
 
-def fake_engines(steps: int = 5, step_s: float = 0.05) -> dict[str, Engine]:
+def fake_engines(models_dir=None, device=None, steps: int = 5, step_s: float = 0.05) -> dict[str, Engine]:
     return {
         "trellis2": FakeEngine("trellis2", steps, step_s),
         "multiview": FakeEngine("multiview", steps, step_s),

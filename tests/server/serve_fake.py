@@ -10,9 +10,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from gui.backend.cli import add_server_flags, settings_from  # noqa: E402
-from gui.backend.export import vertex_colored_mesh  # noqa: E402
 from gui.backend.server import serve  # noqa: E402
-from tests.server.fake_engine import fake_engines  # noqa: E402
+from gui.backend.worker_process import EngineSpec  # noqa: E402
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
@@ -21,5 +20,6 @@ if __name__ == "__main__":
     parser.add_argument("--step-s", type=float, default=0.05)
     parser.add_argument("--real-export", action="store_true", help="use the O-Voxel export, not vertex colours")
     args = parser.parse_args()
-    converter = None if args.real_export else vertex_colored_mesh
-    serve(settings_from(args), fake_engines(args.steps, args.step_s), converter=converter)
+    spec = EngineSpec("tests.server.fake_engine:fake_engines", {"steps": args.steps, "step_s": args.step_s},
+                      converter=None if args.real_export else "gui.backend.export:vertex_colored_mesh")
+    serve(settings_from(args), spec)

@@ -70,11 +70,13 @@ def test_image_to_glb_with_progress_and_reexport(tiny_server: LiveServer, object
     (tmp_path / "model.glb").write_bytes(glb.content)
     assert_valid_gltf(tmp_path / "model.glb")
     r = tiny_server.client.post(f"/api/jobs/{job_id}/export",
-                                json={"format": "glb", "texture_size": 1024, "decimation_target": 10000})
+                                json={"format": "glb", "texture_size": 1024, "decimation_target": 10000},
+                                timeout=300)
     assert r.status_code == 200, r.text
     again = tiny_server.client.get(r.json()["url"])
     assert again.content[:4] == b"glTF" and again.content != glb.content
-    r = tiny_server.client.post(f"/api/jobs/{job_id}/export", json={"format": "stl", "decimation_target": 10000})
+    r = tiny_server.client.post(f"/api/jobs/{job_id}/export", json={"format": "stl", "decimation_target": 10000},
+                                timeout=300)
     assert r.status_code == 200 and tiny_server.client.get(r.json()["url"]).status_code == 200
 
 

@@ -43,11 +43,10 @@ def test_binding_beyond_loopback_requires_a_token(tmp_path):
 
     from gui.backend.app import create_app
     from gui.backend.config import Settings
-
-    from .fake_engine import fake_engines
+    from gui.backend.worker_process import EngineSpec
 
     settings = Settings(models_dir=tmp_path, data_dir=tmp_path / "data", host="0.0.0.0", port=9)
-    app = create_app(settings, fake_engines())
+    app = create_app(settings, EngineSpec("tests.server.fake_engine:fake_engines"))
     assert settings.token, "a token is generated when none was given"
     with TestClient(app) as client:
         assert client.get("/api/health").status_code == 401

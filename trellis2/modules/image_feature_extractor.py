@@ -18,15 +18,17 @@ class DinoV3FeatureExtractor(torch.nn.Module):
     """All layers of a transformers `DINOv3ViTModel`, then a LayerNorm without affine parameters
     (the model's own final norm is not used). CLS and register tokens are kept."""
 
-    def __init__(self, model_name: str | Path, image_size: int = 512) -> None:
+    def __init__(self, model_name: str | Path | None, image_size: int = 512, model: torch.nn.Module | None = None) -> None:
+        """Load the transformers folder `model_name` (local files only), or wrap a given `model`."""
         super().__init__()
-        from transformers import DINOv3ViTModel
+        if model is None:
+            from transformers import DINOv3ViTModel
 
-        folder = Path(model_name)
-        if not (folder / "config.json").is_file():
-            raise FileNotFoundError(f"DINOv3 model folder {folder} has no config.json")
-        self.model = DINOv3ViTModel.from_pretrained(str(folder), local_files_only=True)
-        self.model.eval()
+            folder = Path(model_name)
+            if not (folder / "config.json").is_file():
+                raise FileNotFoundError(f"DINOv3 model folder {folder} has no config.json")
+            model = DINOv3ViTModel.from_pretrained(str(folder), local_files_only=True)
+        self.model = model.eval()
         self.image_size = image_size
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)

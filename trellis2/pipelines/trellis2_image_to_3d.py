@@ -83,6 +83,8 @@ def check_sampler_params(stage: str, params: dict[str, Any] | None) -> dict[str,
 class Trellis2ImageTo3DPipeline:
     """The official TRELLIS.2 image-to-3D pipeline on local checkpoints, in pure PyTorch."""
 
+    pin_memory = True  # keep the CPU copies of the weights in pinned memory when running on CUDA
+
     def __init__(
         self,
         config: PipelineConfig,
@@ -167,14 +169,29 @@ class Trellis2ImageTo3DPipeline:
     # --- low-VRAM device management ----------------------------------------------------------
     @contextlib.contextmanager
     def on_device(self, module: torch.nn.Module) -> Iterator[torch.nn.Module]:
-        """Move `module` to the compute device for the duration of a stage, then back to the CPU."""
+        """Give `module` device copies of its tensors for one stage; afterwards it points at its CPU
+        tensors again (nothing is copied back: inference does not change weights).
+
+        On CUDA the CPU tensors are pinned on the first visit, so every later visit is a fast
+        asynchronous upload.
+        """
         if self.device.type == "cpu":
             yield module
             return
+        pin = self.pin_memory and self.device.type == "cuda"
+        tensors = [t for t in (*module.parameters(), *module.buffers()) if t.device.type == "cpu"]
+        saved: list[torch.Tensor] = []
         try:
-            yield module.to(self.device)
+            for tensor in tensors:
+                data = tensor.data
+                if pin and not data.is_pinned():
+                    data = data.pin_memory()
+                saved.append(data)
+                tensor.data = data.to(self.device, non_blocking=True)
+            yield module
         finally:
-            module.to("cpu")
+            for tensor, data in zip(tensors, saved, strict=False):  # `saved` is shorter after a failure
+                tensor.data = data
             self.release_device_memory()
 
     def release_device_memory(self) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -90,6 +91,12 @@ class EngineManager:
         self._lock = threading.RLock()
         self._last_used = time.monotonic()
         self._active: str | None = None
+        self.on_change: Callable[[str | None], None] | None = None  # told which engine is loaded
+
+    def _set_active(self, name: str | None) -> None:
+        self._active = name
+        if self.on_change is not None:
+            self.on_change(name)
 
     def statuses(self) -> dict[str, EngineStatus]:
         out = {}
@@ -112,7 +119,7 @@ class EngineManager:
                     other.unload()
             if not engine.loaded:
                 engine.load()
-            self._active = name
+            self._set_active(name)
             self._last_used = time.monotonic()
             return engine
 
@@ -124,7 +131,7 @@ class EngineManager:
             for engine in self.engines.values():
                 if engine.loaded:
                     engine.unload()
-            self._active = None
+            self._set_active(None)
         free_accelerator_memory()
 
     def unload_idle(self) -> bool:

@@ -22,7 +22,7 @@ class MultiViewEngine(Trellis2Engine):
     def status(self):
         try:
             self._pipeline_class()
-        except (ImportError, AttributeError) as exc:
+        except Exception as exc:  # noqa: BLE001 - a broken or missing pipeline package
             from .base import EngineStatus
 
             return EngineStatus(False, f"The multi-view pipeline is not installed ({exc}).")

@@ -53,7 +53,7 @@ def readiness(models_dir, needs: str) -> EngineStatus:
     optional: images with real transparency do not need it)."""
     try:
         entries = model_check(models_dir)
-    except ImportError as exc:
+    except Exception as exc:  # noqa: BLE001 - a broken or missing pipeline package
         return EngineStatus(False, f"The {needs} pipeline code is not installed ({exc}).")
     missing = [(mid, reason) for mid, present, reason in entries if not present]
     blocking = [(mid, reason) for mid, reason in missing if mid != BACKGROUND_MODEL]

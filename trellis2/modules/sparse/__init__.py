@@ -1,6 +1,13 @@
 """Sparse voxel tensors and the layers that operate on them (pure PyTorch, CPU and CUDA)."""
 
-from .conv import SparseConv3d, neighbor_map, submanifold_conv3d, submanifold_neighbor_map
+from .conv import (
+    SparseConv3d,
+    SubmanifoldNeighbors,
+    neighbor_map,
+    neighbors_of,
+    submanifold_conv3d,
+    submanifold_neighbor_map,
+)
 from .linear import SparseLinear
 from .spatial import (
     SparseChannel2Spatial,
@@ -11,6 +18,7 @@ from .spatial import (
     subdivide,
 )
 from .tensor import SparseTensor, sample_std, sparse_cat
+from .voxel_index import VoxelIndex
 
 __all__ = [
     "SparseTensor",
@@ -25,6 +33,9 @@ __all__ = [
     "spatial_to_channel",
     "subdivide",
     "neighbor_map",
+    "neighbors_of",
+    "SubmanifoldNeighbors",
     "submanifold_conv3d",
     "submanifold_neighbor_map",
+    "VoxelIndex",
 ]

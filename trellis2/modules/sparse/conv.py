@@ -7,9 +7,12 @@ cross-correlation, i.e. `nn.Conv3d(padding=K//2 * d)` on a zero-filled dense gri
 active voxels.
 
 Implementation: a neighbour map `[N, K^3]` (int32 row indices, -1 = absent) is built once per voxel
-set with a `VoxelIndex` (two-level brick table, two gathers per lookup) and cached in the tensor's `spatial_cache`, so every conv at one resolution shares it. The convolution gathers the `K^3` neighbour rows of a chunk of
-voxels into `[n, K^3 * Ci]` and multiplies by the flattened weight: one GEMM per chunk, with the chunk
-size chosen so that the gathered block stays under `GATHER_BUDGET_BYTES`.
+set with a `VoxelIndex` (two-level brick table, two gathers per lookup) and cached in the tensor's
+`spatial_cache`, so every conv at one resolution shares it; above `NEIGHBOR_MAP_MAX_BYTES` only the
+index is kept and each chunk's neighbours are looked up when needed. The convolution gathers the
+`K^3` neighbour rows of a chunk of voxels into `[n, K^3 * Ci]` and multiplies by the flattened weight:
+one GEMM per chunk, with the chunk size chosen so that the gathered block stays under
+`GATHER_BUDGET_BYTES`.
 """
 
 from __future__ import annotations
@@ -25,8 +28,10 @@ from .voxel_index import VoxelIndex
 
 # Upper bound on the temporary gathered neighbourhood block of one chunk, in bytes.
 GATHER_BUDGET_BYTES = 256 * 2**20
-# Neighbour-map construction looks up at most this many keys at once.
+# Neighbour lookups handle at most this many keys at once.
 LOOKUP_CHUNK_KEYS = 2**23
+# Neighbour maps up to this size are stored whole; larger voxel sets look neighbours up per chunk.
+NEIGHBOR_MAP_MAX_BYTES = 512 * 2**20
 
 
 def kernel_offsets(kernel_size: int, dilation: int = 1, device: torch.device | None = None) -> torch.Tensor:
@@ -36,43 +41,75 @@ def kernel_offsets(kernel_size: int, dilation: int = 1, device: torch.device | N
     return grid * dilation
 
 
+class SubmanifoldNeighbors:
+    """Neighbour rows of a voxel set for a `K^3` kernel: `rows(start, stop) -> [stop - start, K^3]` int32.
+
+    The whole map (`K^3` int32 per voxel) is stored when it fits `NEIGHBOR_MAP_MAX_BYTES`, so every
+    conv at that resolution just slices it; larger sets (the finest decoder level, tens of millions of
+    voxels) keep only the `VoxelIndex` and look each chunk up when a conv needs it.
+    """
+
+    def __init__(self, coords: torch.Tensor, kernel_size: int = 3, dilation: int = 1) -> None:
+        self.coords = coords
+        self.taps = kernel_size**3
+        self.num_voxels = coords.shape[0]
+        self.index = VoxelIndex(coords, reach=(kernel_size // 2) * dilation)
+        # Per-axis offsets; the K^3 taps are their outer product (x slowest, as the flat tap order).
+        self.axis_offsets = (
+            torch.arange(kernel_size, device=coords.device, dtype=torch.int64) - kernel_size // 2
+        ) * dilation
+        self.full: torch.Tensor | None = None
+        if self.num_voxels * self.taps * 4 <= NEIGHBOR_MAP_MAX_BYTES:
+            self.full = self.lookup(0, self.num_voxels)
+
+    def lookup(self, start: int, stop: int) -> torch.Tensor:
+        """Look the neighbours of rows `start .. stop` up in the index (chunked)."""
+        d = self.axis_offsets
+        out = torch.empty(stop - start, self.taps, dtype=torch.int32, device=self.coords.device)
+        step = max(1, LOOKUP_CHUNK_KEYS // self.taps)
+        for s in range(start, stop, step):
+            c = self.coords[s : min(s + step, stop)].to(torch.int64)
+            box = self.index.lookup(
+                c[:, 0, None, None, None],
+                (c[:, 1, None] + d)[:, :, None, None],
+                (c[:, 2, None] + d)[:, None, :, None],
+                (c[:, 3, None] + d)[:, None, None, :],
+            )
+            out[s - start : s - start + c.shape[0]] = box.reshape(-1, self.taps)
+        return out
+
+    def rows(self, start: int, stop: int) -> torch.Tensor:
+        return self.full[start:stop] if self.full is not None else self.lookup(start, stop)
+
+
 def submanifold_neighbor_map(coords: torch.Tensor, kernel_size: int = 3, dilation: int = 1) -> torch.Tensor:
     """Row index of every voxel's neighbour at every kernel tap: `[N, K^3]` int32, -1 where absent.
 
     `coords` is `[N, 4]` `(batch, x, y, z)` with non-negative, unique coordinates.
     """
-    n = coords.shape[0]
-    taps = kernel_size**3
-    device = coords.device
-    index = VoxelIndex(coords, reach=(kernel_size // 2) * dilation)
-    # Per-axis offsets; the K^3 taps are their outer product (x slowest, as the flat tap order).
-    d = (torch.arange(kernel_size, device=device, dtype=torch.int64) - kernel_size // 2) * dilation
-    out = torch.empty(n, taps, dtype=torch.int32, device=device)
-    rows = max(1, LOOKUP_CHUNK_KEYS // taps)
-    for s in range(0, n, rows):
-        c = coords[s : s + rows].to(torch.int64)
-        box = index.lookup(
-            c[:, 0, None, None, None],
-            (c[:, 1, None] + d)[:, :, None, None],
-            (c[:, 2, None] + d)[:, None, :, None],
-            (c[:, 3, None] + d)[:, None, None, :],
-        )
-        out[s : s + rows] = box.reshape(-1, taps)
-    return out
+    return SubmanifoldNeighbors(coords, kernel_size, dilation).rows(0, coords.shape[0])
+
+
+def neighbors_of(x: SparseTensor, kernel_size: int = 3, dilation: int = 1) -> SubmanifoldNeighbors:
+    """The cached neighbours of `x` (built on first use, shared by every conv on these voxels)."""
+    key = f"submanifold_neighbors_k{kernel_size}_d{dilation}"
+    neighbors = x.spatial_cache.get(key)
+    if neighbors is None:
+        neighbors = SubmanifoldNeighbors(x.coords, kernel_size, dilation)
+        x.spatial_cache[key] = neighbors
+    return neighbors
 
 
 def neighbor_map(x: SparseTensor, kernel_size: int = 3, dilation: int = 1) -> torch.Tensor:
-    """The cached neighbour map of `x` (built on first use, shared by every conv on these voxels)."""
-    key = f"submanifold_neighbors_k{kernel_size}_d{dilation}"
-    nmap = x.spatial_cache.get(key)
-    if nmap is None:
-        nmap = submanifold_neighbor_map(x.coords, kernel_size, dilation)
-        x.spatial_cache[key] = nmap
-    return nmap
+    """The whole `[N, K^3]` neighbour map of `x` (from its cached neighbours)."""
+    return neighbors_of(x, kernel_size, dilation).rows(0, x.coords.shape[0])
+
+
+NeighborRows = torch.Tensor | SubmanifoldNeighbors
 
 
 def submanifold_conv3d_chunks(
-    feats: torch.Tensor, nmap: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
+    feats: torch.Tensor, neighbors: NeighborRows, weight: torch.Tensor, bias: torch.Tensor | None
 ) -> Iterator[tuple[int, int, torch.Tensor]]:
     """Yield `(start, stop, out[start:stop])` of the convolution, one memory-bounded chunk at a time.
 
@@ -81,27 +118,28 @@ def submanifold_conv3d_chunks(
     """
     n, ci = feats.shape
     co = weight.shape[0]
-    taps = nmap.shape[1]
+    taps = weight[0].numel() // ci
     w = weight.reshape(co, taps * ci).t()
     rows = max(1, GATHER_BUDGET_BYTES // (taps * ci * feats.element_size()))
     for s in range(0, n, rows):
-        idx = nmap[s : s + rows]
-        m = idx.shape[0]
-        block = feats.index_select(0, idx.clamp_min(0).reshape(-1)).reshape(m, taps, ci)
+        e = min(s + rows, n)
+        idx = neighbors[s:e] if isinstance(neighbors, torch.Tensor) else neighbors.rows(s, e)
+        block = feats.index_select(0, idx.clamp_min(0).reshape(-1)).reshape(e - s, taps, ci)
         block.masked_fill_((idx < 0)[..., None], 0)
-        block = block.reshape(m, taps * ci)
-        yield s, s + m, (block @ w if bias is None else torch.addmm(bias, block, w))
+        block = block.reshape(e - s, taps * ci)
+        yield s, e, (block @ w if bias is None else torch.addmm(bias, block, w))
 
 
 def submanifold_conv3d(
-    feats: torch.Tensor, nmap: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
+    feats: torch.Tensor, neighbors: NeighborRows, weight: torch.Tensor, bias: torch.Tensor | None
 ) -> torch.Tensor:
     """`out[i] = bias + sum_v W[:, v, :] @ feats[nmap[i, v]]` (absent neighbours are zero).
 
-    `feats [N, Ci]`, `nmap [N, T]`, `weight [Co, T, Ci]` (any layout that reshapes to it), `bias [Co]`.
+    `feats [N, Ci]`, `neighbors` the `[N, T]` map `nmap` (or a `SubmanifoldNeighbors`), `weight [Co, T, Ci]`
+    (any layout that reshapes to it), `bias [Co]`.
     """
     out = torch.empty(feats.shape[0], weight.shape[0], dtype=feats.dtype, device=feats.device)
-    for s, e, chunk in submanifold_conv3d_chunks(feats, nmap, weight, bias):
+    for s, e, chunk in submanifold_conv3d_chunks(feats, neighbors, weight, bias):
         out[s:e] = chunk
     return out
 
@@ -146,10 +184,10 @@ class SparseConv3d(nn.Module):
         if self.bias is not None:
             nn.init.uniform_(self.bias, -bound, bound)
 
-    def _prepare(self, x: SparseTensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _prepare(self, x: SparseTensor) -> tuple[torch.Tensor, SubmanifoldNeighbors]:
         if x.feats.dim() != 2 or x.feats.shape[1] != self.in_channels:
             raise ValueError(f"SparseConv3d expects {self.in_channels} channels, got {tuple(x.feats.shape)}")
-        return x.feats.to(self.weight.dtype), neighbor_map(x, self.kernel_size, self.dilation)
+        return x.feats.to(self.weight.dtype), neighbors_of(x, self.kernel_size, self.dilation)
 
     def forward(self, x: SparseTensor) -> SparseTensor:
         feats, nmap = self._prepare(x)

@@ -15,8 +15,8 @@ import torch
 BRICK_SHIFT = 3
 BRICK = 1 << BRICK_SHIFT
 BRICK_CELLS = BRICK**3
-# Largest coarse brick grid (all batch elements) kept as a dense table (int32 entries).
-MAX_COARSE_CELLS = 2**27
+# Largest coarse brick grid (all batch elements) kept as a dense table (int64 entries, <= 256 MiB).
+MAX_COARSE_CELLS = 2**25
 # Bricks are used while their tables need at most this many entries per voxel (else sorted keys).
 MAX_BRICK_ENTRIES_PER_VOXEL = 64
 
@@ -49,10 +49,12 @@ class VoxelIndex:
             bricks, brick_of_voxel = torch.unique(brick_key, return_inverse=True)
             if bricks.shape[0] * BRICK_CELLS <= max(2**20, MAX_BRICK_ENTRIES_PER_VOXEL * n):
                 self.mode = "bricks"
-                self.slot = torch.full((coarse_cells,), -1, dtype=torch.int32, device=self.device)
-                self.slot[bricks] = torch.arange(bricks.shape[0], dtype=torch.int32, device=self.device)
+                # Unoccupied bricks point at one extra, all-empty brick: no masking at lookup time.
+                nb = bricks.shape[0]
+                self.slot = torch.full((coarse_cells,), nb, dtype=torch.int64, device=self.device)
+                self.slot[bricks] = torch.arange(nb, dtype=torch.int64, device=self.device)
                 cell = brick_of_voxel * BRICK_CELLS + self._local(x, y, z)
-                self.table = torch.full((bricks.shape[0] * BRICK_CELLS,), -1, dtype=torch.int32, device=self.device)
+                self.table = torch.full(((nb + 1) * BRICK_CELLS,), -1, dtype=torch.int32, device=self.device)
                 self.table[cell] = rows
                 if not torch.equal(self.table[cell], rows):
                     raise ValueError("duplicate voxel coordinates; every voxel must appear once")
@@ -97,9 +99,8 @@ class VoxelIndex:
             return torch.full(shape, -1, dtype=torch.int32, device=self.device)
         b, x, y, z = self._shifted(b, x, y, z)
         if self.mode == "bricks":
-            slot = self.slot[self._brick_key(b, x, y, z)]
-            cell = slot.to(torch.int64) * BRICK_CELLS + self._local(x, y, z)
-            return torch.where(slot >= 0, self.table[cell.clamp_min_(0)], -1)
+            slot = torch.take(self.slot, self._brick_key(b, x, y, z))
+            return torch.take(self.table, slot * BRICK_CELLS + self._local(x, y, z))
         q = self._fine_key(b, x, y, z)
         pos = torch.searchsorted(self.sorted_keys, q).clamp_max_(self.num_voxels - 1)
-        return torch.where(self.sorted_keys[pos] == q, self.order[pos], -1)
+        return torch.where(torch.take(self.sorted_keys, pos) == q, torch.take(self.order, pos), -1)

@@ -1,0 +1,136 @@
+"""The GPU worker in its own process: the web server stays responsive while a job computes, and an engine
+that crashes the process fails only its job. A watchdog restarts the process; the database is the queue."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import multiprocessing
+import os
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from .config import Settings
+from .engines.base import Engine, EngineManager
+from .export import Converter
+from .store import JobStore
+
+log = logging.getLogger("genesis.worker")
+WORKER_CRASHED = ("The engine process stopped unexpectedly while running this job (a crash in a native library "
+                  "or the system running out of memory). The server restarted it; please try again, perhaps with "
+                  "a lower pipeline type or texture size.")
+WATCHDOG_INTERVAL_S = 0.5
+
+
+def resolve(path: str) -> Any:
+    """`package.module:attribute` → the object."""
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+@dataclass
+class EngineSpec:
+    """A picklable recipe for the engines (built again in the worker process) and the mesh converter."""
+
+    factory: str = "gui.backend.engines:default_engines"
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    converter: str | None = None
+
+    def build(self, settings: Settings) -> dict[str, Engine]:
+        return resolve(self.factory)(settings.models_dir, settings.device, **self.kwargs)
+
+    def build_converter(self) -> Converter | None:
+        return resolve(self.converter) if self.converter else None
+
+
+def worker_main(settings: Settings, spec: EngineSpec, wake, stop, loaded, parent_pid: int) -> None:
+    """Entry point of the worker process."""
+    from .files import JobFolders
+    from .worker import JobWorker
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    manager = EngineManager(spec.build(settings), settings.idle_unload_s)
+
+    def publish(name: str | None) -> None:
+        loaded.value = (name or "").encode()[:63]
+
+    manager.on_change = publish
+    worker = JobWorker(JobStore(settings.data_dir), JobFolders(settings.data_dir), manager, poll_s=0.5,
+                       device=settings.device, converter=spec.build_converter(), wake=wake, stop=stop,
+                       parent_pid=parent_pid)
+    try:
+        worker.run_forever()
+    finally:
+        manager.unload_all()
+
+
+class WorkerProcess:
+    """Starts, watches and stops the worker process; `notify` and `cancel` reach it through the store."""
+
+    def __init__(self, settings: Settings, spec: EngineSpec, store: JobStore) -> None:
+        self.settings = settings
+        self.spec = spec
+        self.store = store
+        self._ctx = multiprocessing.get_context("spawn")
+        self._wake = self._ctx.Event()
+        self._stop = self._ctx.Event()
+        self._loaded = self._ctx.Array("c", 64)
+        self._proc: multiprocessing.process.BaseProcess | None = None
+        self._closing = threading.Event()
+        self._watchdog: threading.Thread | None = None
+        self.restarts = 0
+
+    def _spawn(self) -> None:
+        self._proc = self._ctx.Process(
+            target=worker_main, name="genesis-worker", daemon=True,
+            args=(self.settings, self.spec, self._wake, self._stop, self._loaded, os.getpid()),
+        )
+        self._proc.start()
+
+    def start(self) -> None:
+        self._spawn()
+        self._watchdog = threading.Thread(target=self._watch, name="genesis-worker-watchdog", daemon=True)
+        self._watchdog.start()
+
+    def _watch(self) -> None:
+        while not self._closing.wait(WATCHDOG_INTERVAL_S):
+            if self._proc is not None and not self._proc.is_alive() and not self._closing.is_set():
+                code = self._proc.exitcode
+                failed = self.store.recover_after_crash("worker_crashed", WORKER_CRASHED)
+                log.error("the worker process exited (code %s); failed job(s): %s; restarting", code, failed)
+                self._loaded.value = b""
+                self.restarts += 1
+                self._spawn()
+
+    def notify(self) -> None:
+        self._wake.set()
+
+    def cancel(self, job_id: str) -> bool:
+        if self.store.cancel_queued(job_id):
+            return True
+        return self.store.request_cancel(job_id)
+
+    @property
+    def loaded_engine(self) -> str | None:
+        return self._loaded.value.decode() or None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop between jobs if possible; a running job is ended and marked interrupted."""
+        self._closing.set()
+        self._stop.set()
+        self._wake.set()
+        if self._proc is None:
+            return
+        self._proc.join(0.5 if self.store.running_job_id() else timeout)
+        if self._proc.is_alive():
+            self._proc.terminate()
+            self._proc.join(timeout)
+        if self._proc.is_alive():
+            self._proc.kill()
+            self._proc.join(timeout)
+        self.store.recover_after_crash()

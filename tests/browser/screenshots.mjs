@@ -1,0 +1,90 @@
+// Takes the README screenshots from the real app (driven by tools/take_screenshots.py):
+//   main-window.png (a model loaded), multiview.png (the view slots), history.png (finished jobs).
+//
+//   node tests/browser/screenshots.mjs --url URL --image object.png --views a.png,b.png,c.png,d.png --out docs/screenshots
+
+import { mkdirSync, readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { join, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { fileURLToPath } from 'node:url';
+
+const ROOT = resolve(fileURLToPath(import.meta.url), '..', '..', '..');
+const require = createRequire(join(ROOT, 'package.json'));
+const { chromium } = require('playwright-core');
+
+const { values: opts } = parseArgs({ options: {
+  url: { type: 'string' }, image: { type: 'string' }, views: { type: 'string' },
+  out: { type: 'string', default: join(ROOT, 'docs', 'screenshots') },
+  chromium: { type: 'string', default: process.env.GENESIS_CHROMIUM || '/usr/bin/chromium' },
+} });
+if (!opts.url || !opts.image || !opts.views) throw new Error('usage: screenshots.mjs --url URL --image PNG --views A,B,C,D');
+mkdirSync(opts.out, { recursive: true });
+
+const browser = await chromium.launch({ executablePath: opts.chromium, args: ['--headless', '--no-sandbox', '--disable-gpu',
+  '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync',
+  '--use-gl=angle', '--use-angle=swiftshader', '--enable-unsafe-swiftshader'] });
+const page = await browser.newPage({ viewport: { width: 1440, height: 900 } });
+const log = (m) => console.log(`[screenshots] ${m}`);
+
+async function drop(selector, file) {
+  const data = readFileSync(file).toString('base64');
+  await page.evaluate(async ([sel, b64, name]) => {
+    const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+    const transfer = new DataTransfer();
+    transfer.items.add(new File([bytes], name, { type: 'image/png' }));
+    document.querySelector(sel).dispatchEvent(new DragEvent('drop', { dataTransfer: transfer, bubbles: true, cancelable: true }));
+  }, [selector, data, file.split('/').pop()]);
+}
+
+async function generate(seed) {
+  await page.fill('#seed', String(seed));
+  const before = await page.locator('#history-list li.job').count();
+  await page.click('#generate');
+  await page.waitForFunction((n) => document.querySelectorAll('#history-list li.job').length > n, before, { timeout: 300000 });
+  log(`job with seed ${seed} finished`);
+}
+
+async function hideToast() {
+  await page.evaluate(() => { document.getElementById('toast').hidden = true; });
+}
+
+try {
+  await page.goto(opts.url);
+  await page.waitForSelector('body[data-ready="true"]');
+  await page.waitForFunction(() => document.getElementById('server-status').textContent.startsWith('Ready'));
+  await drop('#dropzone', opts.image);
+  await page.waitForFunction(() => /transparency|opaque/.test(document.getElementById('image-note').textContent));
+  await page.selectOption('#pipeline-type', '512');
+  await page.selectOption('#texture-size', '512');
+  await page.fill('#decimation-target', '20000');
+  await page.uncheck('#remesh');
+  await generate(42);
+  await generate(7);
+  await page.waitForSelector('#viewport[data-loaded="true"]');
+  await page.selectOption('#environment', 'sunset');
+  await page.click('#reset-view');
+  await page.waitForTimeout(800);
+  await hideToast();
+  await page.screenshot({ path: join(opts.out, 'main-window.png') });
+  log('main-window.png');
+
+  await page.click('#mode-multiview');
+  const views = opts.views.split(',');
+  for (let i = 0; i < views.length; i += 1) await drop(`.slot[data-index="${i}"]`, views[i]);
+  await page.click('#add-view');
+  await page.waitForTimeout(300);
+  await hideToast();
+  await page.screenshot({ path: join(opts.out, 'multiview.png') });
+  log('multiview.png');
+
+  await page.click('#mode-image');
+  await page.selectOption('#view-mode', 'clay');
+  await page.locator('#history-list li.job').last().getByRole('button', { name: /^Open/ }).click();
+  await page.waitForTimeout(800);
+  await hideToast();
+  await page.screenshot({ path: join(opts.out, 'history.png') });
+  log('history.png');
+} finally {
+  await browser.close();
+}

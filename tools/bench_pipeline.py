@@ -1,0 +1,296 @@
+"""Benchmark the TRELLIS.2 pipeline: seconds per stage and peak GPU memory, low-VRAM execution.
+
+    python tools/bench_pipeline.py --device cuda [--types 512 1024_cascade] [--hr-tokens 10000 17000] [--out r.json]
+    python tools/bench_pipeline.py --device cpu --quick      # tiny models, a few seconds (smoke test)
+
+Real-size networks (configs of spec §1.4, DINOv3 ViT-L/16) get random weights in their runtime dtypes
+(bf16 flows, fp16 decoders) and live on the CPU; every stage moves its network to the device and back,
+exactly as `run` does. Random networks do not produce a realistic sparse structure, so the occupied
+voxels are replaced by those of a real mesh (a mug: body, inner wall, handle) voxelised at 32^3 (and
+at 64^3 for the cascade's high-resolution stage, scaled to the requested token counts); all network
+work of every stage still runs (sparse-structure flow + decoder, shape-decoder upsampling, ...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import trimesh
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+sys.path.insert(0, str(Path(__file__).parent))
+
+from make_tiny_models import calibration_image, make_tiny_models, pipeline_json  # noqa: E402
+
+from trellis2.pipelines.pipeline_config import PipelineConfig  # noqa: E402
+from trellis2.pipelines.trellis2_image_to_3d import Trellis2ImageTo3DPipeline  # noqa: E402
+
+FLOW = {"model_channels": 1536, "cond_channels": 1024, "num_blocks": 30, "num_heads": 12, "mlp_ratio": 5.3334,
+        "pe_mode": "rope", "share_mod": True, "initialization": "scaled", "qk_rms_norm": True,
+        "qk_rms_norm_cross": True, "dtype": "bfloat16"}
+DECODER = {"model_channels": [1024, 512, 256, 128, 64], "latent_channels": 32, "num_blocks": [4, 16, 8, 4, 0],
+           "block_type": ["SparseConvNeXtBlock3d"] * 5, "up_block_type": ["SparseResBlockC2S3d"] * 4,
+           "block_args": [{"use_checkpoint": False}] * 5, "use_fp16": True}
+REAL_MODELS: dict[str, tuple[str, dict[str, Any]]] = {
+    "sparse_structure_flow_model": ("SparseStructureFlowModel",
+                                    {"resolution": 16, "in_channels": 8, "out_channels": 8, **FLOW}),
+    "sparse_structure_decoder": ("SparseStructureDecoder", {
+        "out_channels": 1, "latent_channels": 8, "num_res_blocks": 2, "num_res_blocks_middle": 2,
+        "channels": [512, 128, 32], "use_fp16": True}),
+    "shape_slat_flow_model_512": ("SLatFlowModel", {"resolution": 32, "in_channels": 32, "out_channels": 32, **FLOW}),
+    "shape_slat_flow_model_1024": ("SLatFlowModel", {"resolution": 64, "in_channels": 32, "out_channels": 32, **FLOW}),
+    "tex_slat_flow_model_512": ("SLatFlowModel", {"resolution": 32, "in_channels": 64, "out_channels": 32, **FLOW}),
+    "tex_slat_flow_model_1024": ("SLatFlowModel", {"resolution": 64, "in_channels": 64, "out_channels": 32, **FLOW}),
+    "shape_slat_decoder": ("FlexiDualGridVaeDecoder", {"resolution": 256, **DECODER}),
+    "tex_slat_decoder": ("SparseUnetVaeDecoder", {"out_channels": 6, **DECODER, "pred_subdiv": False}),
+}
+REAL_SAMPLERS = {
+    "sparse_structure_sampler": (12, 7.5, 0.7, [0.6, 1.0], 5.0),
+    "shape_slat_sampler": (12, 7.5, 0.5, [0.6, 1.0], 3.0),
+    "tex_slat_sampler": (12, 1.0, 0.0, [0.6, 0.9], 3.0),
+}
+
+
+# --- a realistic sparse structure -------------------------------------------------------------
+def mug_mesh() -> trimesh.Trimesh:
+    """A mug-like mesh (outer wall, inner wall, bottom, handle) centred in the unit cube."""
+    outer = trimesh.creation.cylinder(radius=0.30, height=0.70, sections=96)
+    inner = trimesh.creation.cylinder(radius=0.26, height=0.64, sections=96)
+    inner.apply_translation([0, 0, 0.04])
+    handle = trimesh.creation.torus(major_radius=0.16, minor_radius=0.04, major_sections=64, minor_sections=24)
+    handle.apply_transform(trimesh.transformations.rotation_matrix(np.pi / 2, [1, 0, 0]))
+    handle.apply_translation([0.36, 0, 0])
+    mesh = trimesh.util.concatenate([outer, inner, handle])
+    mesh.apply_translation(-mesh.bounds.mean(axis=0))
+    mesh.apply_scale(0.95 / mesh.extents.max())
+    return mesh
+
+
+def surface_voxels(mesh: trimesh.Trimesh, grid: int, scale: float = 1.0) -> torch.Tensor:
+    """Voxels `[N, 4]` int32 `(0, x, y, z)` touched by the (scaled) surface, lexicographic."""
+    points, _ = trimesh.sample.sample_surface(mesh, 60 * grid * grid, seed=0)
+    cells = np.floor((points * scale + 0.5) * grid).astype(np.int64).clip(0, grid - 1)
+    cells = np.unique(cells, axis=0)
+    coords = np.concatenate([np.zeros((len(cells), 1), np.int64), cells], axis=1)
+    return torch.from_numpy(coords).int()
+
+
+def scale_for_tokens(mesh: trimesh.Trimesh, grid: int, tokens: int) -> float:
+    """Uniform scale (<= 1) at which the mesh's surface covers about `tokens` voxels of `grid`^3."""
+    full = surface_voxels(mesh, grid).shape[0]
+    scale = min(1.0, (tokens / full) ** 0.5)
+    for _ in range(3):
+        scale = min(1.0, scale * (tokens / surface_voxels(mesh, grid, scale).shape[0]) ** 0.5)
+    return scale
+
+
+class BenchPipeline(Trellis2ImageTo3DPipeline):
+    """Runs every network as `run` does but uses a given structure for the latent voxels."""
+
+    lr_coords: torch.Tensor
+    hr_coords: torch.Tensor | None = None
+
+    def checkpoint_path(self, key: str) -> Path:
+        if key in self._models:  # built in memory, no file
+            return Path(key)
+        return super().checkpoint_path(key)
+
+    def sample_sparse_structure(self, cond, resolution, generator, params, progress, cancel, num_samples=1):
+        try:
+            super().sample_sparse_structure(cond, resolution, generator, params, progress, cancel, num_samples)
+        except RuntimeError:  # random weights may decode an empty structure; the work was still done
+            pass
+        return self.lr_coords
+
+    def sample_shape_slat(self, cond, flow_key, coords, *args, **kwargs):
+        if flow_key == "shape_slat_flow_model_1024" and self.hr_coords is not None:
+            coords = self.hr_coords
+        return super().sample_shape_slat(cond, flow_key, coords, *args, **kwargs)
+
+
+# --- random real-size networks ----------------------------------------------------------------
+@torch.no_grad()
+def random_model(name: str, args: dict[str, Any], init_device: torch.device) -> torch.nn.Module:
+    """Build on `meta`, materialise on `init_device`, fill with random values, park on the CPU."""
+    from trellis2.models import model_class
+
+    with torch.device("meta"):
+        model = model_class(name)(**args)
+    model = model.to_empty(device=init_device)
+    for name_, tensor in model.state_dict().items():
+        if not tensor.is_floating_point():
+            continue
+        leaf = name_.rsplit(".", 1)[-1]
+        if leaf == "weight" and tensor.dim() >= 2:
+            tensor.normal_(0.0, tensor[0].numel() ** -0.5)
+        elif leaf in ("weight", "gamma"):
+            tensor.fill_(1.0)
+        else:
+            tensor.normal_(0.0, 0.1)
+    for module in model.modules():
+        if hasattr(module, "reset_derived_buffers"):
+            module.reset_derived_buffers()
+    model.requires_grad_(False)
+    return model.to("cpu").eval()
+
+
+def random_dinov3(init_device: torch.device) -> torch.nn.Module:
+    from transformers import DINOv3ViTConfig, DINOv3ViTModel
+
+    from trellis2.modules.image_feature_extractor import DinoV3FeatureExtractor
+
+    config = DINOv3ViTConfig(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
+                             num_register_tokens=4, patch_size=16, rope_theta=100.0, layer_norm_eps=1e-5)
+    with init_device:
+        model = DINOv3ViTModel(config)
+    return DinoV3FeatureExtractor(None, model=model.to("cpu"))
+
+
+def real_pipeline(device: torch.device) -> BenchPipeline:
+    raw = pipeline_json()
+    for key, (steps, strength, rescale, interval, rescale_t) in REAL_SAMPLERS.items():
+        raw["args"][key]["params"] = {"steps": steps, "guidance_strength": strength, "guidance_rescale": rescale,
+                                      "guidance_interval": interval, "rescale_t": rescale_t}
+    for key in ("shape_slat_normalization", "tex_slat_normalization"):
+        raw["args"][key] = {"mean": [0.0] * 32, "std": [1.0] * 32}
+    pipe = BenchPipeline(PipelineConfig.parse(raw), REPO_ROOT, None, device)
+    init_device = device if device.type == "cuda" else torch.device("cpu")
+    for key, (name, args) in REAL_MODELS.items():
+        print(f"building {key} ({name}) ...", flush=True)
+        pipe._models[key] = random_model(name, args, init_device)
+    pipe._image_cond_model = random_dinov3(init_device)
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return pipe
+
+
+# --- measurement ------------------------------------------------------------------------------
+class StageClock:
+    """Progress callback that records seconds and peak device memory per stage."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.start = self.last = time.perf_counter()
+        self.rows: dict[str, dict[str, float]] = {}
+
+    def _peak_gb(self) -> float:
+        if self.device.type != "cuda":
+            return 0.0
+        return torch.cuda.max_memory_allocated(self.device) / 2**30
+
+    def __call__(self, stage: str, step: int, total: int) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        now = time.perf_counter()
+        row = self.rows.setdefault(stage, {"seconds": 0.0, "peak_gb": 0.0, "steps": total})
+        row["seconds"] += now - self.last
+        row["peak_gb"] = max(row["peak_gb"], self._peak_gb())
+        if self.device.type == "cuda":  # each interval's peak belongs to the stage that reported it
+            torch.cuda.reset_peak_memory_stats(self.device)
+        self.last = time.perf_counter()
+
+
+def bench_case(pipe: BenchPipeline, pipeline_type: str, image, device: torch.device) -> dict[str, Any]:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+    clock = StageClock(device)
+    assets = pipe.run(image, seed=0, pipeline_type=pipeline_type, progress=clock)
+    total = time.perf_counter() - clock.start
+    overall_peak = max((r["peak_gb"] for r in clock.rows.values()), default=0.0)
+    asset = assets[0]
+    return {
+        "pipeline_type": pipeline_type,
+        "lr_tokens": int(pipe.lr_coords.shape[0]),
+        "hr_tokens": int(pipe.hr_coords.shape[0]) if pipe.hr_coords is not None and "cascade" in pipeline_type else None,
+        "decoded_voxels": int(asset.coords.shape[0]),
+        "faces": int(asset.faces.shape[0]),
+        "stages": clock.rows,
+        "total_seconds": total,
+        "generation_seconds": total - clock.rows.get("decode", {}).get("seconds", 0.0),
+        "peak_gb": overall_peak,
+        "params_on_device_after_run": pipe.parameters_on_device(),
+    }
+
+
+def hardware(device: torch.device) -> dict[str, str]:
+    info = {"torch": torch.__version__, "python": platform.python_version(), "device": str(device),
+            "cpu": platform.processor() or platform.machine()}
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+        info["cuda"] = str(torch.version.cuda)
+    return info
+
+
+def markdown(report: dict[str, Any]) -> str:
+    lines = [f"# bench_pipeline ({'quick' if report['quick'] else 'real-size'})", "",
+             "hardware: " + ", ".join(f"{k} {v}" for k, v in report["hardware"].items()), ""]
+    for case in report["cases"]:
+        lines.append(f"## {case['pipeline_type']} - LR tokens {case['lr_tokens']}, HR tokens {case['hr_tokens']}, "
+                     f"decoded voxels {case['decoded_voxels']}, faces {case['faces']}")
+        lines += ["", "| stage | steps | seconds | peak GB |", "| --- | ---: | ---: | ---: |"]
+        for stage, row in case["stages"].items():
+            lines.append(f"| {stage} | {row['steps']} | {row['seconds']:.2f} | {row['peak_gb']:.2f} |")
+        lines.append(f"| **generation (without decode)** | | {case['generation_seconds']:.2f} | |")
+        lines.append(f"| **total** | | {case['total_seconds']:.2f} | {case['peak_gb']:.2f} |")
+        lines.append(f"\nparameters left on the device after run: {case['params_on_device_after_run'] or 'none'}\n")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--quick", action="store_true", help="tiny models and structures (CPU smoke test)")
+    parser.add_argument("--types", nargs="+", default=["512", "1024_cascade"])
+    parser.add_argument("--hr-tokens", nargs="+", type=int, default=[10000, 17000],
+                        help="high-resolution token counts for the cascade types")
+    parser.add_argument("--out", type=Path, help="write the report as JSON (and Markdown next to it)")
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
+
+    image = calibration_image(opaque=False)
+    mesh = mug_mesh()
+    if args.quick:
+        torch.set_num_threads(1)
+        folder = make_tiny_models(Path(tempfile.mkdtemp(prefix="tiny_models_")))
+        pipe = BenchPipeline.from_pretrained(folder, device=device)
+        hr_targets = [120]
+    else:
+        pipe = real_pipeline(device)
+        hr_targets = args.hr_tokens
+
+    report: dict[str, Any] = {"quick": args.quick, "hardware": hardware(device), "cases": []}
+    for pipeline_type in args.types:
+        cascade = "cascade" in pipeline_type
+        for target in hr_targets if cascade else hr_targets[:1]:
+            # One object size per case: its surface at 64^3 has ~target voxels, at 32^3 about a quarter.
+            scale = scale_for_tokens(mesh, 64, target)
+            pipe.lr_coords = surface_voxels(mesh, 32, scale).to(device)
+            pipe.hr_coords = surface_voxels(mesh, 64, scale).to(device) if cascade else None
+            print(f"running {pipeline_type} with {pipe.lr_coords.shape[0]} LR tokens"
+                  + (f" and {pipe.hr_coords.shape[0]} HR tokens" if cascade else ""), flush=True)
+            case = bench_case(pipe, pipeline_type, image, device)
+            report["cases"].append(case)
+            print(json.dumps(case, indent=1), flush=True)
+    text = markdown(report)
+    print(text)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=2))
+        args.out.with_suffix(".md").write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
