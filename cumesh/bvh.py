@@ -26,59 +26,65 @@ _LEVEL_RATIO = 2
 _BIG_TRIANGLE_CELLS = 4  # triangles spanning more cells per axis go to a coarser tier
 
 
-def closest_point_on_triangles(p: torch.Tensor, a: torch.Tensor, b: torch.Tensor, c: torch.Tensor):
-    """Closest points of `p [N,3]` on triangles `(a, b, c)` (each `[N,3]`): `(dist_sq [N], uvw [N,3])`.
-
-    Region-based (Voronoi) classification; degenerate triangles never divide by zero: their closest
-    point is taken on the best of the three edges.
-    """
-    ab, ac, ap = b - a, c - a, p - a
-    d1, d2 = (ab * ap).sum(1), (ac * ap).sum(1)
-    bp = p - b
-    d3, d4 = (ab * bp).sum(1), (ac * bp).sum(1)
-    cp = p - c
-    d5, d6 = (ab * cp).sum(1), (ac * cp).sum(1)
-    va, vb, vc = d3 * d6 - d5 * d4, d5 * d2 - d1 * d6, d1 * d4 - d3 * d2
-
-    def safe_div(n, d):
-        return torch.where(d != 0, n / torch.where(d != 0, d, torch.ones_like(d)), torch.zeros_like(n)).clamp(0, 1)
-
-    one, zero = torch.ones_like(d1), torch.zeros_like(d1)
-    denom = va + vb + vc
-    v_in, w_in = safe_div(vb, denom), safe_div(vc, denom)
-    u, v, w = 1 - v_in - w_in, v_in, w_in
-    # regions in reverse priority order, so the highest priority is applied last
-    t_bc = safe_div(d4 - d3, (d4 - d3) + (d5 - d6))
-    m = (va <= 0) & ((d4 - d3) >= 0) & ((d5 - d6) >= 0)
-    u, v, w = torch.where(m, zero, u), torch.where(m, 1 - t_bc, v), torch.where(m, t_bc, w)
-    t_ac = safe_div(d2, d2 - d6)
-    m = (vb <= 0) & (d2 >= 0) & (d6 <= 0)
-    u, v, w = torch.where(m, 1 - t_ac, u), torch.where(m, zero, v), torch.where(m, t_ac, w)
-    m = (d6 >= 0) & (d5 <= d6)
-    u, v, w = torch.where(m, zero, u), torch.where(m, zero, v), torch.where(m, one, w)
-    t_ab = safe_div(d1, d1 - d3)
-    m = (vc <= 0) & (d1 >= 0) & (d3 <= 0)
-    u, v, w = torch.where(m, 1 - t_ab, u), torch.where(m, t_ab, v), torch.where(m, zero, w)
-    m = (d3 >= 0) & (d4 <= d3)
-    u, v, w = torch.where(m, zero, u), torch.where(m, one, v), torch.where(m, zero, w)
-    m = (d1 <= 0) & (d2 <= 0)
-    u, v, w = torch.where(m, one, u), torch.where(m, zero, v), torch.where(m, zero, w)
-    uvw = torch.stack([u, v, w], 1)
-    q = u[:, None] * a + v[:, None] * b + w[:, None] * c
-    dist_sq = ((p - q) ** 2).sum(1)
-    # degenerate triangles (zero area): best point on the three segments
+def pack_triangles(tris: torch.Tensor) -> torch.Tensor:
+    """Per-triangle data `[F, 13]` for the closest-point kernel: a, ab, ac, |ab|^2, ab.ac, |ac|^2, degenerate."""
+    a, ab, ac = tris[:, 0], tris[:, 1] - tris[:, 0], tris[:, 2] - tris[:, 0]
+    aa, bc, cc = (ab * ab).sum(1), (ab * ac).sum(1), (ac * ac).sum(1)
     cross_sq = (torch.linalg.cross(ab, ac) ** 2).sum(1)
-    degenerate = cross_sq <= 1e-12 * (ab * ab).sum(1) * (ac * ac).sum(1)
+    degenerate = (cross_sq <= 1e-12 * aa * cc).to(tris.dtype)
+    return torch.cat([a, ab, ac, aa[:, None], bc[:, None], cc[:, None], degenerate[:, None]], 1)
+
+
+def _safe_div(n: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    ok = d != 0
+    return torch.where(ok, n / torch.where(ok, d, torch.ones_like(d)), torch.zeros_like(n)).clamp(0, 1)
+
+
+def closest_point_packed(p: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Closest points of `p [N,3]` on packed triangles `t [N,13]`: `(dist_sq [N], uvw [N,3])`.
+
+    Region-based (Voronoi) classification with the dot products rewritten in terms of the two per-pair
+    products `ab.ap` and `ac.ap`; degenerate (zero-area) triangles never divide by zero: their closest
+    point is taken on the best of their three edges.
+    """
+    a, ab, ac = t[:, 0:3], t[:, 3:6], t[:, 6:9]
+    aa, bc, cc = t[:, 9], t[:, 10], t[:, 11]
+    ap = p - a
+    d1, d2 = (ab * ap).sum(1), (ac * ap).sum(1)
+    d3, d4, d5, d6 = d1 - aa, d2 - bc, d1 - bc, d2 - cc
+    va, vb, vc = d3 * d6 - d5 * d4, d5 * d2 - d1 * d6, d1 * d4 - d3 * d2
+    denom = va + vb + vc
+    v, w = _safe_div(vb, denom), _safe_div(vc, denom)
+    zero, one = torch.zeros_like(d1), torch.ones_like(d1)
+    # regions in reverse priority order, so the highest priority is applied last
+    t_bc = _safe_div(d4 - d3, (d4 - d3) + (d5 - d6))
+    m = (va <= 0) & (d4 >= d3) & (d5 >= d6)
+    v, w = torch.where(m, 1 - t_bc, v), torch.where(m, t_bc, w)
+    m = (vb <= 0) & (d2 >= 0) & (d6 <= 0)
+    v, w = torch.where(m, zero, v), torch.where(m, _safe_div(d2, d2 - d6), w)
+    m = (d6 >= 0) & (d5 <= d6)
+    v, w = torch.where(m, zero, v), torch.where(m, one, w)
+    m = (vc <= 0) & (d1 >= 0) & (d3 <= 0)
+    v, w = torch.where(m, _safe_div(d1, d1 - d3), v), torch.where(m, zero, w)
+    m = (d3 >= 0) & (d4 <= d3)
+    v, w = torch.where(m, one, v), torch.where(m, zero, w)
+    m = (d1 <= 0) & (d2 <= 0)
+    v, w = torch.where(m, zero, v), torch.where(m, zero, w)
+    diff = ap - v[:, None] * ab - w[:, None] * ac
+    dist_sq = (diff * diff).sum(1)
+    uvw = torch.stack([1 - v - w, v, w], 1)
+    degenerate = t[:, 12] > 0
     if bool(degenerate.any()):
         idx = torch.nonzero(degenerate).squeeze(1)
-        pd, ad, bd, cd = p[idx], a[idx], b[idx], c[idx]
+        apd, abd, acd = ap[idx], ab[idx], ac[idx]
         best_d, best_uvw = None, None
-        for s, e, k0, k1 in ((ad, bd, 0, 1), (bd, cd, 1, 2), (cd, ad, 2, 0)):
-            se = e - s
-            t = safe_div(((pd - s) * se).sum(1), (se * se).sum(1))
-            dd = ((pd - (s + t[:, None] * se)) ** 2).sum(1)
+        # segments from a: (start offset from a, direction, corner ids)
+        for start, seg, k0, k1 in ((None, abd, 0, 1), (abd, acd - abd, 1, 2), (acd, -acd, 2, 0)):
+            rel = apd if start is None else apd - start
+            s_par = _safe_div((rel * seg).sum(1), (seg * seg).sum(1))
+            dd = ((rel - s_par[:, None] * seg) ** 2).sum(1)
             cand = torch.zeros(idx.shape[0], 3, dtype=p.dtype, device=p.device)
-            cand[:, k0], cand[:, k1] = 1 - t, t
+            cand[:, k0], cand[:, k1] = 1 - s_par, s_par
             if best_d is None:
                 best_d, best_uvw = dd, cand
             else:
@@ -88,6 +94,11 @@ def closest_point_on_triangles(p: torch.Tensor, a: torch.Tensor, b: torch.Tensor
         dist_sq = dist_sq.index_put((idx,), best_d)
         uvw = uvw.index_put((idx,), best_uvw)
     return dist_sq, uvw
+
+
+def closest_point_on_triangles(p: torch.Tensor, a: torch.Tensor, b: torch.Tensor, c: torch.Tensor):
+    """Closest points of `p [N,3]` on triangles `(a, b, c)` (each `[N,3]`): `(dist_sq [N], uvw [N,3])`."""
+    return closest_point_packed(p, pack_triangles(torch.stack([a, b, c], 1)))
 
 
 @dataclass
@@ -138,6 +149,12 @@ class _Tier:
             if int(dims.max()) <= 8:
                 break
             h *= _LEVEL_RATIO
+
+    def set_packed(self, packed: torch.Tensor) -> None:
+        """Swap the raw triangles for the packed kernel data (shared by all tiers)."""
+        self.tris = packed
+        if self.big is not None:
+            self.big.set_packed(packed)
 
     def _build_level(self, tmin, tmax, ids, h, dims) -> _GridLevel:
         lo = torch.minimum(torch.floor((tmin - self.origin) / h).long().clamp_min(0), dims - 1)
@@ -273,8 +290,7 @@ def _evaluate_pairs(tris, points, pid, tri, best_d, best_f, best_uvw, limit_sq):
     chunk = pid.numel() if pid.is_cuda else _CPU_CHUNK
     ds, uvws = [], []
     for s in range(0, pid.numel(), chunk):
-        t = tris[tri[s : s + chunk]]
-        d_c, uvw_c = closest_point_on_triangles(points[pid[s : s + chunk]], t[:, 0], t[:, 1], t[:, 2])
+        d_c, uvw_c = closest_point_packed(points[pid[s : s + chunk]], tris[tri[s : s + chunk]])
         ds.append(d_c)
         uvws.append(uvw_c)
     d, uvw = (ds[0], uvws[0]) if len(ds) == 1 else (torch.cat(ds), torch.cat(uvws))
@@ -304,6 +320,7 @@ class MeshBVH:
         self.device, self.dtype = vertices.device, vertices.dtype
         self.num_faces = faces.shape[0]
         self._root = _Tier(vertices[faces], torch.arange(self.num_faces, device=self.device), cell_size)
+        self._root.set_packed(pack_triangles(vertices[faces]))
 
     @torch.no_grad()
     def closest_point(self, points: torch.Tensor, max_distance: float = math.inf):

@@ -145,31 +145,40 @@ def random_model(name: str, args: dict[str, Any], init_device: torch.device) -> 
     return model.to("cpu").eval()
 
 
-def random_dinov3(init_device: torch.device) -> torch.nn.Module:
+REAL_DINO = {"hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24, "num_attention_heads": 16,
+             "num_register_tokens": 4, "patch_size": 16, "rope_theta": 100.0, "layer_norm_eps": 1e-5}
+
+
+def random_dinov3(init_device: torch.device, dino: dict[str, Any]) -> torch.nn.Module:
     from transformers import DINOv3ViTConfig, DINOv3ViTModel
 
     from trellis2.modules.image_feature_extractor import DinoV3FeatureExtractor
 
-    config = DINOv3ViTConfig(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
-                             num_register_tokens=4, patch_size=16, rope_theta=100.0, layer_norm_eps=1e-5)
+    config = DINOv3ViTConfig(**dino)
     with init_device:
         model = DINOv3ViTModel(config)
     return DinoV3FeatureExtractor(None, model=model.to("cpu"))
 
 
-def real_pipeline(device: torch.device) -> BenchPipeline:
+def real_pipeline(
+    device: torch.device,
+    models: dict[str, tuple[str, dict[str, Any]]] = REAL_MODELS,
+    dino: dict[str, Any] = REAL_DINO,
+    latent_channels: int = 32,
+) -> BenchPipeline:
+    """Random networks (real sizes by default) in a pipeline; `models`/`dino` allow a dry run."""
     raw = pipeline_json()
     for key, (steps, strength, rescale, interval, rescale_t) in REAL_SAMPLERS.items():
         raw["args"][key]["params"] = {"steps": steps, "guidance_strength": strength, "guidance_rescale": rescale,
                                       "guidance_interval": interval, "rescale_t": rescale_t}
     for key in ("shape_slat_normalization", "tex_slat_normalization"):
-        raw["args"][key] = {"mean": [0.0] * 32, "std": [1.0] * 32}
+        raw["args"][key] = {"mean": [0.0] * latent_channels, "std": [1.0] * latent_channels}
     pipe = BenchPipeline(PipelineConfig.parse(raw), REPO_ROOT, None, device)
     init_device = device if device.type == "cuda" else torch.device("cpu")
-    for key, (name, args) in REAL_MODELS.items():
+    for key, (name, args) in models.items():
         print(f"building {key} ({name}) ...", flush=True)
         pipe._models[key] = random_model(name, args, init_device)
-    pipe._image_cond_model = random_dinov3(init_device)
+    pipe._image_cond_model = random_dinov3(init_device, dino)
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return pipe
@@ -255,6 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--types", nargs="+", default=["512", "1024_cascade"])
     parser.add_argument("--hr-tokens", nargs="+", type=int, default=[10000, 17000],
                         help="high-resolution token counts for the cascade types")
+    parser.add_argument("--runs", type=int, default=2, help="runs per case; the last one is reported (warm)")
     parser.add_argument("--out", type=Path, help="write the report as JSON (and Markdown next to it)")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
@@ -280,7 +290,9 @@ def main(argv: list[str] | None = None) -> int:
             pipe.hr_coords = surface_voxels(mesh, 64, scale).to(device) if cascade else None
             print(f"running {pipeline_type} with {pipe.lr_coords.shape[0]} LR tokens"
                   + (f" and {pipe.hr_coords.shape[0]} HR tokens" if cascade else ""), flush=True)
+            cold = [bench_case(pipe, pipeline_type, image, device)["total_seconds"] for _ in range(args.runs - 1)]
             case = bench_case(pipe, pipeline_type, image, device)
+            case["earlier_runs_total_seconds"] = cold
             report["cases"].append(case)
             print(json.dumps(case, indent=1), flush=True)
     text = markdown(report)

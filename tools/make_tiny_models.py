@@ -193,17 +193,18 @@ def write_rmbg(folder: Path, generator: torch.Generator, calibration_image: Imag
     })
     model = TinyBiRefNet(config).eval()
     randomize(model, generator)
-    # Calibrate: logits of the calibration image get a spread of 4 around a median of 0, so that a
-    # good part of the image is confidently foreground (alpha > 204 needs a logit above ~1.4).
+    # Calibrate: logits of the calibration image get a spread of 0.5 around a median of 3, so that
+    # nearly every pixel of any image is confidently foreground (alpha > 204 needs a logit above ~1.4):
+    # a stand-in must never turn a test image into "no object found".
     from trellis2.pipelines.background_removal import IMAGENET_MEAN, IMAGENET_STD
 
     pixels = torch.from_numpy(np.asarray(calibration_image.convert("RGB").resize((1024, 1024)), np.float32) / 255)
     x = (pixels.permute(2, 0, 1) - torch.tensor(IMAGENET_MEAN)[:, None, None]) / torch.tensor(IMAGENET_STD)[:, None, None]
     with torch.no_grad():
-        logits = model(x[None])[-1]
-        model.head.weight *= 4.0 / logits.std()
-        model.head.bias *= 4.0 / logits.std()
-        model.head.bias -= model(x[None])[-1].median()
+        spread = model(x[None])[-1].std()
+        model.head.weight *= 0.5 / spread
+        model.head.bias *= 0.5 / spread
+        model.head.bias += 3.0 - model(x[None])[-1].median()
     config.save_pretrained(str(folder))
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / "model.safetensors"))
 

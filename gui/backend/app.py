@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -60,6 +61,8 @@ def create_app(settings: Settings | None = None, spec: EngineSpec | None = None)
         services = Services(settings, spec)
         services.recover()
         services.worker.start()
+        # the first status check imports the engine packages (seconds): do it now, off the event loop
+        threading.Thread(target=services.engines.statuses, name="genesis-warm-up", daemon=True).start()
         app.state.services = services
         try:
             yield

@@ -114,7 +114,8 @@ def parse_params(engine: str, raw: Any) -> Any:
 
 async def submit(request: Request, engine: str, field: str, min_files: int, max_files: int) -> JSONResponse:
     svc = services(request)
-    status = svc.engines.engines[engine].status() if engine in svc.engines.engines else None
+    known = engine in svc.engines.engines
+    status = await run_in_threadpool(svc.engines.engines[engine].status) if known else None
     if status is None or not status.ready:
         reason = status.reason if status else f"There is no engine called {engine!r}."
         raise ApiError(503, "engine_not_installed", reason, engine=engine)

@@ -1,4 +1,8 @@
-"""Golden parity of the three VAE decoders (cases 02, 04, 05) loaded through `from_pretrained`."""
+"""Golden parity of the three VAE decoders (cases 02, 04, 05) loaded through `from_pretrained`.
+
+Every parity test runs on CPU and, when available, on CUDA, in float32 with TF32 disabled (the golden
+tolerances assume IEEE float32 GEMMs and convolutions). Half precision: `test_decoders_half_precision.py`.
+"""
 
 from __future__ import annotations
 
@@ -13,195 +17,191 @@ from trellis2.models.sparse_structure_decoder import SparseStructureDecoder
 from trellis2.models.sparse_unet_vae_decoder import SparseUnetVaeDecoder
 from trellis2.modules.sparse import SparseTensor
 
-
-@pytest.fixture(scope="module")
-def case02(golden_dir):
-    return from_pretrained(golden_dir / "case02_ss_decoder" / "ss_dec"), load_file(
-        golden_dir / "case02_ss_decoder" / "case02_io.safetensors"
-    )
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
-@pytest.fixture(scope="module")
-def case04(golden_dir):
-    return from_pretrained(golden_dir / "case04_shape_decoder" / "shape_dec"), load_file(
-        golden_dir / "case04_shape_decoder" / "case04_io.safetensors"
-    )
+@pytest.fixture(autouse=True)
+def exact_float32_matmul():
+    """float32 parity needs IEEE float32 GEMMs and convs on CUDA (no TF32), whatever other tests set."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
-@pytest.fixture(scope="module")
-def case05(golden_dir):
-    return from_pretrained(golden_dir / "case05_tex_decoder" / "tex_dec"), load_file(
-        golden_dir / "case05_tex_decoder" / "case05_io.safetensors"
-    )
+@pytest.fixture(scope="module", params=DEVICES)
+def device(request) -> str:
+    return request.param
 
 
 @pytest.fixture(scope="module")
-def shape_decoded(case04):
-    model, io = case04
+def io02(golden_dir):
+    return load_file(golden_dir / "case02_ss_decoder" / "case02_io.safetensors")
+
+
+@pytest.fixture(scope="module")
+def io04(golden_dir):
+    return load_file(golden_dir / "case04_shape_decoder" / "case04_io.safetensors")
+
+
+@pytest.fixture(scope="module")
+def io05(golden_dir):
+    return load_file(golden_dir / "case05_tex_decoder" / "case05_io.safetensors")
+
+
+@pytest.fixture(scope="module")
+def ss_decoder(golden_dir, device):
+    return from_pretrained(golden_dir / "case02_ss_decoder" / "ss_dec", device=device)
+
+
+@pytest.fixture(scope="module")
+def shape_decoder(golden_dir, device):
+    return from_pretrained(golden_dir / "case04_shape_decoder" / "shape_dec", device=device)
+
+
+@pytest.fixture(scope="module")
+def tex_decoder(golden_dir, device):
+    return from_pretrained(golden_dir / "case05_tex_decoder" / "tex_dec", device=device)
+
+
+def latent(io: dict[str, torch.Tensor], device: str) -> SparseTensor:
+    return SparseTensor(io["z_feats"].to(device), io["z_coords"].to(device))
+
+
+def golden_subs(io: dict[str, torch.Tensor], device: str = "cpu") -> list[SparseTensor]:
+    return [SparseTensor(io[f"sub{i}_logits"].to(device), io[f"sub{i}_coords"].to(device)) for i in range(4)]
+
+
+def assert_coords_equal(actual: torch.Tensor, expected: torch.Tensor, name: str) -> None:
+    assert actual.dtype == torch.int32 and torch.equal(actual.cpu(), expected), f"{name} differ"
+
+
+@pytest.fixture(scope="module")
+def shape_decoded(shape_decoder, io04, device):
     with torch.no_grad():
-        return model.decode_voxels(SparseTensor(io["z_feats"], io["z_coords"]), return_subs=True)
+        return shape_decoder.decode_voxels(latent(io04, device), return_subs=True)
 
 
-def golden_subs(io: dict[str, torch.Tensor]) -> list[SparseTensor]:
-    return [SparseTensor(io[f"sub{i}_logits"], io[f"sub{i}_coords"]) for i in range(4)]
-
-
-def test_ss_decoder_logits(case02):
-    model, io = case02
-    assert isinstance(model, SparseStructureDecoder)
+def test_ss_decoder_logits(ss_decoder, io02, device):
+    assert isinstance(ss_decoder, SparseStructureDecoder)
     with torch.no_grad():
-        logits = model(io["z"])
-    assert_golden_close(logits, io["logits"], name="logits")
+        logits = ss_decoder(io02["z"].to(device))
+    assert logits.dtype == torch.float32 and logits.device.type == device
+    assert_golden_close(logits, io02["logits"], name=f"logits ({device})")
 
 
-def test_shape_decoder_subdivisions(case04, shape_decoded):
-    _, io = case04
+def test_shape_decoder_subdivisions(io04, shape_decoded, device):
     _, subs = shape_decoded
     assert len(subs) == 4
     for i, sub in enumerate(subs):
-        assert torch.equal(sub.coords, io[f"sub{i}_coords"]), f"sub{i} coords differ"
-        assert_golden_close(sub.feats, io[f"sub{i}_logits"], name=f"sub{i}_logits")
+        assert_coords_equal(sub.coords, io04[f"sub{i}_coords"], f"sub{i} coords ({device})")
+        assert_golden_close(sub.feats, io04[f"sub{i}_logits"], name=f"sub{i}_logits ({device})")
 
 
-def test_shape_decoder_raw_output_and_fields(case04, shape_decoded):
-    model, io = case04
+def test_shape_decoder_raw_output_and_fields(shape_decoder, io04, shape_decoded, device):
     out, _ = shape_decoded
-    assert torch.equal(out.coords, io["out_coords"])
-    assert_golden_close(out.feats, io["out_feats"], name="out_feats")
-    fields = model.dual_grid_fields(out)
-    assert_golden_close(fields.dual_vertices, io["dual_vertices"], name="dual_vertices")
-    assert torch.equal(fields.intersected, io["intersected"])
-    assert_golden_close(fields.split_weight, io["quad_lerp"], name="quad_lerp")
+    assert out.device.type == device
+    assert_coords_equal(out.coords, io04["out_coords"], f"out_coords ({device})")
+    assert_golden_close(out.feats, io04["out_feats"], name=f"out_feats ({device})")
+    fields = shape_decoder.dual_grid_fields(out)
+    assert_golden_close(fields.dual_vertices, io04["dual_vertices"], name=f"dual_vertices ({device})")
+    assert torch.equal(fields.intersected.cpu(), io04["intersected"]), f"intersected ({device})"
+    assert_golden_close(fields.split_weight, io04["quad_lerp"], name=f"quad_lerp ({device})")
 
 
 @pytest.mark.parametrize("times", [1, 2, 3, 4])
-def test_shape_decoder_upsample_coords(case04, times):
-    model, io = case04
+def test_shape_decoder_upsample_coords(shape_decoder, io04, device, times):
     with torch.no_grad():
-        coords = model.upsample(SparseTensor(io["z_feats"], io["z_coords"]), upsample_times=times)
-    assert torch.equal(coords, io[f"upsample{times}_coords"])
+        coords = shape_decoder.upsample(latent(io04, device), upsample_times=times)
+    assert_coords_equal(coords, io04[f"upsample{times}_coords"], f"upsample{times} coords ({device})")
 
 
-def test_shape_decoder_meshes(case04):
-    model, io = case04
-    assert isinstance(model, FlexiDualGridVaeDecoder) and model.resolution == 64
+def test_shape_decoder_meshes(shape_decoder, io04, device):
+    assert isinstance(shape_decoder, FlexiDualGridVaeDecoder) and shape_decoder.resolution == 64
     with torch.no_grad():
-        meshes, subs = model(SparseTensor(io["z_feats"], io["z_coords"]), return_subs=True)
+        meshes, subs = shape_decoder(latent(io04, device), return_subs=True)
     assert len(meshes) == 2 and len(subs) == 4
     for b, mesh in enumerate(meshes):
-        assert_golden_close(mesh.vertices, io[f"mesh{b}_vertices"], atol=1e-5, rtol=0, name=f"mesh{b}_vertices")
+        name = f"mesh{b} ({device})"
+        assert_golden_close(
+            mesh.vertices, io04[f"mesh{b}_vertices"], atol=1e-5, rtol=0, name=f"{name} vertices"
+        )
         assert mesh.faces.dtype == torch.int32
-        assert torch.equal(mesh.faces, io[f"mesh{b}_faces"]), f"mesh{b} faces differ"
+        assert torch.equal(mesh.faces.cpu(), io04[f"mesh{b}_faces"]), f"{name} faces differ"
 
 
-def test_tex_decoder_with_guide_subs(case05, case04):
-    model, io = case05
-    _, shape_io = case04
-    assert isinstance(model, SparseUnetVaeDecoder) and not model.pred_subdiv
+def test_tex_decoder_with_guide_subs(tex_decoder, io05, io04, device):
+    assert isinstance(tex_decoder, SparseUnetVaeDecoder) and not tex_decoder.pred_subdiv
     with torch.no_grad():
-        out = model(SparseTensor(io["z_feats"], io["z_coords"]), guide_subs=golden_subs(shape_io))
-    assert torch.equal(out.coords, io["out_coords"])
-    assert_golden_close(out.feats, io["out_feats"], name="out_feats")
-    assert_golden_close(out.feats * 0.5 + 0.5, io["out_pbr"], name="out_pbr")
+        out = tex_decoder(latent(io05, device), guide_subs=golden_subs(io04, device))
+    assert_coords_equal(out.coords, io05["out_coords"], f"out_coords ({device})")
+    assert_golden_close(out.feats, io05["out_feats"], name=f"out_feats ({device})")
+    assert_golden_close(out.feats * 0.5 + 0.5, io05["out_pbr"], name=f"out_pbr ({device})")
 
 
-def test_tex_decoder_follows_our_shape_decoder(case05, shape_decoded):
-    model, io = case05
+def test_tex_decoder_follows_our_shape_decoder(tex_decoder, io05, shape_decoded, device):
     shape_out, subs = shape_decoded
     with torch.no_grad():
-        out = model(SparseTensor(io["z_feats"], io["z_coords"]), guide_subs=subs)
+        out = tex_decoder(latent(io05, device), guide_subs=subs)
     assert torch.equal(out.coords, shape_out.coords)
-    assert_golden_close(out.feats, io["out_feats"], name="out_feats")
+    assert_golden_close(out.feats, io05["out_feats"], name=f"out_feats ({device})")
 
 
-def test_decoder_argument_errors(case04, case05):
-    shape, shape_io = case04
-    tex, io = case05
-    x = SparseTensor(io["z_feats"], io["z_coords"])
+def test_decoder_argument_errors(shape_decoder, tex_decoder, io04, io05, device):
+    x = latent(io05, device)
+    subs = golden_subs(io04, device)
     with pytest.raises(ValueError, match="guide_subs"):
-        tex(x)
+        tex_decoder(x)
     with pytest.raises(ValueError, match="return_subs"):
-        tex(x, guide_subs=golden_subs(shape_io), return_subs=True)
+        tex_decoder(x, guide_subs=subs, return_subs=True)
     with pytest.raises(ValueError, match="pred_subdiv=False"):
-        shape(x, guide_subs=golden_subs(shape_io))
-    wrong = golden_subs(shape_io)
+        shape_decoder(x, guide_subs=subs)
+    wrong = list(subs)
     wrong[1] = SparseTensor(wrong[1].feats.flip(0), wrong[1].coords.flip(0))
     with pytest.raises(ValueError, match="does not match the decoder's voxels"):
-        tex(x, guide_subs=wrong)
+        tex_decoder(x, guide_subs=wrong)
     with pytest.raises(ValueError, match="8 channels"):
-        tex(SparseTensor(io["z_feats"][:, :5], io["z_coords"]), guide_subs=golden_subs(shape_io))
+        tex_decoder(SparseTensor(x.feats[:, :5], x.coords), guide_subs=subs)
     with pytest.raises(ValueError, match="upsample_times"):
-        shape.upsample(x, upsample_times=7)
+        shape_decoder.upsample(x, upsample_times=7)
 
 
-def test_fp16_torso_precision_plan(golden_dir, case05, case04):
-    """`use_fp16`: fp16 block weights, fp32 norms and in/out layers; the fp16 run stays close."""
-    model, io = case05
-    _, shape_io = case04
-    half = from_pretrained(golden_dir / "case05_tex_decoder" / "tex_dec", use_fp16=True)
-    block = half.blocks[0][0]
-    assert block.conv.weight.dtype == torch.float16 and block.mlp[0].weight.dtype == torch.float16
-    assert block.norm.weight.dtype == torch.float32
-    assert half.from_latent.weight.dtype == torch.float32 and half.output_layer.weight.dtype == torch.float32
-    with torch.no_grad():
-        out = half(SparseTensor(io["z_feats"], io["z_coords"]), guide_subs=golden_subs(shape_io))
-    assert out.feats.dtype == torch.float32 and torch.equal(out.coords, io["out_coords"])
-    err = (out.feats - io["out_feats"]).norm() / io["out_feats"].norm()
-    assert err < 1e-2, f"fp16 relative error {float(err):.2e}"
-
-    ss_half = from_pretrained(golden_dir / "case02_ss_decoder" / "ss_dec", use_fp16=True)
-    assert ss_half.blocks[0].conv1.weight.dtype == torch.float16
-    assert ss_half.middle_block[0].conv1.weight.dtype == torch.float16
-    assert ss_half.middle_block[0].norm1.weight.dtype == torch.float32
-    assert ss_half.input_layer.weight.dtype == torch.float32 and ss_half.out_layer[2].weight.dtype == torch.float32
-    z = load_file(golden_dir / "case02_ss_decoder" / "case02_io.safetensors")
-    with torch.no_grad():
-        logits = ss_half(z["z"])
-    assert logits.dtype == torch.float32
-    err = (logits - z["logits"]).norm() / z["logits"].norm()
-    assert err < 1e-2, f"fp16 relative error {float(err):.2e}"
-
-
-def test_chunked_evaluation_matches_golden(case04, monkeypatch):
+def test_chunked_evaluation_matches_golden(shape_decoder, io04, device, monkeypatch):
     """Tiny chunks exercise the memory-bounded paths (row chunks, conv chunks split into children)."""
     from trellis2.models import sparse_unet_vae_decoder
     from trellis2.modules.sparse import conv
 
-    model, io = case04
     monkeypatch.setattr(sparse_unet_vae_decoder, "ROW_CHUNK", 301)
     monkeypatch.setattr(conv, "GATHER_BUDGET_BYTES", 27 * 64 * 4 * 40)
     monkeypatch.setattr(conv, "LOOKUP_CHUNK_KEYS", 27 * 101)
     monkeypatch.setattr(conv, "NEIGHBOR_MAP_MAX_BYTES", 27 * 4 * 300)  # finer levels: per-chunk lookups
     # Gradients enabled but nothing requires grad (frozen weights): the in-place chunked path runs.
-    assert torch.is_grad_enabled() and not any(p.requires_grad for p in model.parameters())
-    out, subs = model.decode_voxels(SparseTensor(io["z_feats"], io["z_coords"]), return_subs=True)
+    assert torch.is_grad_enabled() and not any(p.requires_grad for p in shape_decoder.parameters())
+    out, subs = shape_decoder.decode_voxels(latent(io04, device), return_subs=True)
     assert not out.feats.requires_grad
-    assert torch.equal(out.coords, io["out_coords"])
-    assert_golden_close(out.feats, io["out_feats"], name="out_feats")
-    assert_golden_close(subs[3].feats, io["sub3_logits"], name="sub3_logits")
+    assert_coords_equal(out.coords, io04["out_coords"], f"out_coords ({device})")
+    assert_golden_close(out.feats, io04["out_feats"], name=f"out_feats ({device})")
+    assert_golden_close(subs[3].feats, io04["sub3_logits"], name=f"sub3_logits ({device})")
 
 
-def test_autograd_path_matches_golden(golden_dir, case04, monkeypatch):
+def test_autograd_path_matches_golden(golden_dir, io04, io05, device, monkeypatch):
     """When autograd records, the chunked layers build their results out of place and stay differentiable."""
     from trellis2.models import sparse_unet_vae_decoder
 
     monkeypatch.setattr(sparse_unet_vae_decoder, "ROW_CHUNK", 301)
-    _, shape_io = case04
-    model = from_pretrained(golden_dir / "case05_tex_decoder" / "tex_dec")
-    io = load_file(golden_dir / "case05_tex_decoder" / "case05_io.safetensors")
-    z = io["z_feats"].clone().requires_grad_(True)
-    out = model(SparseTensor(z, io["z_coords"]), guide_subs=golden_subs(shape_io))
-    assert_golden_close(out.feats.detach(), io["out_feats"], name="out_feats")
+    model = from_pretrained(golden_dir / "case05_tex_decoder" / "tex_dec", device=device)
+    z = io05["z_feats"].to(device, copy=True).requires_grad_(True)
+    out = model(SparseTensor(z, io05["z_coords"].to(device)), guide_subs=golden_subs(io04, device))
+    assert_golden_close(out.feats.detach(), io05["out_feats"], name=f"out_feats ({device})")
     out.feats.square().sum().backward()
     assert z.grad is not None and torch.isfinite(z.grad).all() and z.grad.abs().sum() > 0
 
 
-def test_no_surviving_children_gives_empty_meshes(golden_dir):
-    model = from_pretrained(golden_dir / "case04_shape_decoder" / "shape_dec")
-    io = load_file(golden_dir / "case04_shape_decoder" / "case04_io.safetensors")
+def test_no_surviving_children_gives_empty_meshes(golden_dir, io04, device):
+    model = from_pretrained(golden_dir / "case04_shape_decoder" / "shape_dec", device=device)
     with torch.no_grad():
         model.blocks[1][1].to_subdiv.bias.fill_(-1e4)  # every level-1 subdivision logit < 0
-        meshes, subs = model(SparseTensor(io["z_feats"], io["z_coords"]), return_subs=True)
+        meshes, subs = model(latent(io04, device), return_subs=True)
     assert [s.feats.shape[0] for s in subs] == [15, 65, 0, 0]
     assert len(meshes) == 2
     assert all(m.vertices.shape == (0, 3) and m.faces.shape == (0, 3) for m in meshes)

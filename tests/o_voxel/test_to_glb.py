@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import struct
+
 import numpy as np
 import ov_fields as fields
 import ov_shapes as shapes
@@ -21,6 +24,13 @@ TARGET = 3000
 
 def _gltf_to_zup(points: np.ndarray) -> np.ndarray:
     return np.stack([points[:, 0], -points[:, 2], points[:, 1]], axis=1)
+
+
+def glb_json(path) -> dict:
+    """The JSON chunk of a GLB file."""
+    data = path.read_bytes()
+    length = struct.unpack_from("<I", data, 12)[0]
+    return json.loads(data[20 : 20 + length])
 
 
 def material_double_sided(mesh: trimesh.Trimesh) -> bool:
@@ -61,6 +71,12 @@ def test_bake_export_reload_reads_back_the_field(tmp_path, shape, alpha_mode, re
     assert material_double_sided(mesh) == (not remesh)
     path = export_asset(mesh, tmp_path, f"{shape}_test", "glb")
     assert_valid_glb(path)
+    gltf = glb_json(path)
+    (primitive,) = gltf["meshes"][0]["primitives"]
+    assert {"POSITION", "NORMAL", "TEXCOORD_0"} <= set(primitive["attributes"])
+    pbr = gltf["materials"][0]["pbrMetallicRoughness"]
+    assert "baseColorTexture" in pbr and "metallicRoughnessTexture" in pbr
+    assert gltf["materials"][0].get("alphaMode", "OPAQUE") == alpha_mode
 
     loaded = trimesh.load(path, force="mesh", process=False)
     f = np.asarray(loaded.faces)
@@ -105,7 +121,7 @@ def test_bake_export_reload_reads_back_the_field(tmp_path, shape, alpha_mode, re
         errors["alpha"] = np.abs(base[:, 3] - expected[:, 5]).mean()
     else:
         assert material.alphaMode in (None, "OPAQUE")
-    report = {k: round(e * 255, 3) for k, e in errors.items()}
+    report = {k: round(float(e) * 255, 3) for k, e in errors.items()}
     print(f"{shape} remesh={remesh}: mean |error| per channel in 1/255 units: {report}")
     assert max(errors.values()) <= 2 / 255, report
 

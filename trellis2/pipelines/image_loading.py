@@ -79,23 +79,30 @@ def normalize_image(image: Image.Image, label: str = "the image") -> Image.Image
         image = ImageOps.exif_transpose(image)
     except Exception:  # a broken EXIF block must not make a good image unusable
         pass
+    try:
+        return _convert(image)
+    except (ValueError, OSError) as exc:
+        raise ImageInputError(f"{label}: unsupported pixel format {image.mode!r} ({exc})") from exc
+
+
+def _convert(image: Image.Image) -> Image.Image:
     mode = image.mode
     if mode in ("RGB", "RGBA"):
         return image.copy()
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         return Image.fromarray(_to_uint8(np.asarray(image)), "L").convert("RGB")
-    if mode == "P":
-        return image.convert("RGBA") if "transparency" in image.info else image.convert("RGB")
-    if mode in ("LA", "La", "PA", "RGBa"):
+    if mode in ("P", "L", "1") and "transparency" in image.info:
         return image.convert("RGBA")
-    if mode in ("L", "1", "CMYK", "YCbCr", "LAB", "HSV"):
-        if "transparency" in image.info and mode in ("L", "1"):
-            return image.convert("RGBA")
-        return image.convert("RGB")
-    try:
-        return image.convert("RGBA") if "A" in mode else image.convert("RGB")
-    except ValueError as exc:
-        raise ImageInputError(f"{label}: unsupported pixel format {mode!r}") from exc
+    if mode == "La":  # premultiplied grey + alpha: un-premultiply first
+        image, mode = image.convert("LA"), "LA"
+    if mode in ("LA", "PA", "RGBa"):
+        return image.convert("RGBA")
+    if mode == "LAB":
+        from PIL import ImageCms
+
+        return ImageCms.applyTransform(image, ImageCms.buildTransform(
+            ImageCms.createProfile("LAB"), ImageCms.createProfile("sRGB"), "LAB", "RGB"))
+    return image.convert("RGBA") if "A" in mode else image.convert("RGB")
 
 
 def _to_uint8(values: np.ndarray) -> np.ndarray:

@@ -74,8 +74,9 @@ test('connecting to an address with nothing there times out with advice', async 
 
 test('stopServer forces a server that ignores SIGTERM', async () => {
   const { spawn } = require('node:child_process');
-  const child = spawn(process.execPath, ['-e', "process.on('SIGTERM', () => {}); setInterval(() => {}, 1000)"]);
-  await new Promise((r) => setTimeout(r, 200));
+  const child = spawn(process.execPath,
+    ['-e', "process.on('SIGTERM', () => {}); console.log('ready'); setInterval(() => {}, 1000)"]);
+  await new Promise((r) => child.stdout.once('data', r));
   await backend.stopServer(child, { graceMs: 300 });
   assert.equal(child.signalCode, 'SIGKILL');
 });

@@ -58,6 +58,15 @@ export class ImageInput {
     this.bindSingle();
     this.bindMulti();
     document.addEventListener('paste', (e) => this.paste(e));
+    // A file dropped anywhere else goes to the current input instead of replacing the page.
+    document.addEventListener('dragover', (e) => e.preventDefault());
+    document.addEventListener('drop', (e) => {
+      e.preventDefault();
+      const files = imageFilesFrom(e.dataTransfer);
+      if (!files.length) return;
+      if (this.mode === 'multiview') this.fillSlots(files);
+      else this.setSingle(files[0]);
+    });
     this.renderSlots();
   }
 

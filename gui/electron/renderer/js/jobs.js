@@ -2,7 +2,7 @@
 // finished jobs (thumbnail, reopen, export, reuse settings, delete, errors with their fix).
 
 import { withToken } from './api.js';
-import { clock, duration, elapsedSeconds, explainError, stageName } from './format.js';
+import { clock, duration, elapsedSeconds, explainError, stageName, toDate } from './format.js';
 
 const ACTIVE = new Set(['queued', 'running']);
 const ENGINE_NAMES = { trellis2: 'Image', image: 'Image', multiview: 'Multi-view', fresnel: 'Fast', fast: 'Fast' };
@@ -71,7 +71,8 @@ export class JobList {
   }
 
   sorted() {
-    return [...this.jobs.values()].sort((a, b) => String(b.created_at).localeCompare(String(a.created_at)));
+    const time = (j) => toDate(j.created_at)?.getTime() ?? 0;
+    return [...this.jobs.values()].sort((a, b) => time(b) - time(a));
   }
 
   render() {

@@ -137,7 +137,7 @@ async function submit(event) {
     app.lastSeed = params.seed;
     $('seed-reuse').disabled = false;
     app.pendingOpen = id;
-    jobs.update({ id, engine: SERVER_ENGINE[app.mode], state: 'queued', params, created_at: new Date().toISOString(), progress: 0 });
+    jobs.update({ id, engine: SERVER_ENGINE[app.mode], state: 'queued', params, created_at: Date.now() / 1000, progress: 0 });
     watch(id);
     toast('Queued. You can keep working while it runs.');
     if ($('seed-auto').checked) $('seed').value = String(randomSeed());

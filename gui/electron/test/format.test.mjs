@@ -1,0 +1,36 @@
+// The renderer's wording helpers (plain ES module, no DOM needed).
+import test from 'node:test';
+import assert from 'node:assert/strict';
+import { bytes, duration, explainError, stageName, toDate } from '../renderer/js/format.js';
+
+test('server stage ids read as words, unknown ones stay readable', () => {
+  assert.equal(stageName('sparse_structure'), 'Sampling the structure');
+  assert.equal(stageName('tex_slat'), 'Sampling the texture');
+  assert.equal(stageName('export:uv_unwrap'), 'Exporting: uv unwrap');
+  assert.equal(stageName('something_new'), 'Something new');
+  assert.equal(stageName(''), '');
+});
+
+test('durations and sizes', () => {
+  assert.equal(duration(4.4), '4 s');
+  assert.equal(duration(75), '1 min 15 s');
+  assert.equal(duration(3720), '1 h 02 min');
+  assert.equal(duration(null), '');
+  assert.equal(bytes(512), '512 B');
+  assert.equal(bytes(1536), '1.5 KB');
+  assert.equal(bytes(5 * 2 ** 20), '5.0 MB');
+});
+
+test('server timestamps: epoch seconds or ISO text', () => {
+  assert.equal(toDate(1700000000).toISOString(), '2023-11-14T22:13:20.000Z');
+  assert.equal(toDate('2024-01-02T03:04:05Z').getUTCHours(), 3);
+  assert.equal(toDate('not a date'), null);
+});
+
+test('errors come with a fix a person can act on', () => {
+  const oom = explainError({ code: 'engine_error', message: 'CUDA out of memory. Tried to allocate 2 GiB' });
+  assert.match(oom.fix, /512 pipeline type/);
+  assert.match(explainError({ code: 'engine_not_installed', message: 'x' }).fix, /Image or Multi-view/);
+  assert.equal(explainError({ code: 'whatever', message: 'The image is empty.' }).text, 'The image is empty.');
+  assert.equal(explainError(null).text, 'Something went wrong.');
+});
