@@ -124,7 +124,6 @@ class _Tier:
         self.tris = tris
         self.device = tris.device
         self.dtype = tris.dtype
-        self.levels: list[_GridLevel] = []
         self.brute: torch.Tensor | None = None
         self.big: _Tier | None = None
         if ids.numel() <= 64:
@@ -142,13 +141,28 @@ class _Tier:
         if bool(big.any()):
             self.big = _Tier(tris, ids[big], None)
             ids, tmin, tmax = ids[~big], tmin[~big], tmax[~big]
+        # levels are built on first use: most near-surface queries never leave the finest one
+        self._tmin, self._tmax, self._ids = tmin, tmax, ids
+        self._level_specs: list[tuple[float, torch.Tensor]] = []
         h = cell_size
         while True:
             dims = torch.clamp(torch.ceil((tmax.max(0).values - self.origin) / h).long() + 1, min=1)
-            self.levels.append(self._build_level(tmin, tmax, ids, h, dims))
+            self._level_specs.append((h, dims))
             if int(dims.max()) <= 8:
                 break
             h *= _LEVEL_RATIO
+        self._levels: dict[int, _GridLevel] = {}
+        self.level(0)
+
+    @property
+    def num_levels(self) -> int:
+        return len(self._level_specs)
+
+    def level(self, i: int) -> _GridLevel:
+        if i not in self._levels:
+            h, dims = self._level_specs[i]
+            self._levels[i] = self._build_level(self._tmin, self._tmax, self._ids, h, dims)
+        return self._levels[i]
 
     def set_packed(self, packed: torch.Tensor) -> None:
         """Swap the raw triangles for the packed kernel data (shared by all tiers)."""
@@ -161,19 +175,29 @@ class _Tier:
         hi = torch.maximum(torch.minimum(torch.floor((tmax - self.origin) / h).long(), dims - 1), lo)
         size = hi - lo + 1
         count = size.prod(1)
+        stride = torch.stack([dims[1] * dims[2], dims[2], torch.ones_like(dims[2])])
+        base = (lo * stride).sum(1)
+        # offset of the l-th cell of a box of shape (sx, sy, sz), from a small table: no per-entry division
+        s_max = int(size.max())
+        shape_code = ((size[:, 0] - 1) * s_max + size[:, 1] - 1) * s_max + size[:, 2] - 1
+        table = torch.zeros(s_max**3, s_max**3, dtype=torch.long, device=self.device)
+        for sx in range(1, s_max + 1):
+            for sy in range(1, s_max + 1):
+                for sz in range(1, s_max + 1):
+                    g = torch.stack(torch.meshgrid(torch.arange(sx), torch.arange(sy), torch.arange(sz), indexing="ij"), -1)
+                    offs = (g.reshape(-1, 3).to(self.device) * stride).sum(1)
+                    table[((sx - 1) * s_max + sy - 1) * s_max + sz - 1, : offs.numel()] = offs
         rep = torch.repeat_interleave(torch.arange(ids.shape[0], device=self.device), count)
         start = torch.cumsum(count, 0) - count
         local = torch.arange(rep.shape[0], device=self.device) - start[rep]
-        sx, sy = size[rep, 0], size[rep, 1]
-        cx = lo[rep, 0] + local % sx
-        cy = lo[rep, 1] + (local // sx) % sy
-        cz = lo[rep, 2] + local // (sx * sy)
-        key = (cx * dims[1] + cy) * dims[2] + cz
-        key, order = torch.sort(key, stable=True)
+        key = base[rep] + table[shape_code[rep], local]
+        if int(dims.prod()) < 2**31:
+            key = key.int()  # sorting 32-bit keys is about twice as fast
+        key, order = torch.sort(key)
         tri = ids[rep[order]]
         cell_keys, cell_count = torch.unique_consecutive(key, return_counts=True)
         cell_start = torch.cumsum(cell_count, 0) - cell_count
-        return _GridLevel(h, dims, cell_keys, cell_start, cell_count, tri)
+        return _GridLevel(h, dims, cell_keys.long(), cell_start, cell_count, tri)
 
     def query(self, points, best_d, best_f, best_uvw, limit_sq):
         """Update `best_*` (squared distance, global face id, barycentrics) in place."""
@@ -185,8 +209,9 @@ class _Tier:
         active = torch.arange(points.shape[0], device=self.device)
         if math.isfinite(limit_sq):
             active = self._near_candidates(points, active, limit_sq)
-        for li, level in enumerate(self.levels):
-            last = li == len(self.levels) - 1
+        for li in range(self.num_levels):
+            level = self.level(li)
+            last = li == self.num_levels - 1
             rings = int(level.dims.max()) + 1 if last else _RINGS_PER_LEVEL
             cell = torch.floor((points[active] - self.origin) / level.cell).long()
             cell = torch.minimum(cell.clamp_min(0), level.dims - 1)
@@ -212,7 +237,8 @@ class _Tier:
     def _near_candidates(self, points, active, limit_sq):
         """Drop points with no occupied cell within the distance limit (checked on one coarse level)."""
         limit = math.sqrt(limit_sq)
-        level = next((lv for lv in self.levels if lv.cell >= limit), self.levels[-1])
+        index = next((i for i, (h, _) in enumerate(self._level_specs) if h >= limit), self.num_levels - 1)
+        level = self.level(index)
         reach = max(1, math.ceil(limit / level.cell))
         rng = torch.arange(-reach, reach + 1, device=self.device)
         offsets = torch.cartesian_prod(rng, rng, rng)
@@ -273,19 +299,26 @@ class _Tier:
         start = torch.cumsum(counts, 0) - counts
         local = torch.arange(rep.numel(), device=self.device) - start[rep]
         tri = level.tri_ids[level.cell_start[cell_pos][rep] + local]
-        _evaluate_pairs(self.tris, points, point_ids[rep], tri, best_d, best_f, best_uvw, limit_sq)
+        # one slot per distinct point (the (point, cell) list is grouped by point)
+        uniq, inverse = torch.unique_consecutive(point_ids, return_inverse=True)
+        _evaluate_pairs(self.tris, points, uniq, inverse[rep], tri, best_d, best_f, best_uvw, limit_sq)
 
     def _evaluate_all(self, points, best_d, best_f, best_uvw, limit_sq):
         nf = self.brute.numel()
         step = max(1, _PAIR_BUDGET // nf)
         for s in range(0, points.shape[0], step):
             pid = torch.arange(s, min(s + step, points.shape[0]), device=self.device)
-            _evaluate_pairs(self.tris, points, pid.repeat_interleave(nf), self.brute.repeat(pid.numel()),
+            local = torch.arange(pid.numel(), device=self.device).repeat_interleave(nf)
+            _evaluate_pairs(self.tris, points, pid, local, self.brute.repeat(pid.numel()),
                             best_d, best_f, best_uvw, limit_sq)
 
 
-def _evaluate_pairs(tris, points, pid, tri, best_d, best_f, best_uvw, limit_sq):
-    """Exact distances for (point, triangle) pairs; keep the per-point minimum (ties: lower face id)."""
+def _evaluate_pairs(tris, points, point_ids, local, tri, best_d, best_f, best_uvw, limit_sq):
+    """Exact distances for pairs (point `point_ids[local]`, triangle `tri`); keep each point's minimum.
+
+    Ties are broken by the lower face id. Work is proportional to the pairs, not to all query points.
+    """
+    pid = point_ids[local]
     # on the CPU, cache-sized chunks are several times faster than one pass over millions of pairs
     chunk = pid.numel() if pid.is_cuda else _CPU_CHUNK
     ds, uvws = [], []
@@ -294,21 +327,19 @@ def _evaluate_pairs(tris, points, pid, tri, best_d, best_f, best_uvw, limit_sq):
         ds.append(d_c)
         uvws.append(uvw_c)
     d, uvw = (ds[0], uvws[0]) if len(ds) == 1 else (torch.cat(ds), torch.cat(uvws))
-    d = torch.where(d <= limit_sq, d, torch.full_like(d, math.inf))
-    cur = best_d.clone()
-    cur.scatter_reduce_(0, pid, d, reduce="amin")
-    hit = (d == cur[pid]) & torch.isfinite(d)
-    hit &= (d < best_d[pid]) | (tri < best_f[pid]) | (best_f[pid] < 0)
-    if not bool(hit.any()):
-        return
-    pid_w, tri_w, uvw_w = pid[hit], tri[hit], uvw[hit]
-    min_tri = torch.full_like(best_f, torch.iinfo(torch.long).max)
-    min_tri.scatter_reduce_(0, pid_w, tri_w, reduce="amin")
-    sel = tri_w == min_tri[pid_w]
-    pid_w, tri_w, uvw_w = pid_w[sel], tri_w[sel], uvw_w[sel]
-    best_d[pid_w] = cur[pid_w]
-    best_f[pid_w] = tri_w
-    best_uvw[pid_w] = uvw_w
+    ok = d <= limit_sq
+    # lexicographic (distance, face id) minimum per point through one packed int64 key
+    key = (d.float().view(torch.int32).long() << 32) | tri
+    key = torch.where(ok, key, torch.full_like(key, torch.iinfo(torch.long).max))
+    best_key = torch.full((point_ids.numel(),), torch.iinfo(torch.long).max, dtype=torch.long, device=d.device)
+    best_key.scatter_reduce_(0, local, key, reduce="amin")
+    win = ok & (key == best_key[local])
+    g, d_w, tri_w = pid[win], d[win], tri[win]
+    better = (d_w < best_d[g]) | ((d_w == best_d[g]) & (tri_w < best_f[g]))
+    g = g[better]
+    best_d[g] = d_w[better]
+    best_f[g] = tri_w[better]
+    best_uvw[g] = uvw[win][better]
 
 
 class MeshBVH:

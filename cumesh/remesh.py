@@ -75,18 +75,19 @@ def remesh_narrow_band_dc(
     eps = band * cell
     origin = center_t - 0.5 * scale
 
-    levels = [resolution]
-    while levels[-1] > 32 and levels[-1] % 2 == 0:
-        levels.append(levels[-1] // 2)
-    levels.reverse()
-    base = levels[0]
-    rng = torch.arange(base, device=device)
+    # level k has cells of size cell * 2^k, ceil(resolution / 2^k) per axis (any resolution works)
+    depth = 0
+    while -(-resolution // 2**depth) > 32:
+        depth += 1
+    rng = torch.arange(-(-resolution // 2**depth), device=device)
     cells = torch.cartesian_prod(rng, rng, rng)
     corners = _CORNERS.to(device)
-    for li, res in enumerate(levels):
-        if li > 0:
+    for k in range(depth, -1, -1):
+        count = -(-resolution // 2**k)
+        if k < depth:
             cells = (cells[:, None, :] * 2 + corners[None]).reshape(-1, 3)
-        c = scale / res
+            cells = cells[(cells < count).all(1)]
+        c = cell * 2**k
         centres = origin + (cells.to(dtype) + 0.5) * c
         limit = eps + 0.87 * c
         udf, _, _ = bvh.closest_point(centres, max_distance=limit)

@@ -13,26 +13,24 @@ import torch
 from o_voxel.boxes import CANDIDATE_BUDGET, chunks_by_budget, enumerate_boxes
 
 
-def _edge_functions(tri: torch.Tensor, px: torch.Tensor, py: torch.Tensor) -> torch.Tensor:
-    """Edge function of edge k (vertex k+1 -> k+2) at points; (P, 3), positive inside a CCW triangle."""
-    x, y = tri[..., 0], tri[..., 1]
-    x1, y1 = x.roll(-1, -1), y.roll(-1, -1)
-    x2, y2 = x.roll(-2, -1), y.roll(-2, -1)
-    return (x2 - x1) * (py[:, None] - y1) - (y2 - y1) * (px[:, None] - x1)
+def _edge_coefficients(tri: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Edge k (vertex k+1 -> k+2) as `e(p) = A px + B py + C` (each (F, 3)), signed so that e > 0 inside.
 
-
-def _covers(tri: torch.Tensor, px: torch.Tensor, py: torch.Tensor) -> torch.Tensor:
-    """Whether each triangle (P, 3, 2) covers its point, with a consistent rule for shared edges."""
-    edge = _edge_functions(tri, px, py)
-    area2 = edge.sum(-1)
-    sign = torch.sign(area2)
-    edge = edge * sign[:, None]
+    The coefficient form is exactly antisymmetric for the two triangles sharing an edge, so a texel centre
+    on that edge gets e == 0 in both and the tie rule hands it to exactly one of them. Also returns the tie
+    flag (F, 3): a point on edge k counts when the triangle lies below it, or left of a vertical edge.
+    """
     x, y = tri[..., 0], tri[..., 1]
-    dx = (x.roll(-2, -1) - x.roll(-1, -1)) * sign[:, None]
-    dy = (y.roll(-2, -1) - y.roll(-1, -1)) * sign[:, None]
-    # inward normal (-dy, dx): a point on the edge counts when the triangle lies below it, or left of it
-    tie = (dx < 0) | ((dx == 0) & (dy > 0))
-    return ((edge > 0) | ((edge == 0) & tie)).all(-1) & (area2 != 0)
+    xi, yi = x.roll(-1, -1), y.roll(-1, -1)
+    xj, yj = x.roll(-2, -1), y.roll(-2, -1)
+    a = yi - yj
+    b = xj - xi
+    c = xi * yj - yi * xj
+    area2 = a[:, 0] * x[:, 0] + b[:, 0] * y[:, 0] + c[:, 0]
+    sign = torch.sign(area2)[:, None]
+    a, b, c = a * sign, b * sign, c * sign
+    tie = (b < 0) | ((b == 0) & (a < 0))
+    return a, b, c, tie
 
 
 def rasterize_uv(
@@ -62,21 +60,25 @@ def rasterize_uv(
     lo = torch.where(finite[:, None], lo, torch.ones_like(lo)).to(torch.int64)
     hi = torch.where(finite[:, None], hi, torch.zeros_like(hi)).to(torch.int64)
     counts = (hi - lo + 1).clamp(min=0).prod(-1)
+    coef_a, coef_b, coef_c, tie = _edge_coefficients(tri)
+    nondegenerate = (coef_a[:, 0] * tri[:, 0, 0] + coef_b[:, 0] * tri[:, 0, 1] + coef_c[:, 0]) > 0
     face_id = torch.full((height * width,), -1, dtype=torch.int64, device=device)
     for start, end in chunks_by_budget(counts, budget):
         owner, pts = enumerate_boxes(lo[start:end], hi[start:end])
         if owner.numel() == 0:
             continue
         owner = owner + start
-        inside = _covers(tri[owner], pts[:, 0].to(torch.float64), pts[:, 1].to(torch.float64))
+        px, py = pts[:, 0:1].to(torch.float64), pts[:, 1:2].to(torch.float64)
+        e = coef_a[owner] * px + coef_b[owner] * py + coef_c[owner]
+        inside = ((e > 0) | ((e == 0) & tie[owner])).all(-1) & nondegenerate[owner]
         flat = pts[inside, 1] * width + pts[inside, 0]
         face_id.scatter_reduce_(0, flat, owner[inside], reduce="amax")
     covered = torch.nonzero(face_id >= 0).squeeze(1)
     bary = torch.zeros(height * width, 3, dtype=torch.float32, device=device)
     if covered.numel():
-        t = tri[face_id[covered]]
-        px = (covered % width).to(torch.float64)
-        py = (covered // width).to(torch.float64)
-        edge = _edge_functions(t, px, py)
+        owner = face_id[covered]
+        px = (covered % width).to(torch.float64)[:, None]
+        py = (covered // width).to(torch.float64)[:, None]
+        edge = coef_a[owner] * px + coef_b[owner] * py + coef_c[owner]
         bary[covered] = (edge / edge.sum(-1, keepdim=True)).to(torch.float32)
     return face_id.reshape(height, width), bary.reshape(height, width, 3)

@@ -73,7 +73,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="write all rows to this file")
     args = parser.parse_args()
     if args.quick:
-        args.faces, args.target, args.texture_size, args.remesh_res = 20_000, 4_000, 64, 64
+        args.faces, args.target, args.texture_size, args.remesh_res = 20_000, 4_000, 64, 32
     device = torch.device(args.device)
     rec = Recorder(device)
     v, f = dense_mesh(args.faces, device)

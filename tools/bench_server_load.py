@@ -29,7 +29,6 @@ import httpx
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 START = [time.perf_counter()]
-slow: list[tuple[float, int]] = []
 READY = re.compile(r"Genesis is running at (http://\S+)")
 
 
@@ -64,6 +63,7 @@ def start_server(data_dir: Path, models_dir: Path | None, device: str | None, fa
 
 
 def object_png() -> bytes:
+    """An object on a transparent background (no background removal needed)."""
     from tools.make_tiny_models import calibration_image
 
     buf = io.BytesIO()
@@ -96,7 +96,7 @@ async def keep_a_job_running(client: httpx.AsyncClient, image: bytes, stop: asyn
 
 
 async def client_loop(client: httpx.AsyncClient, stop: asyncio.Event, current: list[str], latencies: list[float],
-                      errors: list[str], poll_s: float) -> None:
+                      errors: list[str], poll_s: float, slow: list[tuple[float, int]]) -> None:
     """One simulated UI: an open event stream plus a poll every `poll_s` (its own connections)."""
     async with client:
 
@@ -135,6 +135,7 @@ async def run_load(url: str, clients: int, duration: float, poll_s: float, image
     current = [""]
     latencies: list[float] = []
     errors: list[str] = []
+    slow: list[tuple[float, int]] = []  # (seconds into the run, milliseconds) of polls over 250 ms
     async with httpx.AsyncClient(base_url=url, timeout=30.0) as control:
         feeder = asyncio.create_task(keep_a_job_running(control, image, stop, current, errors))
         while not current[0]:
@@ -142,7 +143,7 @@ async def run_load(url: str, clients: int, duration: float, poll_s: float, image
         tls = ssl.create_default_context()  # built once: creating one per client would stall the load generator
         pool = [httpx.AsyncClient(base_url=url, timeout=30.0, verify=tls) for _ in range(clients)]
         START[0] = time.perf_counter()
-        tasks = [asyncio.create_task(client_loop(c, stop, current, latencies, errors, poll_s)) for c in pool]
+        tasks = [asyncio.create_task(client_loop(c, stop, current, latencies, errors, poll_s, slow)) for c in pool]
         await asyncio.sleep(duration)
         stop.set()
         await asyncio.gather(*tasks, return_exceptions=True)

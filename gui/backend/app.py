@@ -37,6 +37,7 @@ class Services:
         self.engines = EngineManager(spec.build(settings), settings.idle_unload_s)  # statuses only: never loaded here
         self.converter = spec.build_converter()
         self.worker = WorkerProcess(settings, spec, self.store)
+        self.event_cache: dict[str, tuple[float, str | None, bool]] = {}  # job id → (read at, JSON, final)
 
     def recover(self) -> None:
         """After a crash: running jobs become failed, half-written files and orphan folders go."""

@@ -23,7 +23,7 @@ from .files import is_job_id
 from .generation import GENERATION_FILE, load_generation
 from .images import decode_upload, store_inputs
 from .params import MAX_VIEWS, MIN_VIEWS, PARAMS_BY_ENGINE, ExportRequest
-from .store import FINAL_STATES, QUEUED, SUCCEEDED, Job
+from .store import QUEUED, SUCCEEDED, Job
 
 router = APIRouter(prefix="/api")
 SSE_INTERVAL_S = 0.25
@@ -159,15 +159,30 @@ async def generate_fast(request: Request):
 
 # -- jobs --------------------------------------------------------------------------------------------------
 @router.get("/jobs")
-async def list_jobs(request: Request, limit: int = 200) -> list[dict[str, Any]]:
+async def list_jobs(request: Request, limit: int = 200) -> JSONResponse:
     svc = services(request)
-    return [job_payload(svc, job) for job in svc.store.list(limit=max(1, min(limit, 1000)))]
+    return JSONResponse([job_payload(svc, job) for job in svc.store.list(limit=max(1, min(limit, 1000)))])
 
 
 @router.get("/jobs/{job_id}")
-async def read_job(request: Request, job_id: str) -> dict[str, Any]:
+async def read_job(request: Request, job_id: str) -> JSONResponse:
+    """Polled often by every client: answered straight from one indexed SQLite read, no model validation."""
     svc = services(request)
-    return job_payload(svc, get_job(svc, job_id))
+    return JSONResponse(job_payload(svc, get_job(svc, job_id)))
+
+
+def shared_job_text(svc, job_id: str) -> tuple[str | None, bool]:
+    """The job as JSON text for event streams, read once per half interval however many clients listen."""
+    now = time.monotonic()
+    hit = svc.event_cache.get(job_id)
+    if hit is not None and now - hit[0] < SSE_INTERVAL_S / 2:
+        return hit[1], hit[2]
+    job = svc.store.get(job_id)
+    entry = (now, None if job is None else json.dumps(job_payload(svc, job)), job is None or job.is_final)
+    if len(svc.event_cache) > 1000:
+        svc.event_cache.clear()
+    svc.event_cache[job_id] = entry
+    return entry[1], entry[2]
 
 
 @router.get("/jobs/{job_id}/events")
@@ -178,18 +193,17 @@ async def job_events(request: Request, job_id: str) -> StreamingResponse:
     async def stream():
         last, last_sent = None, time.monotonic()
         while True:
-            job = svc.store.get(job_id)
-            if job is None:
+            text, final = shared_job_text(svc, job_id)
+            if text is None:
                 yield "event: deleted\ndata: {}\n\n"
                 return
-            text = json.dumps(job_payload(svc, job))
             if text != last:
                 last, last_sent = text, time.monotonic()
                 yield f"event: job\ndata: {text}\n\n"
             elif time.monotonic() - last_sent > SSE_HEARTBEAT_S:
                 last_sent = time.monotonic()
                 yield ": keep-alive\n\n"
-            if job.state in FINAL_STATES or await request.is_disconnected():
+            if final or await request.is_disconnected():
                 return
             await asyncio.sleep(SSE_INTERVAL_S)
 

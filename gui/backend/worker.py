@@ -68,6 +68,20 @@ def classify_failure(exc: BaseException) -> JobFailure:
     return JobFailure("engine_error", f"The engine failed: {kind}: {exc}"[:2000])
 
 
+def reset_peak_memory() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+
+
+def peak_memory_bytes() -> int | None:
+    """Peak accelerator memory of this job (CUDA only), for the result's statistics."""
+    import torch
+
+    return int(torch.cuda.max_memory_allocated()) if torch.cuda.is_available() else None
+
+
 class CancelFlag:
     """Set here (in-process cancel) or through the store's `cancel_requested` (from the server process),
     which is read at most every `CANCEL_POLL_S`. When the parent process is gone, it exits at once."""
@@ -226,6 +240,8 @@ class JobWorker:
         return self.store.get(job.id) or job
 
     def _execute(self, job: Job, engine_name: str, params: Any, progress, flag: CancelFlag) -> None:
+        started = time.monotonic()
+        reset_peak_memory()
         progress("loading", 0, 1)
         images = load_job_images(self.folders, job)
         engine = self.engines.acquire(engine_name)
@@ -242,6 +258,11 @@ class JobWorker:
                                       lambda stage, step, total: progress(f"export:{stage}", step, total),
                                       self.converter)
         stats["file_bytes"] = self.folders.path(job.id, DEFAULT_MODEL_FILE).stat().st_size
+        stats["seconds"] = round(time.monotonic() - started, 2)
+        stats["texture_size"] = params.texture_size
+        peak = peak_memory_bytes()
+        if peak is not None:
+            stats["peak_vram_bytes"] = peak
         progress("export", 1, 1)
         if flag.is_set():
             raise JobCancelled("the job was cancelled")

@@ -140,6 +140,25 @@ try {
   check(positions.every((p, i) => i === 0 || p > positions[i - 1]), `Tab order follows the layout: ${positions}`);
   await axeCheck('empty');
 
+  // Multi-view slots and the Fast tab follow what the server reports.
+  const health = await page.evaluate(() => fetch('/api/health').then((r) => r.json()));
+  check(await page.getAttribute('#mode-fast', 'aria-disabled') === String(!health.engines.fresnel?.ready),
+    'the Fast tab is enabled exactly when the server says Fresnel is ready');
+  await page.click('#mode-multiview');
+  check(await page.locator('#slots .slot').count() === 4, 'four labelled view slots');
+  check(/Front/.test(await page.locator('#slots').innerText()), 'slots are labelled');
+  await dropImage('.slot[data-index="0"]', opts.image);
+  await page.waitForSelector('.slot[data-index="0"].filled');
+  await axeCheck('multiview');
+  await page.focus('.slot[data-index="0"]');
+  await page.keyboard.press('Alt+ArrowRight');
+  check(await page.locator('.slot[data-index="1"].filled').count() === 1
+    && await page.locator('.slot[data-index="0"].filled').count() === 0, 'Alt+Right moves a view to the next slot');
+  await page.locator('.slot[data-index="1"]').dragTo(page.locator('.slot[data-index="3"]'));
+  check(await page.locator('.slot[data-index="3"].filled').count() === 1, 'dragging a view onto another slot moves it');
+  check(/1 of 4 views/.test(await page.locator('#multi-note').textContent()), 'the slot count is shown');
+  await page.click('#mode-image');
+
   // 3. Drop an image; the preview note says what happens to the background.
   await dropImage('#dropzone', opts.image);
   await page.waitForFunction(() => /transparency|opaque/.test(document.getElementById('image-note').textContent));

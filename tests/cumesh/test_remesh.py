@@ -43,3 +43,13 @@ def test_remesh_rejects_bad_parameters(sphere):
         cumesh.remesh_narrow_band_dc(v, f, [0, 0, 0], 1.0, 16, project_back=2.0)
     with pytest.raises(ValueError, match="resolution"):
         cumesh.remesh_narrow_band_dc(v, f, [0, 0, 0], 1.0, 1)
+
+
+def test_remesh_accepts_resolutions_that_do_not_halve_evenly():
+    v, f = to_torch(trimesh.creation.icosphere(subdivisions=2, radius=0.3))
+    res = 45  # 45 -> 23 coarse cells of twice the size
+    out_v, out_f = cumesh.remesh_narrow_band_dc(v, f, [0, 0, 0], 1.0, res, band=1)
+    mesh = to_trimesh(out_v, out_f)
+    assert mesh.is_watertight and len(mesh.split(only_watertight=False)) == 2
+    r = out_v.norm(dim=1)
+    assert float(r.max()) < 0.3 + 2 / res and float(r.min()) > 0.3 - 2 / res

@@ -37,10 +37,11 @@ def test_voxel_centre_returns_its_value_and_missing_neighbours_are_renormalised(
     assert weight[4] == 0 and values[4, 0] == 0  # NaN query -> no neighbour
 
 
-def test_find_and_errors():
-    grid = SparseVoxelGrid(torch.tensor([[0, 0, 0], [3, 2, 1]]), (4, 4, 4))
-    rows = grid.find(torch.tensor([[3, 2, 1], [0, 0, 0], [1, 1, 1], [-1, 0, 0], [4, 0, 0]]))
-    assert rows.tolist() == [1, 0, -1, -1, -1]
+@pytest.mark.parametrize("use_table", [True, False])
+def test_find_and_errors(use_table):
+    grid = SparseVoxelGrid(torch.tensor([[0, 0, 0], [3, 2, 1], [19, 0, 7]]), (20, 9, 9), use_table=use_table)
+    rows = grid.find(torch.tensor([[3, 2, 1], [0, 0, 0], [1, 1, 1], [-1, 0, 0], [20, 0, 0], [19, 0, 7], [19, 0, 8]]))
+    assert rows.tolist() == [1, 0, -1, -1, -1, 2, -1]
     with pytest.raises(ValueError, match="no voxels"):
         SparseVoxelGrid(torch.zeros(0, 3, dtype=torch.long), (4, 4, 4))
     with pytest.raises(ValueError, match="duplicates"):

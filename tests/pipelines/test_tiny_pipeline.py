@@ -175,17 +175,19 @@ def test_models_dir_in_hugging_face_cache_layout(tiny_models_dir, tmp_path):
         (repo / "refs" / "main").write_text("abc123")
     assert all(present for _, present, _ in check_models(cache))
     pipe = Trellis2ImageTo3DPipeline.from_pretrained(cache, device="cpu")
+    pipe.load_models("512")
+    assert set(pipe._models) == set(pipe.required_models("512"))
     assert pipe.checkpoint_path("sparse_structure_decoder").parts[-4:-2] == ("snapshots", "abc123")
     _check_asset(pipe.run(object_image(), seed=5, pipeline_type="512")[0], 512)
 
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_cuda_run_matches_cpu_and_leaves_no_parameter_on_the_gpu(tiny_models_dir, tiny_pipeline):
+def test_cuda_run_matches_cpu_and_leaves_no_parameter_on_the_gpu(tiny_models_dir, tiny_pipeline, monkeypatch):
     gpu = Trellis2ImageTo3DPipeline.from_pretrained(tiny_models_dir, device="cuda")
     cpu_asset = tiny_pipeline.run(object_image(), seed=6, pipeline_type="1024_cascade")[0]
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
     asset = gpu.run(object_image(), seed=6, pipeline_type="1024_cascade")[0]
     assert gpu.parameters_on_device() == []
     assert asset.vertices.device.type == "cuda"

@@ -3,6 +3,7 @@ failure modes chosen by the seed (OOM, crash), so tests can drive every worker p
 
 from __future__ import annotations
 
+import os
 import time
 
 import torch
@@ -13,6 +14,7 @@ from trellis2.representations import MeshWithVoxel
 
 OOM_SEED = 13
 CRASH_SEED = 666
+PROCESS_CRASH_SEED = 777  # the process dies, as with a segfault in a native library
 
 
 def cube_mesh(resolution: int = 8) -> MeshWithVoxel:
@@ -58,6 +60,8 @@ class FakeEngine(Engine):
             time.sleep(self.step_s)
             if seed == OOM_SEED and step == 1:
                 raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+            if seed == PROCESS_CRASH_SEED and step == 1:
+                os._exit(17)
             if seed == CRASH_SEED and step == 1:
                 raise ValueError("something inside the engine broke")
             progress("sampling", step + 1, self.steps)

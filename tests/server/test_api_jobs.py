@@ -9,7 +9,7 @@ import time
 import pytest
 
 from .conftest import LiveServer, fake_server_cmd, submit
-from .fake_engine import CRASH_SEED, OOM_SEED
+from .fake_engine import CRASH_SEED, OOM_SEED, PROCESS_CRASH_SEED
 
 
 def test_upload_progress_success_and_download(fake_server: LiveServer):
@@ -87,6 +87,15 @@ def test_out_of_memory_fails_the_job_with_advice_and_the_worker_carries_on(fake_
     assert job["error"]["code"] == "engine_error" and "Traceback" not in job["error"]["message"]
     ok = submit(fake_server, {"seed": 1})
     assert fake_server.wait_state(ok, ("succeeded", "failed"))["state"] == "succeeded"
+
+
+def test_a_crashing_engine_process_fails_only_its_job(fake_server: LiveServer):
+    crash = submit(fake_server, {"seed": PROCESS_CRASH_SEED})
+    queued = submit(fake_server, {"seed": 2})
+    job = fake_server.wait_state(crash, ("failed", "succeeded"), timeout=30)
+    assert job["error"]["code"] == "worker_crashed" and "try again" in job["error"]["message"]
+    assert fake_server.wait_state(queued, ("succeeded", "failed"), timeout=60)["state"] == "succeeded"
+    assert fake_server.client.get("/api/health").json()["status"] == "ok"
 
 
 @pytest.fixture(scope="module")

@@ -89,3 +89,26 @@ def test_multiview_job(tiny_server: LiveServer, object_png: bytes):
     assert r.status_code == 202, r.text
     job = tiny_server.wait_state(r.json()["job_id"], ("succeeded", "failed", "cancelled"), timeout=600)
     assert job["state"] == "succeeded", job.get("error")
+
+
+def test_genesis_command_generate_jobs_export(tiny_models, object_png: bytes, tmp_path):
+    import json
+
+    image = tmp_path / "object.png"
+    image.write_bytes(object_png)
+    where = ["--models-dir", str(tiny_models), "--data-dir", str(tmp_path / "data")]
+    genesis = [sys.executable, "-m", "gui.backend.cli"]
+    out = tmp_path / "chair.glb"
+    r = subprocess.run([*genesis, "generate", str(image), *where, "--pipeline-type", "512", "--steps", "2",
+                        "--texture-size", "512", "--decimation-target", "10000", "--no-remesh", "--out", str(out)],
+                       cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "%" in r.stdout and out.read_bytes()[:4] == b"glTF"
+    jobs = json.loads(subprocess.run([*genesis, "jobs", "--json", *where], cwd=REPO_ROOT, capture_output=True,
+                                     text=True, timeout=120).stdout)
+    assert len(jobs) == 1 and jobs[0]["state"] == "succeeded"
+    r = subprocess.run([*genesis, "export", jobs[0]["id"], "--format", "ply", "--decimation-target", "10000",
+                        "--texture-size", "512", *where], cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0 and Path(r.stdout.strip()).read_bytes()[:3] == b"ply", r.stdout + r.stderr
+    r = subprocess.run([*genesis, "models", *where], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "MISSING" not in r.stdout

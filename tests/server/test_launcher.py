@@ -60,3 +60,36 @@ def test_binding_beyond_loopback_requires_a_token(tmp_path):
         own = client.options("/api/jobs", headers={"Origin": "http://localhost:9",
                                                    "Access-Control-Request-Method": "GET"})
         assert own.headers.get("access-control-allow-origin") == "http://localhost:9"
+
+
+def test_window_falls_back_to_the_browser_without_electron(monkeypatch, capsys):
+    from gui.backend import launcher
+
+    opened = []
+    monkeypatch.setattr(launcher, "electron_binary", lambda: None)
+    monkeypatch.setattr(launcher.webbrowser, "open", lambda url: opened.append(url) or True)
+
+    class Started:
+        started, should_exit, url = True, False, "http://127.0.0.1:1234"
+
+    server = Started()
+    launcher.run_window(server, force_browser=False)
+    assert opened == ["http://127.0.0.1:1234"] and not server.should_exit
+    assert "browser" in capsys.readouterr().out
+
+
+def test_window_falls_back_when_electron_exits_at_once(monkeypatch, tmp_path):
+    from gui.backend import launcher
+
+    fake = tmp_path / "electron"
+    fake.write_text("#!/bin/sh\nexit 3\n")
+    fake.chmod(0o755)
+    opened = []
+    monkeypatch.setattr(launcher, "electron_binary", lambda: fake)
+    monkeypatch.setattr(launcher.webbrowser, "open", lambda url: opened.append(url) or True)
+
+    class Started:
+        started, should_exit, url = True, False, "http://127.0.0.1:1234"
+
+    launcher.run_window(Started(), force_browser=False)
+    assert opened == ["http://127.0.0.1:1234"]

@@ -30,7 +30,6 @@ from .image_loading import ImageInputError, has_real_alpha, normalize_image
 from .model_paths import (
     ModelNotFoundError,
     locate_pipeline,
-    repo_id_of,
     resolve_checkpoint,
     resolve_model_folder,
 )
@@ -165,6 +164,16 @@ class Trellis2ImageTo3DPipeline:
 
     def required_models(self, pipeline_type: str) -> list[str]:
         return list(MODELS_FOR_TYPE[pipeline_type])
+
+    def load_models(self, pipeline_type: str | None = None) -> None:
+        """Load (on the CPU) every network a pipeline type needs, so the first job does not wait for
+        it; background removal stays lazy (only opaque images need it)."""
+        pipeline_type = self.config.default_pipeline_type if pipeline_type is None else pipeline_type
+        if pipeline_type not in PIPELINE_TYPES:
+            raise ValueError(f"unknown pipeline_type {pipeline_type!r}; choose one of {', '.join(PIPELINE_TYPES)}")
+        for key in self.required_models(pipeline_type):
+            self.model(key)
+        self.image_cond_model()
 
     # --- low-VRAM device management ----------------------------------------------------------
     @contextlib.contextmanager
@@ -453,4 +462,4 @@ class Trellis2ImageTo3DPipeline:
         )
 
 
-__all__ = ["Conditioning", "Trellis2ImageTo3DPipeline", "check_sampler_params", "repo_id_of"]
+__all__ = ["Conditioning", "Trellis2ImageTo3DPipeline", "check_sampler_params"]

@@ -234,33 +234,32 @@ export class ImageInput {
     const list = $('slots');
     list.replaceChildren();
     this.slots.forEach((slot, index) => {
-      const item = document.createElement('li');
+      const li = document.createElement('li');
+      li.className = 'slot-item';
+      const item = document.createElement('div');
       item.className = `slot checker${slot.file ? ' filled' : ''}`;
       item.dataset.index = String(index);
       item.tabIndex = 0;
       item.setAttribute('role', 'button');
-      item.setAttribute('aria-label', slot.file
-        ? `${slot.label} view: ${slot.file.name}. Enter to replace, Alt+arrow keys to move.`
-        : `${slot.label} view: empty. Enter to choose an image.`);
+      item.setAttribute('aria-describedby', 'slot-help');
       item.draggable = Boolean(slot.file);
       const label = document.createElement('span');
       label.className = 'slot-label';
       label.textContent = slot.label;
       item.append(label);
+      li.append(item);
       if (slot.file) {
         const img = document.createElement('img');
         img.src = slot.url;
-        img.alt = '';
+        img.alt = slot.file.name;
         const remove = document.createElement('button');
         remove.type = 'button';
         remove.className = 'secondary small slot-remove';
         remove.textContent = '×';
         remove.setAttribute('aria-label', `Remove the ${slot.label} view`);
-        remove.addEventListener('click', (e) => {
-          e.stopPropagation();
-          this.clearSlot(index);
-        });
-        item.append(img, remove);
+        remove.addEventListener('click', () => this.clearSlot(index));
+        item.append(img);
+        li.append(remove);
       } else {
         const hint = document.createElement('span');
         hint.className = 'slot-empty';
@@ -306,7 +305,7 @@ export class ImageInput {
         else if (this.dragFrom !== null) this.swap(this.dragFrom, index);
         this.dragFrom = null;
       });
-      list.append(item);
+      list.append(li);
     });
     $('add-view').disabled = this.slots.length >= MAX_VIEWS;
     const count = this.slots.filter((s) => s.file).length;

@@ -118,7 +118,7 @@ export class JobList {
     if (job.state === 'failed') {
       const { text, fix } = explainError(job.error);
       body.append(el('p', { className: 'error', role: 'note' }, text, fix ? el('br') : null,
-        fix ? el('strong', { textContent: `What to do: ${fix}` }) : null));
+        fix ? el('strong', { textContent: 'What to do: ' }) : null, fix || null));
     }
     const actions = el('div', { className: 'actions' });
     if (job.state === 'succeeded') {
