@@ -199,16 +199,21 @@ class _Tier:
         cell_start = torch.cumsum(cell_count, 0) - cell_count
         return _GridLevel(h, dims, cell_keys.long(), cell_start, cell_count, tri)
 
-    def query(self, points, best_d, best_f, best_uvw, limit_sq):
-        """Update `best_*` (squared distance, global face id, barycentrics) in place."""
+    def query(self, points, best_d, best_f, best_uvw, limit_sq, stop_sq: float = -1.0):
+        """Update `best_*` (squared distance, global face id, barycentrics) in place.
+
+        Points whose best squared distance drops to `stop_sq` or below are not searched further.
+        """
         if self.brute is not None:
             self._evaluate_all(points, best_d, best_f, best_uvw, limit_sq)
             return
         if self.big is not None:
-            self.big.query(points, best_d, best_f, best_uvw, limit_sq)
+            self.big.query(points, best_d, best_f, best_uvw, limit_sq, stop_sq)
         active = torch.arange(points.shape[0], device=self.device)
         if math.isfinite(limit_sq):
             active = self._near_candidates(points, active, limit_sq)
+        if stop_sq >= 0:
+            active = active[best_d[active] > stop_sq]
         for li in range(self.num_levels):
             level = self.level(li)
             last = li == self.num_levels - 1
@@ -220,7 +225,7 @@ class _Tier:
                     return
                 self._visit_ring(points, active, cell, r, level, best_d, best_f, best_uvw, limit_sq)
                 bound = self._unvisited_distance(points[active], cell, r, level) ** 2
-                still = (best_d[active] > bound) & (limit_sq > bound)
+                still = (best_d[active] > bound) & (limit_sq > bound) & (best_d[active] > stop_sq)
                 active, cell = active[still], cell[still]
 
     def _unvisited_distance(self, p, cell, r, level) -> torch.Tensor:
@@ -239,7 +244,7 @@ class _Tier:
         limit = math.sqrt(limit_sq)
         index = next((i for i, (h, _) in enumerate(self._level_specs) if h >= limit), self.num_levels - 1)
         level = self.level(index)
-        reach = max(1, math.ceil(limit / level.cell))
+        reach = min(max(1, math.ceil(limit / level.cell)), int(level.dims.max()))
         rng = torch.arange(-reach, reach + 1, device=self.device)
         offsets = torch.cartesian_prod(rng, rng, rng)
         keep = []
@@ -370,3 +375,15 @@ class MeshBVH:
         limit_sq = max_distance**2 if math.isfinite(max_distance) else math.inf
         self._root.query(points, best_d, best_f, best_uvw, limit_sq)
         return best_d.sqrt(), best_f, best_uvw
+
+    @torch.no_grad()
+    def within_distance(self, points: torch.Tensor, distance: float) -> torch.Tensor:
+        """`[P]` bool: is some point of the mesh closer than `distance`? (exact; stops at the first hit)."""
+        points = check_points(points).to(device=self.device, dtype=self.dtype)
+        num = points.shape[0]
+        best_d = torch.full((num,), math.inf, dtype=self.dtype, device=self.device)
+        best_f = torch.full((num,), -1, dtype=torch.long, device=self.device)
+        best_uvw = torch.zeros(num, 3, dtype=self.dtype, device=self.device)
+        limit_sq = float(distance) ** 2
+        self._root.query(points, best_d, best_f, best_uvw, limit_sq, stop_sq=limit_sq)
+        return best_d < limit_sq

@@ -90,8 +90,11 @@ def remesh_narrow_band_dc(
         c = cell * 2**k
         centres = origin + (cells.to(dtype) + 0.5) * c
         limit = eps + 0.87 * c
-        udf, _, _ = bvh.closest_point(centres, max_distance=limit)
-        cells = cells[(udf - eps).abs() < 0.87 * c]
+        if eps <= 0.87 * c:  # the lower side of the test always holds: a yes/no query suffices
+            cells = cells[bvh.within_distance(centres, limit)]
+        else:
+            udf, _, _ = bvh.closest_point(centres, max_distance=limit)
+            cells = cells[(udf - eps).abs() < 0.87 * c]
         if cells.shape[0] == 0:
             return vertices.new_zeros(0, 3), faces.new_zeros(0, 3)
 

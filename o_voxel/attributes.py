@@ -89,7 +89,7 @@ def sample_trilinear(
     feats: torch.Tensor,
     grid: SparseVoxelGrid,
     points: torch.Tensor,
-    chunk_size: int = 1 << 20,
+    chunk_size: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Trilinear sample of sparse `feats (N, C)` at `points (L, 3)` given in voxel units.
 
@@ -102,6 +102,8 @@ def sample_trilinear(
             "to match the voxel coords"
         )
     device = points.device
+    if chunk_size is None:  # small chunks keep CPU temporaries in cache; GPUs like big batches
+        chunk_size = 1 << 20 if device.type == "cuda" else 1 << 15
     corners = _CORNERS.to(device)
     g = grid.grid_size.to(device)
     values = torch.zeros(points.shape[0], feats.shape[1], dtype=feats.dtype, device=device)

@@ -5,7 +5,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-CANDIDATE_BUDGET = 1 << 22  # (box, point) pairs materialised at once
+CANDIDATE_BUDGET = {"cuda": 1 << 22}  # (box, point) pairs materialised at once, per device type
+CPU_CANDIDATE_BUDGET = 1 << 16  # small on CPUs so temporaries stay in cache
+
+
+def default_budget(device: torch.device) -> int:
+    return CANDIDATE_BUDGET.get(device.type, CPU_CANDIDATE_BUDGET)
 
 
 def enumerate_boxes(lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -25,8 +30,9 @@ def enumerate_boxes(lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, t
     return owner, lo[owner] + point
 
 
-def chunks_by_budget(counts: torch.Tensor, budget: int = CANDIDATE_BUDGET) -> list[tuple[int, int]]:
+def chunks_by_budget(counts: torch.Tensor, budget: int | None = None) -> list[tuple[int, int]]:
     """Split `range(len(counts))` into consecutive pieces whose summed counts stay near `budget`."""
+    budget = budget or default_budget(counts.device)
     total = torch.cumsum(counts.to(torch.int64), 0).cpu().numpy()
     ranges, start = [], 0
     while start < len(total):

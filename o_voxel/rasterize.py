@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from o_voxel.boxes import CANDIDATE_BUDGET, chunks_by_budget, enumerate_boxes
+from o_voxel.boxes import chunks_by_budget, enumerate_boxes
 
 
 def _edge_coefficients(tri: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -38,7 +38,7 @@ def rasterize_uv(
     faces: torch.Tensor,
     height: int,
     width: int,
-    budget: int = CANDIDATE_BUDGET,
+    budget: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Rasterise UV triangles `uvs (V, 2)`, `faces (F, 3)` into an `height x width` texel grid.
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -22,19 +21,3 @@ def golden_dir() -> Path:
     if not GOLDEN_DIR.is_dir():
         pytest.fail(f"golden vectors not found at {GOLDEN_DIR} (set GENESIS_SHARED_DIR)")
     return GOLDEN_DIR
-
-
-def assert_golden_close(actual, expected, atol: float = 1e-4, rtol: float = 1e-3, name: str = "") -> None:
-    """The golden README's rule: |a - b| <= atol + rtol * |b|, elementwise, in float32."""
-    a = torch.as_tensor(np.asarray(actual) if not torch.is_tensor(actual) else actual).detach().float().cpu()
-    b = torch.as_tensor(np.asarray(expected) if not torch.is_tensor(expected) else expected).detach().float().cpu()
-    assert a.shape == b.shape, f"{name}: shape {tuple(a.shape)} != golden {tuple(b.shape)}"
-    err = (a - b).abs()
-    bound = atol + rtol * b.abs()
-    bad = err > bound
-    if bad.any():
-        worst = (err - bound).argmax()
-        raise AssertionError(
-            f"{name}: {int(bad.sum())} of {b.numel()} values out of tolerance; "
-            f"max abs err {float(err.max()):.3e} (at flat index {int(worst)})"
-        )

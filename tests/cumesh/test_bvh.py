@@ -79,3 +79,12 @@ def test_tiny_mesh_uses_exhaustive_search():
     assert torch.allclose(d, torch.tensor([1.0, 1.0]))
     assert torch.allclose(uvw[0], torch.tensor([0.5, 0.25, 0.25]))
     assert torch.allclose(uvw[1], torch.tensor([0.0, 1.0, 0.0]))
+
+
+def test_within_distance_matches_exact_distances(torus):
+    v, f = torus
+    g = torch.Generator().manual_seed(3)
+    pts = torch.rand(300, 3, generator=g) - 0.5
+    ref_d, _ = _brute(pts, v, f)
+    hit = cumesh.MeshBVH(v, f).within_distance(pts, 0.05)
+    assert torch.equal(hit, ref_d < 0.05)

@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.conftest import assert_golden_close
+from tests.golden_utils import assert_golden_close
 from trellis2.models import from_pretrained
 from trellis2.models.flexi_dual_grid_vae_decoder import FlexiDualGridVaeDecoder
 from trellis2.models.sparse_structure_decoder import SparseStructureDecoder

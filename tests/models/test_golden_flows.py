@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import assert_golden_close
+from tests.golden_utils import assert_golden_close
 from safetensors.torch import load_file
 
 from trellis2.models import from_pretrained

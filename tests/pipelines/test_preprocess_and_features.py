@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from tests.conftest import assert_golden_close
+from tests.golden_utils import assert_golden_close
 from trellis2.modules.image_feature_extractor import DinoV3FeatureExtractor
 from trellis2.pipelines.image_loading import ImageInputError
 from trellis2.pipelines.preprocess import foreground_crop_box, preprocess_image

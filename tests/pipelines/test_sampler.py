@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.conftest import assert_golden_close
+from tests.golden_utils import assert_golden_close
 from trellis2.modules.sparse import SparseTensor
 from trellis2.pipelines.progress import JobCancelled
 from trellis2.samplers import FlowEulerGuidanceIntervalSampler, time_grid

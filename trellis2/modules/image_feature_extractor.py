@@ -42,10 +42,9 @@ class DinoV3FeatureExtractor(torch.nn.Module):
         """Normalised pixels `[B, 3, S, S]` -> tokens `[B, 1 + registers + (S/patch)^2, hidden]`."""
         model = self.model
         pixel_values = pixel_values.to(model.embeddings.patch_embeddings.weight.dtype)
-        hidden = model.embeddings(pixel_values)
-        position = model.rope_embeddings(pixel_values)
-        for layer in model.layer:
-            hidden = layer(hidden, position_embeddings=position)
+        # The last layer's output before the model's own final norm; asking for hidden states
+        # keeps this independent of how a transformers release names the layer stack.
+        hidden = model(pixel_values=pixel_values, output_hidden_states=True).hidden_states[-1]
         return F.layer_norm(hidden.float(), hidden.shape[-1:], eps=1e-5)
 
     def pixel_values(self, images: Sequence[Image.Image]) -> torch.Tensor:

@@ -89,6 +89,7 @@ function checkerTexture() {
   }
   const texture = new THREE.CanvasTexture(canvas);
   texture.colorSpace = THREE.SRGBColorSpace;
+  texture.flipY = false; // glTF's UV convention, as GLTFLoader uses for the model's own textures
   texture.wrapS = texture.wrapT = THREE.RepeatWrapping;
   texture.anisotropy = 4;
   return texture;
@@ -215,6 +216,8 @@ export class Viewer {
       if (o.isMesh) found.push(o);
     });
     for (const o of found) {
+      // Shading needs normals; a GLB written without them gets smooth ones here.
+      if (!o.geometry.attributes.normal) o.geometry.computeVertexNormals();
       o.userData.original = o.material;
       const back = new THREE.Mesh(o.geometry, new THREE.MeshBasicMaterial({ color: 0xff3b5c, side: THREE.BackSide }));
       back.visible = this.backfaces;
