@@ -20,6 +20,7 @@ from .bvh import MeshBVH
 from .cleanup import compact
 from .validation import check_mesh
 
+_CELL_CHUNK = 1 << 20  # cells per chunk when computing dual vertices (bounds peak memory)
 _CORNERS = torch.tensor([[x, y, z] for x in (0, 1) for y in (0, 1) for z in (0, 1)])
 # the 12 edges of a unit cell as corner-index pairs (into _CORNERS)
 _CELL_EDGES = torch.tensor([[a, b] for a in range(8) for b in range(8) if a < b and int((_CORNERS[a] - _CORNERS[b]).abs().sum()) == 1])
@@ -102,27 +103,30 @@ def remesh_narrow_band_dc(
     n = resolution
     cell_keys, order = torch.sort(_keys(cells, n))
     cells = cells[order]
-    corner_coords = (cells[:, None, :] + corners[None]).reshape(-1, 3)
-    corner_keys, corner_inv = torch.unique(_keys(corner_coords, n), return_inverse=True)
+    corner_offsets = _keys(corners, n)  # keys are linear in the coordinates
+    corner_keys, corner_inv = torch.unique((cell_keys[:, None] + corner_offsets[None]).reshape(-1), return_inverse=True)
     corner_inv = corner_inv.reshape(-1, 8)
     uniq_coords = torch.stack([corner_keys // ((n + 1) ** 2), (corner_keys // (n + 1)) % (n + 1), corner_keys % (n + 1)], 1)
     corner_pos = origin + uniq_coords.to(dtype) * cell
     udf, _, _ = bvh.closest_point(corner_pos, max_distance=eps + 1.01 * cell)
     field = udf - eps  # inf beyond the bound: positive, the right sign
 
-    # dual vertex per cell: mean of the crossing points on its 12 edges (cell centre if none)
+    # dual vertex per cell: mean of the crossing points on its 12 edges (cell centre if none), in chunks
     e = _CELL_EDGES.to(device)
-    ia, ib = corner_inv[:, e[:, 0]], corner_inv[:, e[:, 1]]
-    fa, fb = field[ia], field[ib]
-    crossing = (fa < 0) != (fb < 0)
-    fb_safe = torch.where(torch.isfinite(fb), fb, torch.full_like(fb, 1e30))
-    t = torch.where(crossing, fa / (fa - fb_safe), torch.zeros_like(fa)).clamp(0, 1)
-    pa, pb = corner_pos[ia], corner_pos[ib]
-    points = pa + t[..., None] * (pb - pa)
-    count = crossing.sum(1)
-    dual = (points * crossing[..., None]).sum(1) / count.clamp_min(1)[:, None]
-    centre = origin + (cells.to(dtype) + 0.5) * cell
-    dual = torch.where((count > 0)[:, None], dual, centre)
+    dual = torch.empty(cells.shape[0], 3, dtype=dtype, device=device)
+    for s in range(0, cells.shape[0], _CELL_CHUNK):
+        inv = corner_inv[s : s + _CELL_CHUNK]
+        ia, ib = inv[:, e[:, 0]], inv[:, e[:, 1]]
+        fa, fb = field[ia], field[ib]
+        crossing = (fa < 0) != (fb < 0)
+        fb_safe = torch.where(torch.isfinite(fb), fb, torch.full_like(fb, 1e30))
+        t = torch.where(crossing, fa / (fa - fb_safe), torch.zeros_like(fa)).clamp(0, 1)
+        pa = corner_pos[ia]
+        points = pa + t[..., None] * (corner_pos[ib] - pa)
+        count = crossing.sum(1)
+        mean = (points * crossing[..., None]).sum(1) / count.clamp_min(1)[:, None]
+        centre = origin + (cells[s : s + _CELL_CHUNK].to(dtype) + 0.5) * cell
+        dual[s : s + _CELL_CHUNK] = torch.where((count > 0)[:, None], mean, centre)
 
     # quads from sign changes on owned edges
     quads, flags = [], []

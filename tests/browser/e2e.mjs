@@ -122,6 +122,8 @@ try {
   await page.uncheck('#toggle-grid');
   await page.waitForTimeout(300);
   const emptyScene = await shot('01-empty-no-grid', canvas);
+  await page.waitForTimeout(300);
+  const noise = await pixelDifference(emptyScene, await shot('01-empty-no-grid-again', canvas));
   log('UI loaded, server ready');
 
   // 2. Keyboard: Tab order through the main controls.
@@ -226,8 +228,8 @@ try {
   await page.waitForTimeout(600);
   const loaded = await shot('03-model-pbr', canvas);
   const changed = await pixelDifference(emptyScene, loaded);
-  log(`model shown: ${changed} canvas pixels differ from the empty scene`);
-  check(changed >= 100, 'the canvas shows the model');
+  log(`model shown: ${changed} canvas pixels differ from the empty scene (two empty shots differ in ${noise})`);
+  check(changed >= Math.max(30, 10 * noise), 'the canvas shows the model');
   const stats = await page.locator('#stats').innerText();
   check(/Vertices\s+[\d,]+/.test(stats) && /Faces\s+[\d,]+/.test(stats) && /File size/.test(stats), `stats are shown: ${stats}`);
   await page.check('#toggle-grid');
