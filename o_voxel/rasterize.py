@@ -59,20 +59,25 @@ def rasterize_uv(
     finite = torch.isfinite(tri).all(-1).all(-1)
     lo = torch.where(finite[:, None], lo, torch.ones_like(lo)).to(torch.int64)
     hi = torch.where(finite[:, None], hi, torch.zeros_like(hi)).to(torch.int64)
-    counts = (hi - lo + 1).clamp(min=0).prod(-1)
     coef_a, coef_b, coef_c, tie = _edge_coefficients(tri)
     nondegenerate = (coef_a[:, 0] * tri[:, 0, 0] + coef_b[:, 0] * tri[:, 0, 1] + coef_c[:, 0]) > 0
-    face_id = torch.full((height * width,), -1, dtype=torch.int64, device=device)
+    counts = torch.where(nondegenerate, (hi - lo + 1).clamp(min=0).prod(-1), torch.zeros_like(lo[:, 0]))
+    packed = torch.cat([coef_a, coef_b, coef_c, tie.to(torch.float64)], 1)  # one gather per chunk
+    hits_texel, hits_face = [], []
     for start, end in chunks_by_budget(counts, budget):
         owner, pts = enumerate_boxes(lo[start:end], hi[start:end])
         if owner.numel() == 0:
             continue
         owner = owner + start
         px, py = pts[:, 0:1].to(torch.float64), pts[:, 1:2].to(torch.float64)
-        e = coef_a[owner] * px + coef_b[owner] * py + coef_c[owner]
-        inside = ((e > 0) | ((e == 0) & tie[owner])).all(-1) & nondegenerate[owner]
-        flat = pts[inside, 1] * width + pts[inside, 0]
-        face_id.scatter_reduce_(0, flat, owner[inside], reduce="amax")
+        cf = packed[owner]
+        e = cf[:, 0:3] * px + cf[:, 3:6] * py + cf[:, 6:9]
+        inside = ((e > 0) | ((e == 0) & (cf[:, 9:12] > 0))).all(-1)
+        hits_texel.append(pts[inside, 1] * width + pts[inside, 0])
+        hits_face.append(owner[inside])
+    face_id = torch.full((height * width,), -1, dtype=torch.int64, device=device)
+    if hits_texel:  # one scatter at the end: a scatter per chunk would touch the whole image each time
+        face_id.scatter_reduce_(0, torch.cat(hits_texel), torch.cat(hits_face), reduce="amax")
     covered = torch.nonzero(face_id >= 0).squeeze(1)
     bary = torch.zeros(height * width, 3, dtype=torch.float32, device=device)
     if covered.numel():
