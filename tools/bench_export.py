@@ -16,6 +16,7 @@ import json
 import math
 import os
 import platform
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -183,7 +184,7 @@ def main() -> None:
     parser.add_argument("--decimation-target", type=int, default=500000)
     parser.add_argument("--texture-size", type=int, default=2048)
     parser.add_argument("--remesh", choices=["off", "on", "both"], default=None, help="default: both (off if --quick)")
-    parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
+    parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here (GLBs beside it)")
     args = parser.parse_args()
     device = torch.device(args.device)
     face_counts = [12000] if args.quick else [int(x) for x in args.faces.split(",")]
@@ -191,7 +192,7 @@ def main() -> None:
     texture = 512 if args.quick else args.texture_size
     remesh = args.remesh or ("off" if args.quick else "both")
     modes = {"off": [False], "on": [True], "both": [False, True]}[remesh]
-    out_dir = (args.out.parent if args.out else Path("bench_out"))
+    out_dir = args.out.parent if args.out else Path(tempfile.mkdtemp(prefix="bench_export_"))
     out_dir.mkdir(parents=True, exist_ok=True)
     results = {"hardware": hardware(device), "device": str(device), "cases": []}
     print(json.dumps(results["hardware"]))
