@@ -169,7 +169,7 @@ class JobStore:
 
     def succeed(self, job_id: str, files: dict[str, str], stats: dict[str, Any]) -> None:
         self._write(
-            "UPDATE jobs SET state = ?, finished_at = ?, stage = 'done', progress = 1, eta_s = 0, files = ?, "
+            "UPDATE jobs SET state = ?, finished_at = ?, stage = 'done', step = total, progress = 1, eta_s = 0, files = ?, "
             "stats = ? WHERE id = ?",
             (SUCCEEDED, time.time(), json.dumps(files), json.dumps(stats), job_id),
         )

@@ -7,7 +7,9 @@ import importlib
 import logging
 import multiprocessing
 import os
+import signal
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,12 +23,36 @@ WORKER_CRASHED = ("The engine process stopped unexpectedly while running this jo
                   "or the system running out of memory). The server restarted it; please try again, perhaps with "
                   "a lower pipeline type or texture size.")
 WATCHDOG_INTERVAL_S = 0.5
+FLAG_POLL_S = 0.02
 
 
 def resolve(path: str) -> Any:
     """`package.module:attribute` → the object."""
     module, _, name = path.partition(":")
     return getattr(importlib.import_module(module), name)
+
+
+class SharedFlag:
+    """A cross-process flag in shared memory without locks: unlike `multiprocessing.Event`, it cannot
+    deadlock when the other process dies while waiting (as on Ctrl+C or SIGTERM to the process group)."""
+
+    def __init__(self, ctx) -> None:
+        self._value = ctx.RawValue("b", 0)
+
+    def set(self) -> None:
+        self._value.value = 1
+
+    def clear(self) -> None:
+        self._value.value = 0
+
+    def is_set(self) -> bool:
+        return bool(self._value.value)
+
+    def wait(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while not self._value.value and time.monotonic() < deadline:
+            time.sleep(FLAG_POLL_S)
+        return bool(self._value.value)
 
 
 @dataclass
@@ -50,6 +76,7 @@ def worker_main(settings: Settings, spec: EngineSpec, wake, stop, loaded, parent
     from .worker import JobWorker
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C reaches the whole group: the server stops us
     manager = EngineManager(spec.build(settings), settings.idle_unload_s)
 
     def publish(name: str | None) -> None:
@@ -73,9 +100,9 @@ class WorkerProcess:
         self.spec = spec
         self.store = store
         self._ctx = multiprocessing.get_context("spawn")
-        self._wake = self._ctx.Event()
-        self._stop = self._ctx.Event()
-        self._loaded = self._ctx.Array("c", 64)
+        self._wake = SharedFlag(self._ctx)
+        self._stop = SharedFlag(self._ctx)
+        self._loaded = self._ctx.RawArray("c", 64)
         self._proc: multiprocessing.process.BaseProcess | None = None
         self._closing = threading.Event()
         self._watchdog: threading.Thread | None = None

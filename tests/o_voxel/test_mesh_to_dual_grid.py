@@ -21,6 +21,12 @@ def _sorted(coords: np.ndarray, *rows: np.ndarray, res: int):
 
 
 def test_golden_case10_voxels_and_flags(golden_dir):
+    """Voxel set and edge flags match the official converter exactly.
+
+    The golden dual vertices are not compared: they lie 0.4 voxel (median; up to 1.15) off the input surface
+    and are not reproduced by the QEF of spec section 1.5 (ours lie within 0.02 voxel of it); see
+    `test_dual_vertices_lie_on_the_input_surface` and the round-trip tests for the geometric check.
+    """
     g = load_file(str(golden_dir / "case10_dual_grid" / "case10_io.safetensors"))
     res = int(g["grid_size"][0])
     coords, dual, flags = mesh_to_flexible_dual_grid(
