@@ -2,20 +2,22 @@
 
 The new surface is the zero set of `f = UDF - eps`, `eps = band * scale / resolution`: a clean,
 consistently oriented offset surface (two sheets around a closed input, a thin shell around an open
-sheet). The band is found coarse to fine: from a grid of at most 32 cells per axis, keep the cells whose
-centre satisfies `|UDF - eps| < 0.87 * cell` (every cell that can contain a sign change of `f` passes,
-since UDF is 1-Lipschitz and a centre is within sqrt(3)/2 cell of any point of its cell), split them in
-8, repeat down to `resolution`. Distances come from `MeshBVH` queries bounded by the band, so cells far
-from the surface cost almost nothing. Dual vertices are the mean of the crossing points on the cell's
-12 edges; quads come from the sign changes on cell edges (same 4-cell table as the O-Voxel mesh), split
-along the shorter diagonal, and wound so normals point from `f < 0` towards `f >= 0` (away from the
-input surface).
+sheet). Only grid points near the surface are ever touched (`band_distance`): first the points inside
+the band (`UDF < eps`, exact distances), then their 6-neighbours outside it (the far ends of every
+edge that crosses the zero set, exact distances too). The cells with a sign change among their corners
+are exactly the cells the contour passes through (the spec finds a superset of them coarse to fine;
+the extra cells carry no quad and are dropped with the unreferenced vertices). Dual vertices are the
+mean of the crossing points on the cell's 12 edges; quads come from the sign changes on cell edges (same
+4-cell table as the O-Voxel mesh), split along the shorter diagonal, and wound so normals point from
+`f < 0` towards `f >= 0` (away from the input surface). No `resolution^3` array is ever allocated and
+every large step runs in bounded chunks.
 """
 
 from __future__ import annotations
 
 import torch
 
+from .band_distance import grid_coords, grid_keys, near_grid_distances
 from .bvh import MeshBVH
 from .cleanup import compact
 from .validation import check_mesh
@@ -33,13 +35,51 @@ _QUAD_CELLS = torch.tensor([
 ])
 
 
-def _keys(coords: torch.Tensor, size: int) -> torch.Tensor:
-    return (coords[..., 0] * (size + 1) + coords[..., 1]) * (size + 1) + coords[..., 2]
-
-
 def _lookup(sorted_keys: torch.Tensor, keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     pos = torch.searchsorted(sorted_keys, keys).clamp_max(max(sorted_keys.numel() - 1, 0))
     return pos, sorted_keys[pos] == keys
+
+
+def _field_at(keys: torch.Tensor, field: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+    """`f` at grid points given by key; points never computed are far outside the band (`+inf`)."""
+    pos, found = _lookup(keys, query)
+    return torch.where(found, field[pos], torch.full_like(field[pos], torch.inf))
+
+
+def _add_outer_neighbours(vertices, faces, origin, cell, n, eps, inside_keys, inside_udf):
+    """Sorted keys and `f = UDF - eps` of the band points plus their 6-neighbours outside the band.
+
+    Every grid edge crossing the zero set joins a band point to such a neighbour, whose UDF is below
+    `eps + cell` (UDF is 1-Lipschitz), so a search radius just above that finds all of them exactly.
+    """
+    steps = torch.cat([torch.eye(3, dtype=torch.long), -torch.eye(3, dtype=torch.long)]).to(inside_keys.device)
+    parts = []
+    for s in range(0, inside_keys.numel(), _CELL_CHUNK):
+        nb = grid_coords(inside_keys[s : s + _CELL_CHUNK], n)[:, None, :] + steps
+        nb = nb[((nb >= 0) & (nb <= n)).all(2)]
+        parts.append(torch.unique(grid_keys(nb, n)))
+    candidates = torch.unique(torch.cat(parts))
+    _, is_inside = _lookup(inside_keys, candidates)
+    candidates = candidates[~is_inside]
+    outer_keys, outer_udf = near_grid_distances(vertices, faces, origin, cell, n, eps + 1.01 * cell, only=candidates)
+    keys, order = torch.sort(torch.cat([inside_keys, outer_keys]))
+    return keys, (torch.cat([inside_udf, outer_udf]) - eps)[order]
+
+
+def _crossed_cells(corner_keys: torch.Tensor, field: torch.Tensor, n: int) -> torch.Tensor:
+    """Coordinates `[C, 3]` (sorted by key) of the cells whose corners have both signs of `f`."""
+    corners = _CORNERS.to(corner_keys.device)
+    inside = grid_coords(corner_keys[field < 0], n)
+    offsets = grid_keys(corners, n)
+    parts = []
+    for s in range(0, inside.shape[0], _CELL_CHUNK):
+        cand = inside[s : s + _CELL_CHUNK, None, :] - corners
+        cand = cand[((cand >= 0) & (cand < n)).all(2)]
+        keys = torch.unique(grid_keys(cand, n))
+        f = _field_at(corner_keys, field, keys[:, None] + offsets)
+        parts.append(keys[(f >= 0).any(1) & (f < 0).any(1)])
+    keys = torch.unique(torch.cat(parts)) if parts else corner_keys[:0]
+    return grid_coords(keys, n)
 
 
 def remesh_narrow_band_dc(
@@ -70,62 +110,42 @@ def remesh_narrow_band_dc(
         raise ValueError(f"project_back must be in [0, 1], got {project_back}")
     device, dtype = vertices.device, vertices.dtype
     center_t = torch.as_tensor(center, dtype=dtype, device=device).reshape(3)
-    if bvh is None:
-        bvh = MeshBVH(vertices, faces)
+    n = resolution
     cell = scale / resolution
     eps = band * cell
     origin = center_t - 0.5 * scale
+    empty = vertices.new_zeros(0, 3), faces.new_zeros(0, 3)
 
-    # level k has cells of size cell * 2^k, ceil(resolution / 2^k) per axis (any resolution works)
-    depth = 0
-    while -(-resolution // 2**depth) > 32:
-        depth += 1
-    rng = torch.arange(-(-resolution // 2**depth), device=device)
-    cells = torch.cartesian_prod(rng, rng, rng)
+    # exact UDF at the grid points inside the band, then at their neighbours just outside it
+    inside_keys, inside_udf = near_grid_distances(vertices, faces, origin, cell, n, eps)
+    if inside_keys.numel() == 0:
+        return empty
+    corner_keys, field = _add_outer_neighbours(vertices, faces, origin, cell, n, eps, inside_keys, inside_udf)
+
+    # cells with a sign change among their corners
+    cells = _crossed_cells(corner_keys, field, n)
+    if cells.shape[0] == 0:
+        return empty
+    cell_keys = grid_keys(cells, n)
     corners = _CORNERS.to(device)
-    for k in range(depth, -1, -1):
-        count = -(-resolution // 2**k)
-        if k < depth:
-            cells = (cells[:, None, :] * 2 + corners[None]).reshape(-1, 3)
-            cells = cells[(cells < count).all(1)]
-        c = cell * 2**k
-        centres = origin + (cells.to(dtype) + 0.5) * c
-        limit = eps + 0.87 * c
-        if eps <= 0.87 * c:  # the lower side of the test always holds: a yes/no query suffices
-            cells = cells[bvh.within_distance(centres, limit)]
-        else:
-            udf, _, _ = bvh.closest_point(centres, max_distance=limit)
-            cells = cells[(udf - eps).abs() < 0.87 * c]
-        if cells.shape[0] == 0:
-            return vertices.new_zeros(0, 3), faces.new_zeros(0, 3)
-
-    # signed field at the corners of the kept cells
-    n = resolution
-    cell_keys, order = torch.sort(_keys(cells, n))
-    cells = cells[order]
-    corner_offsets = _keys(corners, n)  # keys are linear in the coordinates
-    corner_keys, corner_inv = torch.unique((cell_keys[:, None] + corner_offsets[None]).reshape(-1), return_inverse=True)
-    corner_inv = corner_inv.reshape(-1, 8)
-    uniq_coords = torch.stack([corner_keys // ((n + 1) ** 2), (corner_keys // (n + 1)) % (n + 1), corner_keys % (n + 1)], 1)
-    corner_pos = origin + uniq_coords.to(dtype) * cell
-    udf, _, _ = bvh.closest_point(corner_pos, max_distance=eps + 1.01 * cell)
-    field = udf - eps  # inf beyond the bound: positive, the right sign
+    corner_offsets = grid_keys(corners, n)  # keys are linear in the coordinates
 
     # dual vertex per cell: mean of the crossing points on its 12 edges (cell centre if none), in chunks
     e = _CELL_EDGES.to(device)
     dual = torch.empty(cells.shape[0], 3, dtype=dtype, device=device)
     for s in range(0, cells.shape[0], _CELL_CHUNK):
-        inv = corner_inv[s : s + _CELL_CHUNK]
-        ia, ib = inv[:, e[:, 0]], inv[:, e[:, 1]]
-        fa, fb = field[ia], field[ib]
+        chunk = cells[s : s + _CELL_CHUNK]
+        corner_field = _field_at(corner_keys, field, cell_keys[s : s + _CELL_CHUNK, None] + corner_offsets)
+        corner_pos = origin + (chunk[:, None, :] + corners).to(dtype) * cell
+        fa, fb = corner_field[:, e[:, 0]], corner_field[:, e[:, 1]]
         crossing = (fa < 0) != (fb < 0)
         fb_safe = torch.where(torch.isfinite(fb), fb, torch.full_like(fb, 1e30))
         t = torch.where(crossing, fa / (fa - fb_safe), torch.zeros_like(fa)).clamp(0, 1)
-        pa = corner_pos[ia]
-        points = pa + t[..., None] * (corner_pos[ib] - pa)
+        pa = corner_pos[:, e[:, 0]]
+        points = pa + t[..., None] * (corner_pos[:, e[:, 1]] - pa)
         count = crossing.sum(1)
         mean = (points * crossing[..., None]).sum(1) / count.clamp_min(1)[:, None]
-        centre = origin + (cells[s : s + _CELL_CHUNK].to(dtype) + 0.5) * cell
+        centre = origin + (chunk.to(dtype) + 0.5) * cell
         dual[s : s + _CELL_CHUNK] = torch.where((count > 0)[:, None], mean, centre)
 
     # quads from sign changes on owned edges
@@ -134,16 +154,14 @@ def remesh_narrow_band_dc(
         start = cells + _OWNED_START[axis].to(device)
         end = start.clone()
         end[:, axis] += 1
-        ps, ok_s = _lookup(corner_keys, _keys(start, n))
-        pe, ok_e = _lookup(corner_keys, _keys(end, n))
-        f1, f2 = field[ps], field[pe]
+        f1 = _field_at(corner_keys, field, grid_keys(start, n))
+        f2 = _field_at(corner_keys, field, grid_keys(end, n))
         flag = torch.zeros(cells.shape[0], dtype=torch.long, device=device)
         flag[(f1 < 0) & (f2 >= 0)] = 1
         flag[(f1 >= 0) & (f2 < 0)] = -1
-        flag[~(ok_s & ok_e)] = 0
         sel = torch.nonzero(flag).squeeze(1)
         nb = cells[sel][:, None, :] + _QUAD_CELLS[axis].to(device)[None]
-        pos, found = _lookup(cell_keys, _keys(nb, n))
+        pos, found = _lookup(cell_keys, grid_keys(nb, n))
         full = found.all(1)
         quads.append(pos[full])
         flags.append(flag[sel][full])
@@ -161,7 +179,13 @@ def remesh_narrow_band_dc(
         return vertices.new_zeros(0, 3), faces.new_zeros(0, 3)
     out_v, out_f = compact(dual, new_faces)
     if project_back > 0:
-        _, fid, uvw = bvh.closest_point(out_v)
+        if bvh is None:
+            bvh = MeshBVH(vertices, faces)
+        # a dual vertex lies in a cell with a corner inside the band: closer than eps + sqrt(3) cells
+        _, fid, uvw = bvh.closest_point(out_v, max_distance=eps + 2 * cell)
+        far = fid < 0
+        if bool(far.any()):  # only through float rounding; fall back to an unbounded search
+            _, fid[far], uvw[far] = bvh.closest_point(out_v[far])
         closest = (uvw[:, :, None] * vertices[faces[fid]]).sum(1)
         out_v = out_v - project_back * (out_v - closest)
     return out_v, out_f
