@@ -42,10 +42,11 @@ def _split_boxes(lo: torch.Tensor, size: torch.Tensor, budget: int) -> tuple[tor
     return owner, lo2, size2
 
 
-def _segment_min(keys: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _segment_min(keys: torch.Tensor, packed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per distinct key, the minimum of `packed` (squared distance bits << 32 | face id)."""
     uniq, inverse = torch.unique(keys, return_inverse=True)
-    best = torch.full((uniq.numel(),), torch.inf, dtype=values.dtype, device=values.device)
-    return uniq, best.scatter_reduce_(0, inverse, values, reduce="amin")
+    best = torch.full((uniq.numel(),), torch.iinfo(torch.long).max, dtype=torch.long, device=keys.device)
+    return uniq, best.scatter_reduce_(0, inverse, packed, reduce="amin")
 
 
 @torch.no_grad()
@@ -57,18 +58,28 @@ def near_grid_distances(
     n: int,
     radius: float,
     only: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
+    points: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Grid points `g` in `[0, n]^3` (world `origin + g * cell`) closer than `radius` to the mesh.
 
-    Returns `(keys [K] sorted int64 (see `grid_keys`), distance [K])` with the exact unsigned distance.
-    With `only` (sorted keys), just those grid points are considered.
+    Returns `(keys [K] sorted int64 (see `grid_keys`), distance [K], face [K])`: the exact unsigned
+    distance (computed in float32) and a closest face. With `only` (sorted keys), just those grid
+    points are considered. With `points` too (`[len(only), 3]`), `only` names grid *cells* (cell `g`
+    spans `origin + [g, g + 1) * cell`, `g` in `[0, n)^3`) each holding one query point, and the
+    distances are those of the points.
     """
+    if points is not None and only is None:
+        raise ValueError("points needs the sorted cell keys `only`")
     device, dtype = vertices.device, vertices.dtype
     tris = vertices[faces]
     packed = pack_triangles(tris)
     tmin, tmax = tris.min(1).values, tris.max(1).values
-    lo = torch.ceil((tmin - radius - origin) / cell).long().clamp(0, n)
-    hi = torch.floor((tmax + radius - origin) / cell).long().clamp(-1, n)
+    if points is None:
+        lo = torch.ceil((tmin - radius - origin) / cell).long().clamp(0, n)
+        hi = torch.floor((tmax + radius - origin) / cell).long().clamp(-1, n)
+    else:
+        lo = torch.floor((tmin - radius - origin) / cell).long().clamp(0, n - 1)
+        hi = torch.floor((tmax + radius - origin) / cell).long().clamp(-1, n - 1)
     size = (hi - lo + 1).clamp_min(0)
     size = torch.where((size > 0).all(1, keepdim=True), size, torch.zeros_like(size))
     centroid = tris.mean(1)
@@ -85,10 +96,11 @@ def near_grid_distances(
     owner, lo, size, count = owner[keep], lo[keep], size[keep], count[keep]
     ends = torch.cumsum(count, 0)
     total = int(ends[-1]) if ends.numel() else 0
-    cuts = torch.searchsorted(ends, torch.arange(budget, total, budget, device=device), right=True).tolist()
+    marks = torch.arange(budget, max(total, budget), budget, device=device)
+    cuts = torch.searchsorted(ends, marks, right=True).tolist()
     bounds = [0] + sorted(set(cuts) - {0, owner.numel()}) + [owner.numel()]
     radius_sq = radius * radius
-    found_keys, found_dist = [], []
+    found_keys, found_best = [], []
     for b0, b1 in zip(bounds[:-1], bounds[1:], strict=True):
         if b1 <= b0:
             continue
@@ -106,7 +118,9 @@ def near_grid_distances(
             pos = torch.searchsorted(only, keys).clamp_max(max(only.numel() - 1, 0))
             hit = only[pos] == keys if only.numel() else torch.zeros_like(keys, dtype=torch.bool)
             coords, tri, keys = coords[hit], tri[hit], keys[hit]
-        p = origin + coords.to(dtype) * cell
+            p = points[pos[hit]] if points is not None else origin + coords.to(dtype) * cell
+        else:
+            p = origin + coords.to(dtype) * cell
         rel = p - centroid[tri]
         near = (rel * rel).sum(1) < reach[tri] ** 2
         plane = (rel * normal[tri]).sum(1).abs()
@@ -118,10 +132,13 @@ def near_grid_distances(
                              for s in range(0, keys.numel(), step)] or [p.new_zeros(0)])
         ok = dist_sq < radius_sq
         if bool(ok.any()):
-            k, v = _segment_min(keys[ok], dist_sq[ok])
+            bits = dist_sq[ok].float().view(torch.int32).long()  # non-negative floats sort like their bits
+            k, v = _segment_min(keys[ok], (bits << 32) | tri[ok])
             found_keys.append(k)
-            found_dist.append(v)
+            found_best.append(v)
     if not found_keys:
-        return torch.zeros(0, dtype=torch.long, device=device), torch.zeros(0, dtype=dtype, device=device)
-    keys, dist_sq = _segment_min(torch.cat(found_keys), torch.cat(found_dist))
-    return keys, dist_sq.sqrt()
+        none = torch.zeros(0, dtype=torch.long, device=device)
+        return none, torch.zeros(0, dtype=dtype, device=device), none
+    keys, best = _segment_min(torch.cat(found_keys), torch.cat(found_best))
+    dist = (best >> 32).int().view(torch.float32).to(dtype).sqrt()
+    return keys, dist, best & 0xFFFFFFFF

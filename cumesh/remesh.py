@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 
 from .band_distance import grid_coords, grid_keys, near_grid_distances
-from .bvh import MeshBVH
+from .bvh import MeshBVH, closest_point_packed, pack_triangles
 from .cleanup import compact
 from .validation import check_mesh
 
@@ -42,12 +42,16 @@ def _lookup(sorted_keys: torch.Tensor, keys: torch.Tensor) -> tuple[torch.Tensor
 
 def _field_at(keys: torch.Tensor, field: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
     """`f` at grid points given by key; points never computed are far outside the band (`+inf`)."""
+    return _field_and_face_at(keys, field, field, query)[0]
+
+
+def _field_and_face_at(keys, field, face, query) -> tuple[torch.Tensor, torch.Tensor]:
     pos, found = _lookup(keys, query)
-    return torch.where(found, field[pos], torch.full_like(field[pos], torch.inf))
+    return torch.where(found, field[pos], torch.full_like(field[pos], torch.inf)), face[pos]
 
 
-def _add_outer_neighbours(vertices, faces, origin, cell, n, eps, inside_keys, inside_udf):
-    """Sorted keys and `f = UDF - eps` of the band points plus their 6-neighbours outside the band.
+def _add_outer_neighbours(vertices, faces, origin, cell, n, eps, inside_keys, inside_udf, inside_face):
+    """Sorted keys, `f = UDF - eps` and a closest face of the band points plus their 6-neighbours outside.
 
     Every grid edge crossing the zero set joins a band point to such a neighbour, whose UDF is below
     `eps + cell` (UDF is 1-Lipschitz), so a search radius just above that finds all of them exactly.
@@ -61,9 +65,10 @@ def _add_outer_neighbours(vertices, faces, origin, cell, n, eps, inside_keys, in
     candidates = torch.unique(torch.cat(parts))
     _, is_inside = _lookup(inside_keys, candidates)
     candidates = candidates[~is_inside]
-    outer_keys, outer_udf = near_grid_distances(vertices, faces, origin, cell, n, eps + 1.01 * cell, only=candidates)
+    outer_keys, outer_udf, outer_face = near_grid_distances(vertices, faces, origin, cell, n, eps + 1.01 * cell,
+                                                            only=candidates)
     keys, order = torch.sort(torch.cat([inside_keys, outer_keys]))
-    return keys, (torch.cat([inside_udf, outer_udf]) - eps)[order]
+    return keys, (torch.cat([inside_udf, outer_udf]) - eps)[order], torch.cat([inside_face, outer_face])[order]
 
 
 def _crossed_cells(corner_keys: torch.Tensor, field: torch.Tensor, n: int) -> torch.Tensor:
@@ -117,10 +122,11 @@ def remesh_narrow_band_dc(
     empty = vertices.new_zeros(0, 3), faces.new_zeros(0, 3)
 
     # exact UDF at the grid points inside the band, then at their neighbours just outside it
-    inside_keys, inside_udf = near_grid_distances(vertices, faces, origin, cell, n, eps)
+    inside_keys, inside_udf, inside_face = near_grid_distances(vertices, faces, origin, cell, n, eps)
     if inside_keys.numel() == 0:
         return empty
-    corner_keys, field = _add_outer_neighbours(vertices, faces, origin, cell, n, eps, inside_keys, inside_udf)
+    corner_keys, field, corner_face = _add_outer_neighbours(vertices, faces, origin, cell, n, eps, inside_keys,
+                                                            inside_udf, inside_face)
 
     # cells with a sign change among their corners
     cells = _crossed_cells(corner_keys, field, n)
@@ -133,9 +139,12 @@ def remesh_narrow_band_dc(
     # dual vertex per cell: mean of the crossing points on its 12 edges (cell centre if none), in chunks
     e = _CELL_EDGES.to(device)
     dual = torch.empty(cells.shape[0], 3, dtype=dtype, device=device)
+    hint_face = torch.empty(cells.shape[0], dtype=torch.long, device=device)  # a face near each dual vertex
     for s in range(0, cells.shape[0], _CELL_CHUNK):
         chunk = cells[s : s + _CELL_CHUNK]
-        corner_field = _field_at(corner_keys, field, cell_keys[s : s + _CELL_CHUNK, None] + corner_offsets)
+        corner_field, face_c = _field_and_face_at(corner_keys, field, corner_face,
+                                                  cell_keys[s : s + _CELL_CHUNK, None] + corner_offsets)
+        hint_face[s : s + _CELL_CHUNK] = face_c.gather(1, corner_field.argmin(1, keepdim=True))[:, 0]
         corner_pos = origin + (chunk[:, None, :] + corners).to(dtype) * cell
         fa, fb = corner_field[:, e[:, 0]], corner_field[:, e[:, 1]]
         crossing = (fa < 0) != (fb < 0)
@@ -177,15 +186,27 @@ def remesh_narrow_band_dc(
     new_faces = torch.where(reverse[:, None], new_faces[:, [0, 2, 1]], new_faces)
     if new_faces.shape[0] == 0:
         return vertices.new_zeros(0, 3), faces.new_zeros(0, 3)
+    used = torch.zeros(cells.shape[0], dtype=torch.bool, device=device)
+    used[new_faces.reshape(-1)] = True
+    out_hint, out_keys = hint_face[used], cell_keys[used]
     out_v, out_f = compact(dual, new_faces)
     if project_back > 0:
-        if bvh is None:
-            bvh = MeshBVH(vertices, faces)
-        # a dual vertex lies in a cell with a corner inside the band: closer than eps + sqrt(3) cells
-        _, fid, uvw = bvh.closest_point(out_v, max_distance=eps + 2 * cell)
+        # the distance to a face known to be near each vertex bounds the search (exact result, less work)
+        packed = pack_triangles(vertices[faces])
+        bound_sq, _ = closest_point_packed(out_v, packed[out_hint])
+        limit = float(bound_sq.max().sqrt()) * (1 + 1e-4) + 1e-6 * scale
+        # every dual vertex lies in its own cell: find the closest faces cell by cell
+        found, _, found_face = near_grid_distances(vertices, faces, origin, cell, n, limit, only=out_keys, points=out_v)
+        fid = torch.full_like(out_keys, -1)
+        if found.numel():
+            pos, ok = _lookup(found, out_keys)
+            fid = torch.where(ok, found_face[pos], fid)
         far = fid < 0
         if bool(far.any()):  # only through float rounding; fall back to an unbounded search
-            _, fid[far], uvw[far] = bvh.closest_point(out_v[far])
+            if bvh is None:
+                bvh = MeshBVH(vertices, faces)
+            fid[far] = bvh.closest_point(out_v[far])[1]
+        _, uvw = closest_point_packed(out_v, packed[fid])
         closest = (uvw[:, :, None] * vertices[faces[fid]]).sum(1)
         out_v = out_v - project_back * (out_v - closest)
     return out_v, out_f

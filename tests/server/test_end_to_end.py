@@ -109,6 +109,7 @@ def test_genesis_command_generate_jobs_export(tiny_models, object_png: bytes, tm
     assert len(jobs) == 1 and jobs[0]["state"] == "succeeded"
     r = subprocess.run([*genesis, "export", jobs[0]["id"], "--format", "ply", "--decimation-target", "10000",
                         "--texture-size", "512", *where], cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0 and Path(r.stdout.strip()).read_bytes()[:3] == b"ply", r.stdout + r.stderr
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert Path(r.stdout.strip().splitlines()[-1]).read_bytes()[:3] == b"ply"  # the command prints the path last
     r = subprocess.run([*genesis, "models", *where], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and "MISSING" not in r.stdout
