@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tests.golden_utils import assert_golden_close
 from safetensors.torch import load_file
 
+from tests.golden_utils import assert_golden_close
 from trellis2.models import from_pretrained
 from trellis2.models.sparse_structure_flow import SparseStructureFlowModel
 from trellis2.models.structured_latent_flow import SLatFlowModel
