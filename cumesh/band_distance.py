@@ -13,9 +13,11 @@ import torch
 
 from .bvh import closest_point_packed, pack_triangles
 
-_GPU_PAIR_BUDGET = 1 << 24  # (grid point, triangle) candidates per chunk on CUDA
-_CPU_PAIR_BUDGET = 1 << 20
-_CPU_KERNEL_CHUNK = 1 << 15  # cache-sized pieces for the exact distance kernel on the CPU
+_GPU_PAIR_BUDGET = 1 << 23  # (grid point, triangle) candidates per chunk on CUDA
+_CPU_PAIR_BUDGET = 1 << 18
+_CPU_KERNEL_CHUNK = 1 << 15
+_GPU_KERNEL_CHUNK = 1 << 22
+_FACE_BLOCK = 1 << 20  # faces prepared at a time (bounds the per-face tables)  # cache-sized pieces for the exact distance kernel on the CPU
 
 
 def grid_keys(coords: torch.Tensor, n: int) -> torch.Tensor:
@@ -49,6 +51,85 @@ def _segment_min(keys: torch.Tensor, packed: torch.Tensor) -> tuple[torch.Tensor
     return uniq, best.scatter_reduce_(0, inverse, packed, reduce="amin")
 
 
+def _search_block(vertices, faces, face_base, origin, cell, n, radius, only, points, found_keys, found_best) -> None:
+    """`near_grid_distances` for one block of faces (ids offset by `face_base`): appends per-chunk minima."""
+    device, dtype = vertices.device, vertices.dtype
+    tris = vertices[faces]
+    packed = pack_triangles(tris)
+    tmin, tmax = tris.min(1).values, tris.max(1).values
+    if points is None:
+        lo = torch.ceil((tmin - radius - origin) / cell).long().clamp(0, n)
+        hi = torch.floor((tmax + radius - origin) / cell).long().clamp(-1, n)
+    else:
+        lo = torch.floor((tmin - radius - origin) / cell).long().clamp(0, n - 1)
+        hi = torch.floor((tmax + radius - origin) / cell).long().clamp(-1, n - 1)
+    size = (hi - lo + 1).clamp_min(0)
+    size = torch.where((size > 0).all(1, keepdim=True), size, torch.zeros_like(size))
+    centroid = tris.mean(1)
+    reach = ((tris - centroid[:, None]) ** 2).sum(2).max(1).values.sqrt() + radius
+    normal = torch.linalg.cross(tris[:, 1] - tris[:, 0], tris[:, 2] - tris[:, 0])
+    length = normal.norm(dim=1, keepdim=True)
+    normal = torch.where(length > 0, normal / length.clamp_min(1e-30), torch.zeros_like(normal))
+    # per face: centroid, unit normal, squared reach of its bounding sphere grown by radius, has a plane
+    prefilter = torch.cat([centroid, normal, reach[:, None] ** 2, (length > 0).to(dtype)], 1)
+    del tris, centroid, reach, normal, length
+
+    budget = _GPU_PAIR_BUDGET if vertices.is_cuda else _CPU_PAIR_BUDGET
+    owner, lo, size = _split_boxes(lo, size, budget)
+    count = size.prod(1)
+    keep = count > 0
+    owner, lo, size, count = owner[keep], lo[keep], size[keep], count[keep]
+    ends = torch.cumsum(count, 0)
+    total = int(ends[-1]) if ends.numel() else 0
+    marks = torch.arange(budget, max(total, budget), budget, device=device)
+    cuts = torch.searchsorted(ends, marks, right=True).tolist()
+    bounds = [0] + sorted(set(cuts) - {0, owner.numel()}) + [owner.numel()]
+    radius_sq = radius * radius
+    m = n + 1
+    box_key = grid_keys(lo, n)
+    box_yz, box_sz = size[:, 1] * size[:, 2], size[:, 2]
+    for b0, b1 in zip(bounds[:-1], bounds[1:], strict=True):
+        if b1 <= b0:
+            continue
+        c_count = count[b0:b1]
+        rep = torch.repeat_interleave(torch.arange(b1 - b0, device=device), c_count)
+        local = torch.arange(rep.numel(), device=device) - (torch.cumsum(c_count, 0) - c_count).index_select(0, rep)
+        rep += b0
+        yz, sz = box_yz.index_select(0, rep), box_sz.index_select(0, rep)
+        dx = local // yz
+        rest = local - dx * yz
+        dy = rest // sz
+        dz = rest - dy * sz
+        del local, rest, yz, sz
+        keys = box_key.index_select(0, rep) + (dx * m + dy) * m + dz
+        if only is not None:
+            pos = torch.searchsorted(only, keys).clamp_max(max(only.numel() - 1, 0))
+            hit = torch.nonzero(only.index_select(0, pos) == keys).squeeze(1)
+            keys, rep, pos = keys[hit], rep[hit], pos[hit]
+            dx, dy, dz = dx[hit], dy[hit], dz[hit]
+        if points is not None:
+            p = points.index_select(0, pos)
+        else:
+            p = origin + (lo.index_select(0, rep) + torch.stack([dx, dy, dz], 1)).to(dtype) * cell
+        tri = owner.index_select(0, rep)
+        del dx, dy, dz, rep
+        t = prefilter.index_select(0, tri)
+        rel = p - t[:, 0:3]
+        plane = (rel * t[:, 3:6]).sum(1).abs()
+        near = ((rel * rel).sum(1) < t[:, 6]) & ((plane < radius) | (t[:, 7] == 0))
+        idx = torch.nonzero(near).squeeze(1)
+        p, tri, keys = p.index_select(0, idx), tri.index_select(0, idx), keys.index_select(0, idx)
+        step = _GPU_KERNEL_CHUNK if vertices.is_cuda else _CPU_KERNEL_CHUNK
+        dist_sq = torch.cat([closest_point_packed(p[s : s + step], packed.index_select(0, tri[s : s + step]))[0]
+                             for s in range(0, keys.numel(), step)] or [p.new_zeros(0)])
+        ok = dist_sq < radius_sq
+        if bool(ok.any()):
+            bits = dist_sq[ok].float().view(torch.int32).long()  # non-negative floats sort like their bits
+            k, v = _segment_min(keys[ok], (bits << 32) | (tri[ok] + face_base))
+            found_keys.append(k)
+            found_best.append(v)
+
+
 @torch.no_grad()
 def near_grid_distances(
     vertices: torch.Tensor,
@@ -70,72 +151,13 @@ def near_grid_distances(
     """
     if points is not None and only is None:
         raise ValueError("points needs the sorted cell keys `only`")
+    if only is not None:
+        only = only.contiguous()
     device, dtype = vertices.device, vertices.dtype
-    tris = vertices[faces]
-    packed = pack_triangles(tris)
-    tmin, tmax = tris.min(1).values, tris.max(1).values
-    if points is None:
-        lo = torch.ceil((tmin - radius - origin) / cell).long().clamp(0, n)
-        hi = torch.floor((tmax + radius - origin) / cell).long().clamp(-1, n)
-    else:
-        lo = torch.floor((tmin - radius - origin) / cell).long().clamp(0, n - 1)
-        hi = torch.floor((tmax + radius - origin) / cell).long().clamp(-1, n - 1)
-    size = (hi - lo + 1).clamp_min(0)
-    size = torch.where((size > 0).all(1, keepdim=True), size, torch.zeros_like(size))
-    centroid = tris.mean(1)
-    reach = ((tris - centroid[:, None]) ** 2).sum(2).max(1).values.sqrt() + radius
-    normal = torch.linalg.cross(tris[:, 1] - tris[:, 0], tris[:, 2] - tris[:, 0])
-    length = normal.norm(dim=1, keepdim=True)
-    has_plane = length[:, 0] > 0
-    normal = torch.where(length > 0, normal / length.clamp_min(1e-30), torch.zeros_like(normal))
-
-    budget = _GPU_PAIR_BUDGET if vertices.is_cuda else _CPU_PAIR_BUDGET
-    owner, lo, size = _split_boxes(lo, size, budget)
-    count = size.prod(1)
-    keep = count > 0
-    owner, lo, size, count = owner[keep], lo[keep], size[keep], count[keep]
-    ends = torch.cumsum(count, 0)
-    total = int(ends[-1]) if ends.numel() else 0
-    marks = torch.arange(budget, max(total, budget), budget, device=device)
-    cuts = torch.searchsorted(ends, marks, right=True).tolist()
-    bounds = [0] + sorted(set(cuts) - {0, owner.numel()}) + [owner.numel()]
-    radius_sq = radius * radius
     found_keys, found_best = [], []
-    for b0, b1 in zip(bounds[:-1], bounds[1:], strict=True):
-        if b1 <= b0:
-            continue
-        c_lo, c_size, c_count, c_tri = lo[b0:b1], size[b0:b1], count[b0:b1], owner[b0:b1]
-        rep = torch.repeat_interleave(torch.arange(b1 - b0, device=device), c_count)
-        local = torch.arange(rep.numel(), device=device) - (torch.cumsum(c_count, 0) - c_count)[rep]
-        yz = (c_size[:, 1] * c_size[:, 2])[rep]
-        sz = c_size[rep, 2]
-        rest = local % yz
-        coords = c_lo[rep] + torch.stack([local // yz, rest // sz, rest % sz], 1)
-        tri = c_tri[rep]
-        del rep, local, yz, sz, rest
-        keys = grid_keys(coords, n)
-        if only is not None:
-            pos = torch.searchsorted(only, keys).clamp_max(max(only.numel() - 1, 0))
-            hit = only[pos] == keys if only.numel() else torch.zeros_like(keys, dtype=torch.bool)
-            coords, tri, keys = coords[hit], tri[hit], keys[hit]
-            p = points[pos[hit]] if points is not None else origin + coords.to(dtype) * cell
-        else:
-            p = origin + coords.to(dtype) * cell
-        rel = p - centroid[tri]
-        near = (rel * rel).sum(1) < reach[tri] ** 2
-        plane = (rel * normal[tri]).sum(1).abs()
-        near &= (plane < radius) | ~has_plane[tri]
-        idx = torch.nonzero(near).squeeze(1)
-        p, tri, keys = p[idx], tri[idx], keys[idx]
-        step = max(keys.numel(), 1) if vertices.is_cuda else _CPU_KERNEL_CHUNK
-        dist_sq = torch.cat([closest_point_packed(p[s : s + step], packed[tri[s : s + step]])[0]
-                             for s in range(0, keys.numel(), step)] or [p.new_zeros(0)])
-        ok = dist_sq < radius_sq
-        if bool(ok.any()):
-            bits = dist_sq[ok].float().view(torch.int32).long()  # non-negative floats sort like their bits
-            k, v = _segment_min(keys[ok], (bits << 32) | tri[ok])
-            found_keys.append(k)
-            found_best.append(v)
+    for f0 in range(0, faces.shape[0], _FACE_BLOCK):
+        _search_block(vertices, faces[f0 : f0 + _FACE_BLOCK], f0, origin, cell, n, radius, only, points,
+                      found_keys, found_best)
     if not found_keys:
         none = torch.zeros(0, dtype=torch.long, device=device)
         return none, torch.zeros(0, dtype=dtype, device=device), none

@@ -71,6 +71,17 @@ def _add_outer_neighbours(vertices, faces, origin, cell, n, eps, inside_keys, in
     return keys, (torch.cat([inside_udf, outer_udf]) - eps)[order], torch.cat([inside_face, outer_face])[order]
 
 
+def _distance_bounds(points, point_keys, corner_keys, corner_face, packed, corner_offsets) -> torch.Tensor:
+    """Upper bound on each point's distance to the mesh: the distance to the closest faces of its cell's corners."""
+    bound = torch.empty(points.shape[0], dtype=points.dtype, device=points.device)
+    step = _CELL_CHUNK if points.is_cuda else 1 << 14
+    for s in range(0, points.shape[0], step):
+        pos, _ = _lookup(corner_keys, point_keys[s : s + step, None] + corner_offsets)
+        d, _ = closest_point_packed(points[s : s + step].repeat_interleave(8, 0), packed[corner_face[pos].reshape(-1)])
+        bound[s : s + step] = d.reshape(-1, 8).min(1).values.sqrt()
+    return bound
+
+
 def _crossed_cells(corner_keys: torch.Tensor, field: torch.Tensor, n: int) -> torch.Tensor:
     """Coordinates `[C, 3]` (sorted by key) of the cells whose corners have both signs of `f`."""
     corners = _CORNERS.to(corner_keys.device)
@@ -102,6 +113,8 @@ def remesh_narrow_band_dc(
     The cube has side `scale` and centre `center`; grid point `g` is at `(g / resolution - 0.5) * scale +
     center`. `project_back` in [0, 1] moves each output vertex that fraction of the way to its closest
     point on the input. Returns `(vertices [V', 3], faces [F', 3] int64)` on the input's device.
+    `bvh` (of the same mesh) only serves the projection of the ~1% vertices with the loosest distance
+    bounds; without it they take a second grid pass (no BVH is built unless float rounding needs one).
     """
     vertices, faces = check_mesh(vertices, faces)
     resolution = int(resolution)
@@ -139,12 +152,9 @@ def remesh_narrow_band_dc(
     # dual vertex per cell: mean of the crossing points on its 12 edges (cell centre if none), in chunks
     e = _CELL_EDGES.to(device)
     dual = torch.empty(cells.shape[0], 3, dtype=dtype, device=device)
-    hint_face = torch.empty(cells.shape[0], dtype=torch.long, device=device)  # a face near each dual vertex
     for s in range(0, cells.shape[0], _CELL_CHUNK):
         chunk = cells[s : s + _CELL_CHUNK]
-        corner_field, face_c = _field_and_face_at(corner_keys, field, corner_face,
-                                                  cell_keys[s : s + _CELL_CHUNK, None] + corner_offsets)
-        hint_face[s : s + _CELL_CHUNK] = face_c.gather(1, corner_field.argmin(1, keepdim=True))[:, 0]
+        corner_field = _field_at(corner_keys, field, cell_keys[s : s + _CELL_CHUNK, None] + corner_offsets)
         corner_pos = origin + (chunk[:, None, :] + corners).to(dtype) * cell
         fa, fb = corner_field[:, e[:, 0]], corner_field[:, e[:, 1]]
         crossing = (fa < 0) != (fb < 0)
@@ -188,19 +198,27 @@ def remesh_narrow_band_dc(
         return vertices.new_zeros(0, 3), faces.new_zeros(0, 3)
     used = torch.zeros(cells.shape[0], dtype=torch.bool, device=device)
     used[new_faces.reshape(-1)] = True
-    out_hint, out_keys = hint_face[used], cell_keys[used]
+    out_keys = cell_keys[used]
     out_v, out_f = compact(dual, new_faces)
     if project_back > 0:
-        # the distance to a face known to be near each vertex bounds the search (exact result, less work)
         packed = pack_triangles(vertices[faces])
-        bound_sq, _ = closest_point_packed(out_v, packed[out_hint])
-        limit = float(bound_sq.max().sqrt()) * (1 + 1e-4) + 1e-6 * scale
-        # every dual vertex lies in its own cell: find the closest faces cell by cell
-        found, _, found_face = near_grid_distances(vertices, faces, origin, cell, n, limit, only=out_keys, points=out_v)
+        bound = _distance_bounds(out_v, out_keys, corner_keys, corner_face, packed, corner_offsets)
+        # every dual vertex lies in its own cell: find the closest faces cell by cell, within the bound;
+        # the few vertices with the loosest bounds go in a second pass so they do not widen the first
+        cut = bound.sort().values[int(0.99 * (bound.numel() - 1))]
         fid = torch.full_like(out_keys, -1)
-        if found.numel():
-            pos, ok = _lookup(found, out_keys)
-            fid = torch.where(ok, found_face[pos], fid)
+        for loose, group in enumerate((bound <= cut, bound > cut)):
+            if not bool(group.any()):
+                continue
+            limit = float(bound[group].max()) * (1 + 1e-4) + 1e-6 * scale
+            if loose and bvh is not None:
+                fid[group] = bvh.closest_point(out_v[group], max_distance=limit)[1]
+                continue
+            found, _, found_face = near_grid_distances(vertices, faces, origin, cell, n, limit,
+                                                       only=out_keys[group], points=out_v[group])
+            if found.numel():
+                pos, ok = _lookup(out_keys, found)
+                fid[pos[ok]] = found_face[ok]
         far = fid < 0
         if bool(far.any()):  # only through float rounding; fall back to an unbounded search
             if bvh is None:

@@ -128,7 +128,7 @@ def to_glb(
         resolution = int(gs.max())
         scale = (resolution + 3 * remesh_band) / resolution * extent
         v1, f1 = cm.remesh_narrow_band_dc(
-            v0, f0, centre, scale, resolution, band=remesh_band, project_back=remesh_project
+            v0, f0, centre, scale, resolution, band=remesh_band, project_back=remesh_project, bvh=bvh
         )
         v1, f1 = cm.simplify(v1, f1, target)
         step(1)

@@ -53,3 +53,50 @@ def test_remesh_accepts_resolutions_that_do_not_halve_evenly():
     assert mesh.is_watertight and len(mesh.split(only_watertight=False)) == 2
     r = out_v.norm(dim=1)
     assert float(r.max()) < 0.3 + 2 / res and float(r.min()) > 0.3 - 2 / res
+
+
+def test_remeshed_sphere_stays_in_a_band_around_the_input():
+    v, f = to_torch(trimesh.creation.icosphere(subdivisions=4, radius=0.35))
+    res = 40
+    scale = (res + 3) / res
+    cell = scale / res
+    out_v, out_f = cumesh.remesh_narrow_band_dc(v, f, [0, 0, 0], scale, res, band=1)
+    dist, _, _ = cumesh.MeshBVH(v, f).closest_point(out_v)
+    assert out_f.shape[0] > 1000
+    assert float((dist - cell).abs().max()) < 0.5 * cell  # every vertex near the eps-offset surface
+    assert float(dist.min()) > 0.4 * cell
+
+
+def _brute_force_distances(v, f, points):
+    from cumesh.bvh import closest_point_on_triangles
+
+    tris = v[f]
+    d, _ = closest_point_on_triangles(points.repeat_interleave(len(f), 0), *tris.repeat(len(points), 1, 1).unbind(1))
+    return d.reshape(len(points), len(f)).min(1).values.sqrt()
+
+
+def test_band_distances_are_exact_and_chunking_does_not_change_them(monkeypatch):
+    import cumesh.band_distance as bd
+    from cumesh.bvh import closest_point_on_triangles
+
+    g = torch.Generator().manual_seed(0)
+    v = torch.rand(40, 3, generator=g) * 0.8 - 0.4
+    f = torch.randint(0, 40, (30, 3), generator=g)
+    f = f[(f[:, 0] != f[:, 1]) & (f[:, 1] != f[:, 2]) & (f[:, 0] != f[:, 2])]
+    n, cell, radius = 12, 1.0 / 12, 0.15
+    origin = torch.full((3,), -0.5)
+    keys, dist, face = bd.near_grid_distances(v, f, origin, cell, n, radius)
+    grid = torch.cartesian_prod(*[torch.arange(n + 1)] * 3)
+    truth = _brute_force_distances(v, f, origin + grid * cell)
+    inside = truth < radius
+    assert torch.equal(keys, bd.grid_keys(grid[inside], n))
+    assert torch.allclose(dist, truth[inside], atol=1e-6)
+    face_d, _ = closest_point_on_triangles(origin + grid[inside] * cell, *v[f[face]].unbind(1))
+    assert torch.allclose(face_d.sqrt(), dist, atol=1e-6)  # the returned face is a closest one
+    monkeypatch.setattr(bd, "_CPU_PAIR_BUDGET", 7)  # boxes split into slabs, many chunks
+    monkeypatch.setattr(bd, "_FACE_BLOCK", 5)
+    keys2, dist2, face2 = bd.near_grid_distances(v, f, origin, cell, n, radius)
+    assert torch.equal(keys2, keys) and torch.equal(dist2, dist) and torch.equal(face2, face)
+    subset = keys[::3]
+    keys3, dist3, _ = bd.near_grid_distances(v, f, origin, cell, n, radius, only=subset)
+    assert torch.equal(keys3, subset) and torch.allclose(dist3, dist[::3])
