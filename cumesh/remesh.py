@@ -158,14 +158,18 @@ def remesh_narrow_band_dc(
         corner_pos = origin + (chunk[:, None, :] + corners).to(dtype) * cell
         fa, fb = corner_field[:, e[:, 0]], corner_field[:, e[:, 1]]
         crossing = (fa < 0) != (fb < 0)
-        fb_safe = torch.where(torch.isfinite(fb), fb, torch.full_like(fb, 1e30))
-        t = torch.where(crossing, fa / (fa - fb_safe), torch.zeros_like(fa)).clamp(0, 1)
+        # corners outside the band carry an infinite distance: clamp both ends, or inf/inf is NaN
+        big = torch.full_like(fa, 1e30)
+        fa_safe = torch.where(torch.isfinite(fa), fa, big.copysign(fa))
+        fb_safe = torch.where(torch.isfinite(fb), fb, big.copysign(fb))
+        t = torch.where(crossing, fa_safe / (fa_safe - fb_safe), torch.zeros_like(fa)).clamp(0, 1)
         pa = corner_pos[:, e[:, 0]]
         points = pa + t[..., None] * (corner_pos[:, e[:, 1]] - pa)
         count = crossing.sum(1)
         mean = (points * crossing[..., None]).sum(1) / count.clamp_min(1)[:, None]
         centre = origin + (chunk.to(dtype) + 0.5) * cell
-        dual[s : s + _CELL_CHUNK] = torch.where((count > 0)[:, None], mean, centre)
+        usable = (count > 0)[:, None] & torch.isfinite(mean)
+        dual[s : s + _CELL_CHUNK] = torch.where(usable, mean, centre)
 
     # quads from sign changes on owned edges
     quads, flags = [], []
