@@ -85,18 +85,28 @@ def ensure_torch(py: Path) -> None:
     if succeeds([py, "-c", "import torch"], **quiet):
         return
     pip = [py, "-m", "pip", "install", "--disable-pip-version-check"]
-    # A wheel already on this machine (pip's find-links) is the fastest and works offline.
-    if succeeds([*pip, "--no-index", "-q", "torch>=2.4"], **quiet):
-        say("installed PyTorch from a wheel already on this machine")
-        return
-    if has_nvidia_gpu():
+    gpu = has_nvidia_gpu()
+    # A suitable wheel already on this machine (pip's find-links) is the fastest and works offline: install
+    # it alone, then let the next step fetch only its small dependencies from the usual index.
+    if succeeds([*pip, "--no-index", "--no-deps", "-q", "torch>=2.4"], **quiet):
+        if gpu and not succeeds([py, "-c", "import sys, torch; sys.exit(torch.version.cuda is None)"], **quiet):
+            say("the PyTorch wheel on this machine is a CPU build but there is an NVIDIA GPU: replacing it")
+            run([py, "-m", "pip", "uninstall", "-y", "-q", "torch"])
+        else:
+            say("installing PyTorch from a wheel already on this machine")
+            run([*pip, "-q", "torch>=2.4"])
+            return
+    # The PyTorch index has the right build for the machine; fail over fast when it cannot be reached.
+    fast = ["--retries", "1", "--timeout", "20"]
+    if gpu:
         say("NVIDIA GPU found: installing the CUDA build of PyTorch")
-        if succeeds([*pip, "torch>=2.4", "--index-url", TORCH_CUDA_INDEX]):
+        if succeeds([*pip, *fast, "torch>=2.4", "--index-url", TORCH_CUDA_INDEX]):
             return
     elif sys.platform.startswith("linux") or os.name == "nt":
         say("no NVIDIA GPU found: installing the CPU build of PyTorch")
-        if succeeds([*pip, "torch>=2.4", "--index-url", TORCH_CPU_INDEX]):
+        if succeeds([*pip, *fast, "torch>=2.4", "--index-url", TORCH_CPU_INDEX]):
             return
+    say("installing PyTorch from the default package index")
     run([*pip, "torch>=2.4"])
 
 

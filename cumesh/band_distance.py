@@ -13,7 +13,7 @@ import torch
 
 from .bvh import closest_point_packed, pack_triangles
 
-_GPU_PAIR_BUDGET = 1 << 23  # (grid point, triangle) candidates per chunk on CUDA
+_GPU_PAIR_BUDGET = 1 << 22  # (grid point, triangle) candidates per chunk on CUDA
 _CPU_PAIR_BUDGET = 1 << 18
 _CPU_KERNEL_CHUNK = 1 << 15
 _GPU_KERNEL_CHUNK = 1 << 22

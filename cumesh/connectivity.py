@@ -40,6 +40,28 @@ def edge_table(faces: torch.Tensor, num_vertices: int) -> EdgeTable:
     return EdgeTable(edges=edges, half_edge_to_edge=inverse, face_count=counts)
 
 
+def _edge_keys(faces: torch.Tensor, num_vertices: int) -> torch.Tensor:
+    src, dst = half_edges(faces)
+    return torch.minimum(src, dst) * num_vertices + torch.maximum(src, dst)
+
+
+def unique_edges(faces: torch.Tensor, num_vertices: int) -> torch.Tensor:
+    """`edge_table(...).edges` alone (the same sorted `[E, 2]` pairs) for a fraction of its peak memory."""
+    uniq = torch.unique(_edge_keys(faces, num_vertices))
+    return torch.stack([uniq // num_vertices, uniq % num_vertices], dim=1)
+
+
+def boundary_half_edges(faces: torch.Tensor, num_vertices: int) -> torch.Tensor:
+    """Ids `3f + i` of the half-edges whose undirected edge belongs to no other half-edge, ascending."""
+    key, order = torch.sort(_edge_keys(faces, num_vertices))
+    alone = torch.ones_like(key, dtype=torch.bool)
+    same = key[1:] == key[:-1]
+    alone[1:] &= ~same
+    alone[:-1] &= ~same
+    del key, same
+    return torch.sort(order[alone]).values
+
+
 def manifold_half_edge_pairs(table: EdgeTable) -> torch.Tensor:
     """For every edge with exactly two incident half-edges in two different faces: `[M, 2]` half-edge ids."""
     order = torch.argsort(table.half_edge_to_edge, stable=True)

@@ -74,7 +74,7 @@ def _add_outer_neighbours(vertices, faces, origin, cell, n, eps, inside_keys, in
 def _distance_bounds(points, point_keys, corner_keys, corner_face, packed, corner_offsets) -> torch.Tensor:
     """Upper bound on each point's distance to the mesh: the distance to the closest faces of its cell's corners."""
     bound = torch.empty(points.shape[0], dtype=points.dtype, device=points.device)
-    step = _CELL_CHUNK if points.is_cuda else 1 << 14
+    step = _CELL_CHUNK // 4 if points.is_cuda else 1 << 14  # 8 (point, face) pairs per point
     for s in range(0, points.shape[0], step):
         pos, _ = _lookup(corner_keys, point_keys[s : s + step, None] + corner_offsets)
         d, _ = closest_point_packed(points[s : s + step].repeat_interleave(8, 0), packed[corner_face[pos].reshape(-1)])
@@ -198,12 +198,15 @@ def remesh_narrow_band_dc(
     new_faces = torch.cat([tri_a, tri_b])
     reverse = torch.cat([flags, flags]) > 0
     new_faces = torch.where(reverse[:, None], new_faces[:, [0, 2, 1]], new_faces)
+    del quads, flags, q0, q1, q2, q3, diag02, diag13, use02, tri_a, tri_b, reverse, field
     if new_faces.shape[0] == 0:
         return vertices.new_zeros(0, 3), faces.new_zeros(0, 3)
     used = torch.zeros(cells.shape[0], dtype=torch.bool, device=device)
     used[new_faces.reshape(-1)] = True
     out_keys = cell_keys[used]
+    del cells, cell_keys, used
     out_v, out_f = compact(dual, new_faces)
+    del dual, new_faces
     if project_back > 0:
         packed = pack_triangles(vertices[faces])
         bound = _distance_bounds(out_v, out_keys, corner_keys, corner_face, packed, corner_offsets)

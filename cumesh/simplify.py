@@ -16,7 +16,7 @@ from collections.abc import Callable
 import torch
 
 from .cleanup import compact
-from .connectivity import edge_table
+from .connectivity import boundary_half_edges, unique_edges
 from .validation import check_mesh
 
 _BOUNDARY_WEIGHT = 100.0
@@ -24,6 +24,7 @@ _LENGTH_WEIGHT = 1e-3
 _MIN_NORMAL_COS = 0.1
 _SELECTION_PASSES = 4
 _SYM = ((0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2))
+_CHUNK = 1 << 21  # faces or edges per chunk of the float64 quadric arithmetic (bounds peak memory)
 
 
 def _plane_quadrics(n: torch.Tensor, d: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -63,23 +64,26 @@ def _quadric_minimizer(q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _initial_quadrics(v: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
-    p0, p1, p2 = v[f[:, 0]], v[f[:, 1]], v[f[:, 2]]
-    cross = torch.linalg.cross(p1 - p0, p2 - p0)
-    norm = torch.linalg.norm(cross, dim=1)
-    n = cross / norm.clamp_min(1e-30)[:, None]
-    q_face = _plane_quadrics(n, -(n * p0).sum(1), 0.5 * norm)
     q = torch.zeros(v.shape[0], 10, dtype=v.dtype, device=v.device)
-    for k in range(3):
-        q.index_add_(0, f[:, k], q_face)
+    for s in range(0, f.shape[0], _CHUNK):  # [chunk, 10] float64 temporaries, not [F, 10]
+        fc = f[s : s + _CHUNK]
+        p0, p1, p2 = v[fc[:, 0]], v[fc[:, 1]], v[fc[:, 2]]
+        cross = torch.linalg.cross(p1 - p0, p2 - p0)
+        norm = torch.linalg.norm(cross, dim=1)
+        n = cross / norm.clamp_min(1e-30)[:, None]
+        q_face = _plane_quadrics(n, -(n * p0).sum(1), 0.5 * norm)
+        for k in range(3):
+            q.index_add_(0, fc[:, k], q_face)
     # boundary edges: plane containing the edge, perpendicular to its face
-    table = edge_table(f, v.shape[0])
-    boundary = table.face_count[table.half_edge_to_edge] == 1
-    if bool(boundary.any()):
-        he = torch.nonzero(boundary).squeeze(1)
+    he = boundary_half_edges(f, v.shape[0])
+    if he.numel():
         face = he // 3
         a, b = f.reshape(-1)[he], f[face, (he % 3 + 1) % 3]
         e = v[b] - v[a]
-        bn = torch.linalg.cross(e, n[face])
+        fv = v[f[face]]
+        cross = torch.linalg.cross(fv[:, 1] - fv[:, 0], fv[:, 2] - fv[:, 0])
+        n = cross / torch.linalg.norm(cross, dim=1).clamp_min(1e-30)[:, None]
+        bn = torch.linalg.cross(e, n)
         bnorm = torch.linalg.norm(bn, dim=1)
         bn = bn / bnorm.clamp_min(1e-30)[:, None]
         qb = _plane_quadrics(bn, -(bn * v[a]).sum(1), _BOUNDARY_WEIGHT * (e * e).sum(1))
@@ -157,25 +161,47 @@ def _simplify_fast(module, vertices, faces, target, progress):
     return compact(out_v, out_f)
 
 
+def _edge_collapses(v: torch.Tensor, q: torch.Tensor, e0: torch.Tensor, e1: torch.Tensor
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per edge, the collapse position `[E, 3]` and its cost `[E]`, computed in chunks of edges.
+
+    Candidates: both endpoints, the midpoint, and the quadric optimum when it is well conditioned and
+    near the edge; the cost is the summed quadric there plus a small length term.
+    """
+    num = e0.shape[0]
+    pos = torch.empty(num, 3, dtype=v.dtype, device=v.device)
+    cost = torch.empty(num, dtype=v.dtype, device=v.device)
+    length = torch.empty(num, dtype=v.dtype, device=v.device)
+    for s in range(0, num, _CHUNK):
+        a, b = e0[s : s + _CHUNK], e1[s : s + _CHUNK]
+        qe = q[a] + q[b]
+        pa, pb = v[a], v[b]
+        mid = 0.5 * (pa + pb)
+        best_pos, best_cost = pa, _quadric_eval(qe, pa)
+        for cand in (pb, mid):  # strict comparison: ties keep the earlier candidate
+            c = _quadric_eval(qe, cand)
+            better = c < best_cost
+            best_pos = torch.where(better[:, None], cand, best_pos)
+            best_cost = torch.where(better, c, best_cost)
+        x_opt, ok = _quadric_minimizer(qe)
+        edge_len = ((pa - pb) ** 2).sum(1)
+        # accept the optimum only if it is near the edge (guards against far-away solutions)
+        near = ((x_opt - mid) ** 2).sum(1) <= edge_len
+        c_opt = _quadric_eval(qe, torch.where(ok[:, None], x_opt, best_pos))
+        use_opt = ok & near & (c_opt < best_cost)
+        pos[s : s + _CHUNK] = torch.where(use_opt[:, None], x_opt, best_pos)
+        cost[s : s + _CHUNK] = torch.where(use_opt, c_opt, best_cost).clamp_min(0)
+        length[s : s + _CHUNK] = edge_len
+    cost += _LENGTH_WEIGHT * length * length.mean().sqrt()
+    return pos, cost
+
+
 def _collapse_round(v, f, q, target, strictness: int):
     relax = strictness < 2
     nv, device = v.shape[0], v.device
-    table = edge_table(f, nv)
-    e0, e1 = table.edges[:, 0], table.edges[:, 1]
-    qe = q[e0] + q[e1]
-    # candidate placements: endpoints, midpoint, optimum
-    x_opt, ok = _quadric_minimizer(qe)
-    cands = [v[e0], v[e1], 0.5 * (v[e0] + v[e1])]
-    costs = torch.stack([_quadric_eval(qe, c) for c in cands], 1)
-    best_cost, best_i = costs.min(1)
-    pos = torch.stack(cands, 1)[torch.arange(e0.shape[0], device=device), best_i]
-    length = ((v[e0] - v[e1]) ** 2).sum(1)
-    # accept the optimum only if it is near the edge (guards against far-away solutions)
-    near = ((x_opt - 0.5 * (v[e0] + v[e1])) ** 2).sum(1) <= length
-    c_opt = _quadric_eval(qe, torch.where(ok[:, None], x_opt, pos))
-    use_opt = ok & near & (c_opt < best_cost)
-    pos = torch.where(use_opt[:, None], x_opt, pos)
-    cost = torch.where(use_opt, c_opt, best_cost).clamp_min(0) + _LENGTH_WEIGHT * length * length.mean().sqrt()
+    edges = unique_edges(f, nv)
+    e0, e1 = edges[:, 0], edges[:, 1]
+    pos, cost = _edge_collapses(v, q, e0, e1)
     # how many collapses are needed (each removes ~2 faces); consider the cheapest share of edges
     need = max(1, (f.shape[0] - target + 1) // 2)
     num_cand = min(e0.shape[0], max(need * 4, e0.shape[0] // 4) if not relax else e0.shape[0])

@@ -16,7 +16,6 @@ import asyncio
 import io
 import json
 import re
-import ssl
 import statistics
 import subprocess
 import sys
@@ -29,6 +28,7 @@ import httpx
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 START = [time.perf_counter()]
+SLOW_S = 0.25
 READY = re.compile(r"Genesis is running at (http://\S+)")
 
 
@@ -95,39 +95,101 @@ async def keep_a_job_running(client: httpx.AsyncClient, image: bytes, stop: asyn
         await asyncio.sleep(0.5)
 
 
-async def client_loop(client: httpx.AsyncClient, stop: asyncio.Event, current: list[str], latencies: list[float],
-                      errors: list[str], poll_s: float, slow: list[tuple[float, int]]) -> None:
-    """One simulated UI: an open event stream plus a poll every `poll_s` (its own connections)."""
-    async with client:
+class RawConnection:
+    """One keep-alive HTTP/1.1 connection with just enough parsing for JSON polls and event streams.
 
-        async def stream() -> None:
-            while not stop.is_set():
-                job_id = current[0]
-                try:
-                    async with client.stream("GET", f"/api/jobs/{job_id}/events") as r:
-                        if r.status_code != 200:
-                            errors.append(f"events {r.status_code}")
-                        async for _ in r.aiter_lines():
-                            if stop.is_set():
-                                return
-                except httpx.HTTPError as exc:
-                    errors.append(f"events: {exc!r}")
-                await asyncio.sleep(0.05)
+    The load generator shares the machine with the server it measures, so it must cost far less CPU than
+    the server: a full-featured client (httpx) spends more time per request than uvicorn does, and its
+    own event-loop delays would then be reported as server latency.
+    """
 
-        streamer = asyncio.create_task(stream())
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def request(self, path: str) -> int:
+        """Send `GET path` and read the status line and headers; returns the status."""
+        if self.writer is None or self.writer.is_closing():
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        self.writer.write(f"GET {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n\r\n".encode())
+        self.head = (await self.reader.readuntil(b"\r\n\r\n")).lower()  # type: ignore[union-attr]
+        return int(self.head[9:12])
+
+    async def get(self, path: str) -> tuple[int, bytes]:
+        status = await self.request(path)
+        match = re.search(rb"content-length: *(\d+)", self.head)
+        if match is None:
+            raise ConnectionError("response without content-length")
+        body = await self.reader.readexactly(int(match.group(1)))  # type: ignore[union-attr]
+        if b"connection: close" in self.head:
+            self.close()
+        return status, body
+
+    async def chunks(self):
+        """The chunks of a chunked (streamed) body until its end."""
+        assert self.reader is not None
+        while True:
+            size = int((await self.reader.readuntil(b"\r\n")).split(b";")[0], 16)
+            data = await self.reader.readexactly(size + 2)
+            if size == 0:
+                return
+            yield data[:-2]
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.reader = self.writer = None
+
+
+CONNECTION_ERRORS = (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError)
+
+
+async def client_loop(url: str, stop: asyncio.Event, current: list[str], latencies: list[float],
+                      errors: list[str], poll_s: float, slow: list[tuple[float, int]], delay_s: float) -> None:
+    """One simulated UI: an open event stream plus a poll every `poll_s` (each on its own connection).
+
+    It opens its connections after `delay_s`: the clients come up spread over one poll interval, as
+    windows do, rather than all in the same millisecond.
+    """
+    await asyncio.sleep(delay_s)
+    parsed = httpx.URL(url)
+    host, port = parsed.host, parsed.port or 80
+    poller, events = RawConnection(host, port), RawConnection(host, port)
+
+    async def stream() -> None:
+        while not stop.is_set():
+            try:
+                status = await events.request(f"/api/jobs/{current[0]}/events")
+                if status != 200:
+                    errors.append(f"events {status}")
+                async for _ in events.chunks():
+                    if stop.is_set():
+                        return
+            except CONNECTION_ERRORS as exc:
+                errors.append(f"events: {exc!r}")
+                events.close()
+            await asyncio.sleep(0.05)
+
+    streamer = asyncio.create_task(stream())
+    try:
         while not stop.is_set():
             t0 = time.perf_counter()
             try:
-                r = await client.get(f"/api/jobs/{current[0]}")
+                status, _ = await poller.get(f"/api/jobs/{current[0]}")
                 latencies.append(time.perf_counter() - t0)
-                if latencies[-1] > 0.25:
+                if latencies[-1] > SLOW_S:
                     slow.append((round(t0 - START[0], 2), round(latencies[-1] * 1000)))
-                if r.status_code != 200:
-                    errors.append(f"poll {r.status_code}")
-            except httpx.HTTPError as exc:
+                if status != 200:
+                    errors.append(f"poll {status}")
+            except CONNECTION_ERRORS as exc:
                 errors.append(f"poll: {exc!r}")
+                poller.close()
             await asyncio.sleep(poll_s)
+    finally:
         streamer.cancel()
+        poller.close()
+        events.close()
 
 
 async def run_load(url: str, clients: int, duration: float, poll_s: float, image: bytes) -> dict:
@@ -140,10 +202,9 @@ async def run_load(url: str, clients: int, duration: float, poll_s: float, image
         feeder = asyncio.create_task(keep_a_job_running(control, image, stop, current, errors))
         while not current[0]:
             await asyncio.sleep(0.05)
-        tls = ssl.create_default_context()  # built once: creating one per client would stall the load generator
-        pool = [httpx.AsyncClient(base_url=url, timeout=30.0, verify=tls) for _ in range(clients)]
         START[0] = time.perf_counter()
-        tasks = [asyncio.create_task(client_loop(c, stop, current, latencies, errors, poll_s, slow)) for c in pool]
+        tasks = [asyncio.create_task(client_loop(url, stop, current, latencies, errors, poll_s, slow,
+                                                 delay_s=poll_s * i / clients)) for i in range(clients)]
         await asyncio.sleep(duration)
         stop.set()
         await asyncio.gather(*tasks, return_exceptions=True)

@@ -203,7 +203,7 @@ async def job_events(request: Request, job_id: str) -> StreamingResponse:
             elif time.monotonic() - last_sent > SSE_HEARTBEAT_S:
                 last_sent = time.monotonic()
                 yield ": keep-alive\n\n"
-            if final or await request.is_disconnected():
+            if final:  # a closed connection ends the stream at the next send (starlette watches it)
                 return
             await asyncio.sleep(SSE_INTERVAL_S)
 

@@ -1,7 +1,13 @@
 import pytest
 import torch
 
-from cumesh.connectivity import connected_components, edge_table, manifold_half_edge_pairs
+from cumesh.connectivity import (
+    boundary_half_edges,
+    connected_components,
+    edge_table,
+    manifold_half_edge_pairs,
+    unique_edges,
+)
 
 
 @pytest.mark.parametrize("num_nodes,num_links", [(7, 0), (2000, 1000), (5000, 9000)])
@@ -29,3 +35,16 @@ def test_edge_table_and_manifold_pairs():
     assert int(table.face_count.max()) == 3  # edge (0, 1) has three faces: not manifold
     pairs = manifold_half_edge_pairs(table) // 3
     assert pairs.tolist() == [[0, 3]]  # only edge (1, 2) is shared by exactly two faces
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_lean_edge_queries_match_the_edge_table(seed):
+    """`unique_edges` and `boundary_half_edges` (used by simplify to save memory) agree with `edge_table`."""
+    g = torch.Generator().manual_seed(seed)
+    faces = torch.randint(0, 40, (300, 3), generator=g)
+    faces = faces[(faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2]) & (faces[:, 0] != faces[:, 2])]
+    table = edge_table(faces, 40)
+    assert torch.equal(unique_edges(faces, 40), table.edges)
+    lonely = torch.nonzero(table.face_count[table.half_edge_to_edge] == 1).squeeze(1)
+    assert lonely.numel() > 0
+    assert torch.equal(boundary_half_edges(faces, 40), lonely)

@@ -74,3 +74,32 @@ def test_dinov3_features_match_golden(golden_dir):
     assert_golden_close(pixels, io["call_pixel_values"], name="call_pixel_values")
     assert_golden_close(extractor([image]), io["call_features"], name="call_features")
     assert extractor([image]).dtype == torch.float32
+
+
+def test_background_removal_model_loads_from_its_folder(tiny_models_dir):
+    from trellis2.pipelines.background_removal import BiRefNet
+
+    model = BiRefNet(tiny_models_dir / "briaai" / "RMBG-2.0")
+    rgba = model(Image.new("RGB", (96, 64), (30, 160, 90)))
+    assert rgba.mode == "RGBA" and rgba.size == (96, 64)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "foreign_weights"])
+def test_bad_background_removal_weights_are_named(tiny_models_dir, tmp_path, damage):
+    import shutil
+
+    from safetensors.torch import save_file
+
+    from trellis2.pipelines.background_removal import BiRefNet
+
+    folder = tmp_path / "RMBG-2.0"
+    shutil.copytree(tiny_models_dir / "briaai" / "RMBG-2.0", folder)
+    weights = folder / "model.safetensors"
+    if damage == "truncated":
+        weights.write_bytes(weights.read_bytes()[:100])
+        match = "cannot read .*model.safetensors.*incomplete download"
+    else:
+        save_file({"something.else": torch.zeros(3)}, str(weights))
+        match = "does not match the model.*missing .*unexpected \\['something.else'\\]"
+    with pytest.raises(ValueError, match=match):
+        BiRefNet(folder)

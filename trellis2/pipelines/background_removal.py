@@ -12,6 +12,49 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+def load_segmentation_model(folder: Path) -> torch.nn.Module:
+    """Build the folder's remote-code `AutoModelForImageSegmentation` class and load its safetensors weights.
+
+    Deliberately not `from_pretrained`: transformers 5 expects remote-code models to call `post_init()`,
+    which BiRefNet's code does not (it fails with "no attribute 'all_tied_weights_keys'"). Constructing the
+    class from its config and loading the state dict ourselves works with transformers 4 and 5 alike, and
+    every missing or unexpected weight is an error instead of a silently random layer.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+    from transformers import AutoConfig
+    from transformers.dynamic_module_utils import get_class_from_dynamic_module
+
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"background-removal model folder {folder} has no config.json")
+    config = AutoConfig.from_pretrained(str(folder), trust_remote_code=True, local_files_only=True)
+    reference = (getattr(config, "auto_map", None) or {}).get("AutoModelForImageSegmentation")
+    if not reference:
+        raise ValueError(f"{folder / 'config.json'} has no auto_map entry for AutoModelForImageSegmentation; "
+                         "it is not a BiRefNet / RMBG-2.0 folder")
+    model_class = get_class_from_dynamic_module(reference, str(folder), local_files_only=True)
+    model = model_class(config)  # the call from_pretrained makes
+
+    weights_file = folder / "model.safetensors"
+    if not weights_file.is_file():
+        raise FileNotFoundError(f"background-removal weights {weights_file} are missing")
+    try:
+        state = load_file(str(weights_file))
+    except (SafetensorError, OSError) as exc:
+        raise ValueError(f"cannot read {weights_file}: {exc} (an incomplete download? fetch it again)") from exc
+    expected = model.state_dict().keys()
+    prefix = getattr(model, "base_model_prefix", "") or ""
+    if prefix and not expected & state.keys():
+        state = {k.removeprefix(prefix + "."): v for k, v in state.items()}
+    missing = sorted(expected - state.keys())
+    unexpected = sorted(state.keys() - expected)
+    if missing or unexpected:
+        raise ValueError(f"{weights_file} does not match the model in {folder}: "
+                         f"missing {missing[:5]}, unexpected {unexpected[:5]}")
+    model.load_state_dict(state)
+    return model
+
+
 class BiRefNet(torch.nn.Module):
     """A transformers remote-code segmentation model; `__call__(rgb) -> rgba` with the mask as alpha.
 
@@ -23,14 +66,7 @@ class BiRefNet(torch.nn.Module):
 
     def __init__(self, folder: str | Path) -> None:
         super().__init__()
-        from transformers import AutoModelForImageSegmentation
-
-        folder = Path(folder)
-        if not (folder / "config.json").is_file():
-            raise FileNotFoundError(f"background-removal model folder {folder} has no config.json")
-        self.model = AutoModelForImageSegmentation.from_pretrained(
-            str(folder), trust_remote_code=True, local_files_only=True
-        )
+        self.model = load_segmentation_model(Path(folder))
         self.model.eval()
         self.model.float()
 
