@@ -205,14 +205,15 @@ def _collapse_round(v, f, q, target, strictness: int):
     # how many collapses are needed (each removes ~2 faces); consider the cheapest share of edges
     need = max(1, (f.shape[0] - target + 1) // 2)
     num_cand = min(e0.shape[0], max(need * 4, e0.shape[0] // 4) if not relax else e0.shape[0])
+    cost32 = cost.float()
     if num_cand < e0.shape[0]:
-        thresh = torch.kthvalue(cost.float(), num_cand).values
-        cand = cost.float() <= thresh
+        thresh = torch.kthvalue(cost32, num_cand).values
+        cand = cost32 <= thresh
     else:
         cand = torch.ones_like(cost, dtype=torch.bool)
     # pack (cost, edge id) into one sortable int64: non-negative float32 bits are monotone
-    eid = torch.arange(e0.shape[0], device=device)
-    key = (cost.float().view(torch.int32).long() << 32) | eid
+    key = (cost32.view(torch.int32).long() << 32) | torch.arange(e0.shape[0], device=device)
+    del cost32
     big = torch.iinfo(torch.long).max
     key = torch.where(cand, key, torch.full_like(key, big))
     chosen = torch.zeros_like(cand)
@@ -248,21 +249,23 @@ def _collapse_round(v, f, q, target, strictness: int):
     both = touched & ((fo == touched_edge[:, None]).sum(1) >= 2)
     check = touched & ~both
     if strictness > 0 and bool(check.any()):
-        fi = torch.nonzero(check).squeeze(1)
-        tri = f[fi]
-        te = touched_edge[fi]
-        p_old = v[tri]
-        moved = fo[fi] >= 0
-        p_new = torch.where(moved[..., None], pos[te][:, None, :], p_old)
-        n_old = torch.linalg.cross(p_old[:, 1] - p_old[:, 0], p_old[:, 2] - p_old[:, 0])
-        n_new = torch.linalg.cross(p_new[:, 1] - p_new[:, 0], p_new[:, 2] - p_new[:, 0])
-        dot = (n_old * n_new).sum(1)
-        good = dot > _MIN_NORMAL_COS * torch.linalg.norm(n_old, dim=1) * torch.linalg.norm(n_new, dim=1)
-        if relax:
-            good = dot >= 0
-        bad_edges = te[~good]
+        checked = torch.nonzero(check).squeeze(1)
         reject = torch.zeros(e0.shape[0], dtype=torch.bool, device=device)
-        reject[bad_edges] = True
+        for s in range(0, checked.numel(), _CHUNK):  # [chunk, 3, 3] float64 corners, not [F, 3, 3]
+            fi = checked[s : s + _CHUNK]
+            tri = f[fi]
+            te = touched_edge[fi]
+            p_old = v[tri]
+            moved = fo[fi] >= 0
+            p_new = torch.where(moved[..., None], pos[te][:, None, :], p_old)
+            n_old = torch.linalg.cross(p_old[:, 1] - p_old[:, 0], p_old[:, 2] - p_old[:, 0])
+            n_new = torch.linalg.cross(p_new[:, 1] - p_new[:, 0], p_new[:, 2] - p_new[:, 0])
+            dot = (n_old * n_new).sum(1)
+            if relax:
+                good = dot >= 0
+            else:
+                good = dot > _MIN_NORMAL_COS * torch.linalg.norm(n_old, dim=1) * torch.linalg.norm(n_new, dim=1)
+            reject[te[~good]] = True
         sel = sel[~reject[sel]]
     if sel.numel() == 0:
         return v, f, q
