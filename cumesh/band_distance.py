@@ -20,6 +20,29 @@ _GPU_KERNEL_CHUNK = 1 << 22
 _FACE_BLOCK = 1 << 20  # faces prepared at a time (bounds the per-face tables)  # cache-sized pieces for the exact distance kernel on the CPU
 
 
+_HASH_MULTIPLIER = -7046029254386353131  # 0x9E3779B97F4A7C15 as a signed int64 (Fibonacci hashing)
+
+
+class KeyFilter:
+    """A one-hash Bloom filter over sorted int64 keys: `maybe(keys)` is False only for keys not in the set.
+
+    Testing tens of millions of candidate keys against the set by binary search costs ~20 random memory
+    reads each; one table read first rejects most of them (about 1 in 16 false positives survive, then
+    `searchsorted` confirms). The table has ~16 slots per key, at most 2^28 bytes.
+    """
+
+    def __init__(self, keys: torch.Tensor) -> None:
+        self.bits = max(16, min(28, int(keys.numel() * 16).bit_length()))
+        self.table = torch.zeros(1 << self.bits, dtype=torch.bool, device=keys.device)
+        self.table[self._slot(keys)] = True
+
+    def _slot(self, keys: torch.Tensor) -> torch.Tensor:
+        return ((keys * _HASH_MULTIPLIER) >> (64 - self.bits)) & ((1 << self.bits) - 1)
+
+    def maybe(self, keys: torch.Tensor) -> torch.Tensor:
+        return self.table[self._slot(keys)]
+
+
 def grid_keys(coords: torch.Tensor, n: int) -> torch.Tensor:
     """int64 key of integer grid points `[..., 3]` with coordinates in `[0, n]`."""
     return (coords[..., 0] * (n + 1) + coords[..., 1]) * (n + 1) + coords[..., 2]
@@ -44,14 +67,15 @@ def _split_boxes(lo: torch.Tensor, size: torch.Tensor, budget: int) -> tuple[tor
     return owner, lo2, size2
 
 
-def _segment_min(keys: torch.Tensor, packed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def segment_min(keys: torch.Tensor, packed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per distinct key, the minimum of `packed` (squared distance bits << 32 | face id)."""
     uniq, inverse = torch.unique(keys, return_inverse=True)
     best = torch.full((uniq.numel(),), torch.iinfo(torch.long).max, dtype=torch.long, device=keys.device)
     return uniq, best.scatter_reduce_(0, inverse, packed, reduce="amin")
 
 
-def _search_block(vertices, faces, face_base, origin, cell, n, radius, only, points, found_keys, found_best) -> None:
+def _search_block(vertices, faces, face_base, origin, cell, n, radius, only, only_filter, points, found_keys,
+                  found_best) -> None:
     """`near_grid_distances` for one block of faces (ids offset by `face_base`): appends per-chunk minima."""
     device, dtype = vertices.device, vertices.dtype
     tris = vertices[faces]
@@ -103,6 +127,8 @@ def _search_block(vertices, faces, face_base, origin, cell, n, radius, only, poi
         del local, rest, yz, sz
         keys = box_key.index_select(0, rep) + (dx * m + dy) * m + dz
         if only is not None:
+            hit = torch.nonzero(only_filter.maybe(keys)).squeeze(1)
+            keys, rep, dx, dy, dz = keys[hit], rep[hit], dx[hit], dy[hit], dz[hit]
             pos = torch.searchsorted(only, keys).clamp_max(max(only.numel() - 1, 0))
             hit = torch.nonzero(only.index_select(0, pos) == keys).squeeze(1)
             keys, rep, pos = keys[hit], rep[hit], pos[hit]
@@ -125,7 +151,7 @@ def _search_block(vertices, faces, face_base, origin, cell, n, radius, only, poi
         ok = dist_sq < radius_sq
         if bool(ok.any()):
             bits = dist_sq[ok].float().view(torch.int32).long()  # non-negative floats sort like their bits
-            k, v = _segment_min(keys[ok], (bits << 32) | (tri[ok] + face_base))
+            k, v = segment_min(keys[ok], (bits << 32) | (tri[ok] + face_base))
             found_keys.append(k)
             found_best.append(v)
 
@@ -151,16 +177,18 @@ def near_grid_distances(
     """
     if points is not None and only is None:
         raise ValueError("points needs the sorted cell keys `only`")
+    only_filter = None
     if only is not None:
         only = only.contiguous()
+        only_filter = KeyFilter(only)
     device, dtype = vertices.device, vertices.dtype
     found_keys, found_best = [], []
     for f0 in range(0, faces.shape[0], _FACE_BLOCK):
-        _search_block(vertices, faces[f0 : f0 + _FACE_BLOCK], f0, origin, cell, n, radius, only, points,
-                      found_keys, found_best)
+        _search_block(vertices, faces[f0 : f0 + _FACE_BLOCK], f0, origin, cell, n, radius, only, only_filter,
+                      points, found_keys, found_best)
     if not found_keys:
         none = torch.zeros(0, dtype=torch.long, device=device)
         return none, torch.zeros(0, dtype=dtype, device=device), none
-    keys, best = _segment_min(torch.cat(found_keys), torch.cat(found_best))
+    keys, best = segment_min(torch.cat(found_keys), torch.cat(found_best))
     dist = (best >> 32).int().view(torch.float32).to(dtype).sqrt()
     return keys, dist, best & 0xFFFFFFFF

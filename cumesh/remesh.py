@@ -4,7 +4,8 @@ The new surface is the zero set of `f = UDF - eps`, `eps = band * scale / resolu
 consistently oriented offset surface (two sheets around a closed input, a thin shell around an open
 sheet). Only grid points near the surface are ever touched (`band_distance`): first the points inside
 the band (`UDF < eps`, exact distances), then their 6-neighbours outside it (the far ends of every
-edge that crosses the zero set, exact distances too). The cells with a sign change among their corners
+edge that crosses the zero set), whose distance is taken to the closest faces of their band
+neighbours: an upper bound that keeps every sign exact. The cells with a sign change among their corners
 are exactly the cells the contour passes through (the spec finds a superset of them coarse to fine;
 the extra cells carry no quad and are dropped with the unreferenced vertices). Dual vertices are the
 mean of the crossing points on the cell's 12 edges; quads come from the sign changes on cell edges (same
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from .band_distance import grid_coords, grid_keys, near_grid_distances
+from .band_distance import grid_coords, grid_keys, near_grid_distances, segment_min
 from .bvh import MeshBVH, closest_point_packed, pack_triangles
 from .cleanup import compact
 from .validation import check_mesh
@@ -50,25 +51,38 @@ def _field_and_face_at(keys, field, face, query) -> tuple[torch.Tensor, torch.Te
     return torch.where(found, field[pos], torch.full_like(field[pos], torch.inf)), face[pos]
 
 
-def _add_outer_neighbours(vertices, faces, origin, cell, n, eps, inside_keys, inside_udf, inside_face):
-    """Sorted keys, `f = UDF - eps` and a closest face of the band points plus their 6-neighbours outside.
+def _add_outer_neighbours(vertices, faces, packed, origin, cell, n, eps, inside_keys, inside_udf, inside_face):
+    """Sorted keys, `f = UDF - eps` and a face of the band points plus their 6-neighbours outside the band.
 
-    Every grid edge crossing the zero set joins a band point to such a neighbour, whose UDF is below
-    `eps + cell` (UDF is 1-Lipschitz), so a search radius just above that finds all of them exactly.
+    Every grid edge crossing the zero set joins a band point to such a neighbour. Its `f` is not searched
+    for exactly: it is the distance to the closest faces of its band neighbours (at most 6 candidates),
+    minus `eps`. That is an upper bound of the true value and, since the neighbour lies outside the band
+    (true UDF >= eps), never below zero, so every sign, and with it every crossed cell and every quad, is
+    exactly that of the exact field; only the crossing points along those edges move, by a fraction of a
+    cell at most where the closest face changes between neighbours (the projection that follows absorbs
+    most of it). This replaces a grid search over ~100 candidate points per triangle (3/4 of the CPU time).
     """
-    steps = torch.cat([torch.eye(3, dtype=torch.long), -torch.eye(3, dtype=torch.long)]).to(inside_keys.device)
-    parts = []
+    device, dtype = inside_keys.device, vertices.dtype
+    steps = torch.cat([torch.eye(3, dtype=torch.long), -torch.eye(3, dtype=torch.long)]).to(device)
+    found_keys, found_best = [], []
     for s in range(0, inside_keys.numel(), _CELL_CHUNK):
-        nb = grid_coords(inside_keys[s : s + _CELL_CHUNK], n)[:, None, :] + steps
-        nb = nb[((nb >= 0) & (nb <= n)).all(2)]
-        parts.append(torch.unique(grid_keys(nb, n)))
-    candidates = torch.unique(torch.cat(parts))
-    _, is_inside = _lookup(inside_keys, candidates)
-    candidates = candidates[~is_inside]
-    outer_keys, outer_udf, outer_face = near_grid_distances(vertices, faces, origin, cell, n, eps + 1.01 * cell,
-                                                            only=candidates)
+        nb = grid_coords(inside_keys[s : s + _CELL_CHUNK], n)[:, None, :] + steps  # [c, 6, 3]
+        face = inside_face[s : s + _CELL_CHUNK, None].expand(-1, 6)
+        valid = ((nb >= 0) & (nb <= n)).all(2)
+        nb, face = nb[valid], face[valid]
+        keys = grid_keys(nb, n)
+        _, is_inside = _lookup(inside_keys, keys)
+        nb, face, keys = nb[~is_inside], face[~is_inside], keys[~is_inside]
+        dist_sq, _ = closest_point_packed(origin + nb.to(dtype) * cell, packed[face])
+        bits = dist_sq.float().view(torch.int32).long()  # non-negative floats sort like their bits
+        k, best = segment_min(keys, (bits << 32) | face)
+        found_keys.append(k)
+        found_best.append(best)
+    outer_keys, best = segment_min(torch.cat(found_keys), torch.cat(found_best))
+    outer_udf = (best >> 32).int().view(torch.float32).to(dtype).sqrt().clamp_min(eps)
     keys, order = torch.sort(torch.cat([inside_keys, outer_keys]))
-    return keys, (torch.cat([inside_udf, outer_udf]) - eps)[order], torch.cat([inside_face, outer_face])[order]
+    return (keys, (torch.cat([inside_udf, outer_udf]) - eps)[order],
+            torch.cat([inside_face, best & 0xFFFFFFFF])[order])
 
 
 def _distance_bounds(points, point_keys, corner_keys, corner_face, packed, corner_offsets) -> torch.Tensor:
@@ -138,8 +152,10 @@ def remesh_narrow_band_dc(
     inside_keys, inside_udf, inside_face = near_grid_distances(vertices, faces, origin, cell, n, eps)
     if inside_keys.numel() == 0:
         return empty
-    corner_keys, field, corner_face = _add_outer_neighbours(vertices, faces, origin, cell, n, eps, inside_keys,
-                                                            inside_udf, inside_face)
+    packed = pack_triangles(vertices[faces])
+    corner_keys, field, corner_face = _add_outer_neighbours(vertices, faces, packed, origin, cell, n, eps,
+                                                            inside_keys, inside_udf, inside_face)
+    del inside_keys, inside_udf, inside_face
 
     # cells with a sign change among their corners
     cells = _crossed_cells(corner_keys, field, n)
@@ -208,7 +224,6 @@ def remesh_narrow_band_dc(
     out_v, out_f = compact(dual, new_faces)
     del dual, new_faces
     if project_back > 0:
-        packed = pack_triangles(vertices[faces])
         bound = _distance_bounds(out_v, out_keys, corner_keys, corner_face, packed, corner_offsets)
         # every dual vertex lies in its own cell: find the closest faces cell by cell, within the bound;
         # the few vertices with the loosest bounds go in a second pass so they do not widen the first

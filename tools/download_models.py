@@ -126,7 +126,7 @@ def explain(specs: list[ModelSpec], token: str | None) -> None:
             print("A Hugging Face token was found and will be used.")
         else:
             print("No Hugging Face token was found: create one at https://huggingface.co/settings/tokens "
-                  "(type 'read'), then run `huggingface-cli login`, set HF_TOKEN, or pass --hf-token.")
+                  "(type 'read'), then run `hf auth login`, set HF_TOKEN, or pass --hf-token.")
     print()
 
 

@@ -35,7 +35,7 @@ class ModelNotFoundError(FileNotFoundError):
             parts.append(
                 f"'{self.repo_id}' is a gated repository: accept {GATED_REPOSITORIES[self.repo_id]} at "
                 f"https://huggingface.co/{self.repo_id} with your Hugging Face account, log in "
-                "(`huggingface-cli login`), then download it."
+                "(`hf auth login`), then download it."
             )
         parts.append(f"Download it with: {self.download_command}")
         super().__init__(" ".join(parts))
