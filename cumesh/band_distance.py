@@ -74,8 +74,8 @@ def segment_min(keys: torch.Tensor, packed: torch.Tensor) -> tuple[torch.Tensor,
     return uniq, best.scatter_reduce_(0, inverse, packed, reduce="amin")
 
 
-def _search_block(vertices, faces, face_base, origin, cell, n, radius, only, only_filter, points, found_keys,
-                  found_best) -> None:
+def _search_block(vertices, faces, face_base, origin, cell, n, radius, only, only_filter, points, point_radius,
+                  found_keys, found_best) -> None:
     """`near_grid_distances` for one block of faces (ids offset by `face_base`): appends per-chunk minima."""
     device, dtype = vertices.device, vertices.dtype
     tris = vertices[faces]
@@ -90,12 +90,12 @@ def _search_block(vertices, faces, face_base, origin, cell, n, radius, only, onl
     size = (hi - lo + 1).clamp_min(0)
     size = torch.where((size > 0).all(1, keepdim=True), size, torch.zeros_like(size))
     centroid = tris.mean(1)
-    reach = ((tris - centroid[:, None]) ** 2).sum(2).max(1).values.sqrt() + radius
+    reach = ((tris - centroid[:, None]) ** 2).sum(2).max(1).values.sqrt()
     normal = torch.linalg.cross(tris[:, 1] - tris[:, 0], tris[:, 2] - tris[:, 0])
     length = normal.norm(dim=1, keepdim=True)
     normal = torch.where(length > 0, normal / length.clamp_min(1e-30), torch.zeros_like(normal))
-    # per face: centroid, unit normal, squared reach of its bounding sphere grown by radius, has a plane
-    prefilter = torch.cat([centroid, normal, reach[:, None] ** 2, (length > 0).to(dtype)], 1)
+    # per face: centroid, unit normal, radius of its bounding sphere, has a plane
+    prefilter = torch.cat([centroid, normal, reach[:, None], (length > 0).to(dtype)], 1)
     del tris, centroid, reach, normal, length
 
     budget = _GPU_PAIR_BUDGET if vertices.is_cuda else _CPU_PAIR_BUDGET
@@ -133,8 +133,11 @@ def _search_block(vertices, faces, face_base, origin, cell, n, radius, only, onl
             hit = torch.nonzero(only.index_select(0, pos) == keys).squeeze(1)
             keys, rep, pos = keys[hit], rep[hit], pos[hit]
             dx, dy, dz = dx[hit], dy[hit], dz[hit]
+        r = radius
         if points is not None:
             p = points.index_select(0, pos)
+            if point_radius is not None:  # each point's own bound: fewer exact distances to compute
+                r = point_radius.index_select(0, pos)
         else:
             p = origin + (lo.index_select(0, rep) + torch.stack([dx, dy, dz], 1)).to(dtype) * cell
         tri = owner.index_select(0, rep)
@@ -142,13 +145,14 @@ def _search_block(vertices, faces, face_base, origin, cell, n, radius, only, onl
         t = prefilter.index_select(0, tri)
         rel = p - t[:, 0:3]
         plane = (rel * t[:, 3:6]).sum(1).abs()
-        near = ((rel * rel).sum(1) < t[:, 6]) & ((plane < radius) | (t[:, 7] == 0))
+        near = ((rel * rel).sum(1) < (t[:, 6] + r) ** 2) & ((plane < r) | (t[:, 7] == 0))
         idx = torch.nonzero(near).squeeze(1)
         p, tri, keys = p.index_select(0, idx), tri.index_select(0, idx), keys.index_select(0, idx)
+        r_sq = radius_sq if not torch.is_tensor(r) else r.index_select(0, idx) ** 2
         step = _GPU_KERNEL_CHUNK if vertices.is_cuda else _CPU_KERNEL_CHUNK
         dist_sq = torch.cat([closest_point_packed(p[s : s + step], packed.index_select(0, tri[s : s + step]))[0]
                              for s in range(0, keys.numel(), step)] or [p.new_zeros(0)])
-        ok = dist_sq < radius_sq
+        ok = dist_sq < r_sq
         if bool(ok.any()):
             bits = dist_sq[ok].float().view(torch.int32).long()  # non-negative floats sort like their bits
             k, v = segment_min(keys[ok], (bits << 32) | (tri[ok] + face_base))
@@ -166,6 +170,7 @@ def near_grid_distances(
     radius: float,
     only: torch.Tensor | None = None,
     points: torch.Tensor | None = None,
+    point_radius: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Grid points `g` in `[0, n]^3` (world `origin + g * cell`) closer than `radius` to the mesh.
 
@@ -173,10 +178,13 @@ def near_grid_distances(
     distance (computed in float32) and a closest face. With `only` (sorted keys), just those grid
     points are considered. With `points` too (`[len(only), 3]`), `only` names grid *cells* (cell `g`
     spans `origin + [g, g + 1) * cell`, `g` in `[0, n)^3`) each holding one query point, and the
-    distances are those of the points.
+    distances are those of the points; `point_radius` (`[len(only)]`, each at most `radius`) then gives each
+    point its own, smaller search radius.
     """
     if points is not None and only is None:
         raise ValueError("points needs the sorted cell keys `only`")
+    if point_radius is not None and points is None:
+        raise ValueError("point_radius needs points")
     only_filter = None
     if only is not None:
         only = only.contiguous()
@@ -185,7 +193,7 @@ def near_grid_distances(
     found_keys, found_best = [], []
     for f0 in range(0, faces.shape[0], _FACE_BLOCK):
         _search_block(vertices, faces[f0 : f0 + _FACE_BLOCK], f0, origin, cell, n, radius, only, only_filter,
-                      points, found_keys, found_best)
+                      points, point_radius, found_keys, found_best)
     if not found_keys:
         none = torch.zeros(0, dtype=torch.long, device=device)
         return none, torch.zeros(0, dtype=dtype, device=device), none

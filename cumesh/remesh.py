@@ -236,8 +236,9 @@ def remesh_narrow_band_dc(
             if loose and bvh is not None:
                 fid[group] = bvh.closest_point(out_v[group], max_distance=limit)[1]
                 continue
-            found, _, found_face = near_grid_distances(vertices, faces, origin, cell, n, limit,
-                                                       only=out_keys[group], points=out_v[group])
+            margin = bound[group] * (1 + 1e-4) + 1e-6 * scale
+            found, _, found_face = near_grid_distances(vertices, faces, origin, cell, n, limit, only=out_keys[group],
+                                                       points=out_v[group], point_radius=margin)
             if found.numel():
                 pos, ok = _lookup(out_keys, found)
                 fid[pos[ok]] = found_face[ok]
