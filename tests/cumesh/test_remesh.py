@@ -100,3 +100,23 @@ def test_band_distances_are_exact_and_chunking_does_not_change_them(monkeypatch)
     subset = keys[::3]
     keys3, dist3, _ = bd.near_grid_distances(v, f, origin, cell, n, radius, only=subset)
     assert torch.equal(keys3, subset) and torch.allclose(dist3, dist[::3])
+
+
+@pytest.mark.parametrize("project_back", [0.0, 0.9])
+def test_remesh_of_thin_crossing_sheets_is_finite_and_hugs_the_input(project_back):
+    """A T-junction of thin sheets (cells with corners far outside the band): finite, watertight, close."""
+    a = trimesh.creation.box(extents=[0.6, 0.6, 0.004])
+    b = trimesh.creation.box(extents=[0.004, 0.6, 0.3])
+    b.apply_translation([0.0, 0.0, 0.15])
+    v, f = to_torch(trimesh.util.concatenate([a, b]))
+    res = 48
+    scale = (res + 3) / res
+    cell = scale / res
+    out_v, out_f = cumesh.remesh_narrow_band_dc(v, f, [0, 0, 0], scale, res, band=1, project_back=project_back)
+    assert out_f.shape[0] > 1000
+    assert bool(torch.isfinite(out_v).all())
+    assert int(out_f.max()) < out_v.shape[0]
+    dist, _, _ = cumesh.MeshBVH(v, f).closest_point(out_v)
+    assert float(dist.max()) < (1 - project_back) * 1.5 * cell + 1e-4
+    mesh = to_trimesh(out_v, out_f)
+    assert mesh.is_watertight
