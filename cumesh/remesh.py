@@ -59,8 +59,9 @@ def _add_outer_neighbours(vertices, faces, packed, origin, cell, n, eps, inside_
     minus `eps`. That is an upper bound of the true value and, since the neighbour lies outside the band
     (true UDF >= eps), never below zero, so every sign, and with it every crossed cell and every quad, is
     exactly that of the exact field; only the crossing points along those edges move, by a fraction of a
-    cell at most where the closest face changes between neighbours (the projection that follows absorbs
-    most of it). This replaces a grid search over ~100 candidate points per triangle (3/4 of the CPU time).
+    cell at most where the closest face changes between neighbours. On a 128^3 sphere the offset surface stays
+    within 0.018 (mean) / 0.12 (max) of a cell of the exact one (exact field: 0.013 / 0.018). This replaces a
+    grid search over ~100 candidate points per triangle, 3/4 of the CPU time of the whole remesh.
     """
     device, dtype = inside_keys.device, vertices.dtype
     steps = torch.cat([torch.eye(3, dtype=torch.long), -torch.eye(3, dtype=torch.long)]).to(device)
