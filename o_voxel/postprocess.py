@@ -1,7 +1,8 @@
 """`to_glb`: dense O-Voxel mesh + sparse PBR voxels -> simplified, UV-unwrapped, texture-baked `trimesh.Trimesh`.
 
 Pipeline (spec `ovoxel-export.md` section 2): fill small holes (this dense mesh is the "original" surface the
-textures are projected onto), simplify with cleanup passes (or narrow-band remesh then simplify), drop
+textures are projected onto), simplify with cleanup passes (or narrow-band remesh, keeping only the outward
+sheets, then simplify), drop
 degenerate faces, UV-unwrap, bake base colour / alpha / metallic / roughness, rotate Z-up -> glTF Y-up.
 All mesh operations come from `cumesh`; everything runs on the device of the input tensors.
 """
@@ -128,7 +129,8 @@ def to_glb(
         resolution = int(gs.max())
         scale = (resolution + 3 * remesh_band) / resolution * extent
         v1, f1 = cm.remesh_narrow_band_dc(
-            v0, f0, centre, scale, resolution, band=remesh_band, project_back=remesh_project, bvh=bvh
+            v0, f0, centre, scale, resolution, band=remesh_band, project_back=remesh_project, bvh=bvh,
+            keep_inward_sheets=False,  # the inner sheet of a closed object is never seen: spend the budget outside
         )
         v1, f1 = cm.simplify(v1, f1, target)
         step(1)

@@ -120,3 +120,24 @@ def test_remesh_of_thin_crossing_sheets_is_finite_and_hugs_the_input(project_bac
     assert float(dist.max()) < (1 - project_back) * 1.5 * cell + 1e-4
     mesh = to_trimesh(out_v, out_f)
     assert mesh.is_watertight
+
+
+def test_remesh_can_drop_the_inward_sheet_of_closed_surfaces():
+    v, f = to_torch(trimesh.creation.icosphere(subdivisions=3, radius=0.3))
+    res = 32
+    scale = (res + 3) / res
+    cell = scale / res
+    both_v, both_f = cumesh.remesh_narrow_band_dc(v, f, [0, 0, 0], scale, res, band=1, project_back=0.5)
+    out_v, out_f = cumesh.remesh_narrow_band_dc(v, f, [0, 0, 0], scale, res, band=1, project_back=0.5,
+                                                keep_inward_sheets=False)
+    mesh = to_trimesh(out_v, out_f)
+    assert mesh.is_watertight and len(mesh.split(only_watertight=False)) == 1 and mesh.volume > 0
+    assert float(out_v.norm(dim=1).min()) > 0.3  # only the outer sheet, half-way projected
+    assert abs(float(out_v.norm(dim=1).mean()) - (0.3 + 0.5 * cell)) < 0.25 * cell
+    assert 0.5 * both_f.shape[0] < out_f.shape[0] < 0.7 * both_f.shape[0]  # the outer sheet is the larger
+    # an open sheet's shell has positive volume: nothing is dropped
+    sheet_v = torch.tensor([[-0.3, -0.3, 0.0], [0.3, -0.3, 0.0], [0.3, 0.3, 0.0], [-0.3, 0.3, 0.0]])
+    sheet_f = torch.tensor([[0, 1, 2], [0, 2, 3]])
+    a = cumesh.remesh_narrow_band_dc(sheet_v, sheet_f, [0, 0, 0], 1.0, 16, band=1)
+    b = cumesh.remesh_narrow_band_dc(sheet_v, sheet_f, [0, 0, 0], 1.0, 16, band=1, keep_inward_sheets=False)
+    assert torch.equal(a[1], b[1])
