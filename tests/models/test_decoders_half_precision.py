@@ -15,42 +15,11 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
+from tests.golden_utils import assert_coords_equal, assert_half_precision_close
 from trellis2.models import from_pretrained
 from trellis2.modules.sparse import SparseTensor
 
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-HALF_REL_L2 = 2e-2  # ||a - b|| / ||b||; measured 1.7e-3 .. 2e-3 on CPU
-HALF_REL_MAX = 3e-2  # max |a - b| / max |b|; measured up to 6.2e-3 on CPU
 LEVELS = 4
-
-
-def assert_half_close(actual: torch.Tensor, expected: torch.Tensor, name: str) -> None:
-    a, b = actual.detach().float().cpu(), expected.float()
-    assert a.shape == b.shape, f"{name}: shape {tuple(a.shape)} != golden {tuple(b.shape)}"
-    rel_l2 = float((a - b).norm() / b.norm())
-    rel_max = float((a - b).abs().max() / b.abs().max())
-    assert rel_l2 <= HALF_REL_L2 and rel_max <= HALF_REL_MAX, (
-        f"{name}: rel L2 {rel_l2:.2e}, rel max {rel_max:.2e}"
-    )
-
-
-def assert_coords_equal(actual: torch.Tensor, expected: torch.Tensor, name: str) -> None:
-    assert torch.equal(actual.cpu(), expected), f"{name} differ"
-
-
-@pytest.fixture(scope="module", params=DEVICES)
-def device(request) -> str:
-    return request.param
-
-
-@pytest.fixture(scope="module")
-def io04(golden_dir):
-    return load_file(golden_dir / "case04_shape_decoder" / "case04_io.safetensors")
-
-
-@pytest.fixture(scope="module")
-def io05(golden_dir):
-    return load_file(golden_dir / "case05_tex_decoder" / "case05_io.safetensors")
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +82,7 @@ def test_ss_decoder_fp16(golden_dir, device):
     with torch.no_grad():
         logits = model(io["z"].to(device))
     assert logits.dtype == torch.float32 and logits.device.type == device
-    assert_half_close(logits, io["logits"], f"ss logits fp16 ({device})")
+    assert_half_precision_close(logits, io["logits"], f"ss logits fp16 ({device})")
 
 
 def test_shape_decoder_fp16_with_golden_subdivisions(forced_shape_run, io04, device):
@@ -129,12 +98,12 @@ def test_shape_decoder_fp16_with_golden_subdivisions(forced_shape_run, io04, dev
     )
     for i, logits in enumerate(predicted):
         assert logits is not None and logits.feats.dtype == torch.float16
-        assert_half_close(logits.feats, io04[f"sub{i}_logits"], f"sub{i} logits fp16 ({device})")
+        assert_half_precision_close(logits.feats, io04[f"sub{i}_logits"], f"sub{i} logits fp16 ({device})")
     assert out.feats.dtype == torch.float32
     assert_coords_equal(out.coords, io04["out_coords"], f"out_coords fp16 ({device})")
-    assert_half_close(out.feats, io04["out_feats"], f"out_feats fp16 ({device})")
+    assert_half_precision_close(out.feats, io04["out_feats"], f"out_feats fp16 ({device})")
     fields = model.dual_grid_fields(out)
-    assert_half_close(fields.dual_vertices, io04["dual_vertices"], f"dual_vertices fp16 ({device})")
+    assert_half_precision_close(fields.dual_vertices, io04["dual_vertices"], f"dual_vertices fp16 ({device})")
 
 
 def test_free_running_fp16_decoders_follow_golden_structure(forced_shape_run, tex_half, io04, io05, device):
@@ -151,9 +120,9 @@ def test_free_running_fp16_decoders_follow_golden_structure(forced_shape_run, te
     for i, sub in enumerate(subs):
         assert_coords_equal(sub.coords, io04[f"sub{i}_coords"], f"sub{i} coords fp16 ({device})")
     assert_coords_equal(out.coords, io04["out_coords"], f"out_coords fp16 ({device})")
-    assert_half_close(out.feats, io04["out_feats"], f"out_feats fp16 ({device})")
+    assert_half_precision_close(out.feats, io04["out_feats"], f"out_feats fp16 ({device})")
     assert_coords_equal(tex_out.coords, io05["out_coords"], f"texture out_coords fp16 ({device})")
-    assert_half_close(tex_out.feats, io05["out_feats"], f"texture out_feats fp16 ({device})")
+    assert_half_precision_close(tex_out.feats, io05["out_feats"], f"texture out_feats fp16 ({device})")
 
 
 def test_tex_decoder_fp16_with_guide_subs(tex_half, io04, io05, device):
@@ -168,4 +137,4 @@ def test_tex_decoder_fp16_with_guide_subs(tex_half, io04, io05, device):
         out = tex_half(latent(io05, device), guide_subs=[golden_sub(io04, i, device) for i in range(LEVELS)])
     assert out.feats.dtype == torch.float32
     assert_coords_equal(out.coords, io05["out_coords"], f"texture out_coords fp16 ({device})")
-    assert_half_close(out.feats, io05["out_feats"], f"texture out_feats fp16 ({device})")
+    assert_half_precision_close(out.feats, io05["out_feats"], f"texture out_feats fp16 ({device})")

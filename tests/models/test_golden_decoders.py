@@ -10,43 +10,19 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.golden_utils import assert_golden_close
+from tests.golden_utils import assert_coords_equal, assert_golden_close
 from trellis2.models import from_pretrained
 from trellis2.models.flexi_dual_grid_vae_decoder import FlexiDualGridVaeDecoder
 from trellis2.models.sparse_structure_decoder import SparseStructureDecoder
 from trellis2.models.sparse_unet_vae_decoder import SparseUnetVaeDecoder
 from trellis2.modules.sparse import SparseTensor
 
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-
-
-@pytest.fixture(autouse=True)
-def exact_float32_matmul():
-    """float32 parity needs IEEE float32 GEMMs and convs on CUDA (no TF32), whatever other tests set."""
-    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    yield
-    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
-
-
-@pytest.fixture(scope="module", params=DEVICES)
-def device(request) -> str:
-    return request.param
+pytestmark = pytest.mark.usefixtures("exact_float32_matmul")
 
 
 @pytest.fixture(scope="module")
 def io02(golden_dir):
     return load_file(golden_dir / "case02_ss_decoder" / "case02_io.safetensors")
-
-
-@pytest.fixture(scope="module")
-def io04(golden_dir):
-    return load_file(golden_dir / "case04_shape_decoder" / "case04_io.safetensors")
-
-
-@pytest.fixture(scope="module")
-def io05(golden_dir):
-    return load_file(golden_dir / "case05_tex_decoder" / "case05_io.safetensors")
 
 
 @pytest.fixture(scope="module")
@@ -70,10 +46,6 @@ def latent(io: dict[str, torch.Tensor], device: str) -> SparseTensor:
 
 def golden_subs(io: dict[str, torch.Tensor], device: str = "cpu") -> list[SparseTensor]:
     return [SparseTensor(io[f"sub{i}_logits"].to(device), io[f"sub{i}_coords"].to(device)) for i in range(4)]
-
-
-def assert_coords_equal(actual: torch.Tensor, expected: torch.Tensor, name: str) -> None:
-    assert actual.dtype == torch.int32 and torch.equal(actual.cpu(), expected), f"{name} differ"
 
 
 @pytest.fixture(scope="module")

@@ -6,31 +6,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.golden_utils import assert_golden_close
+from tests.golden_utils import DEVICES, assert_golden_close, assert_half_precision_close
 from trellis2.models import from_pretrained
 from trellis2.models.sparse_structure_flow import SparseStructureFlowModel
 from trellis2.models.structured_latent_flow import SLatFlowModel
 from trellis2.modules.sparse import SparseTensor
 
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-BF16_REL_L2 = 2e-2  # measured ~7e-3 on CPU (bf16 weights and activations vs the float32 reference)
-BF16_REL_MAX = 3e-2
-
-
-def assert_bf16_close(actual: torch.Tensor, expected: torch.Tensor, name: str) -> None:
-    a, b = actual.detach().float().cpu(), expected.float()
-    rel_l2 = float((a - b).norm() / b.norm())
-    rel_max = float((a - b).abs().max() / b.abs().max())
-    assert rel_l2 <= BF16_REL_L2 and rel_max <= BF16_REL_MAX, f"{name}: rel L2 {rel_l2:.2e}, rel max {rel_max:.2e}"
-
-
-@pytest.fixture(autouse=True)
-def exact_float32_matmul():
-    """float32 parity needs IEEE float32 GEMMs on CUDA (no TF32), whatever other tests configured."""
-    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    yield
-    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+pytestmark = pytest.mark.usefixtures("exact_float32_matmul")
 
 
 @pytest.fixture(scope="module")
@@ -126,16 +108,16 @@ def test_flows_under_bfloat16(case01, case03, device):
     with torch.no_grad():
         out = model(io["x"].to(device), io["t_a"].to(device), io["cond"].to(device))
     assert out.dtype == torch.float32
-    assert_bf16_close(out, io["out_a"], f"ss flow bf16 ({device})")
+    assert_half_precision_close(out, io["out_a"], f"ss flow bf16 ({device})")
 
     folder, io = case03
     shape = from_pretrained(folder / "shape_flow", dtype="bfloat16", device=device)
     tex = from_pretrained(folder / "tex_flow", dtype="bfloat16", device=device)
     x, t, cond = _sparse(io, device), io["t"].to(device), io["cond"].to(device)
     with torch.no_grad():
-        assert_bf16_close(shape(x, t, cond).feats, io["shape_out_feats"], f"shape flow bf16 ({device})")
+        assert_half_precision_close(shape(x, t, cond).feats, io["shape_out_feats"], f"shape flow bf16 ({device})")
         concat = x.replace(io["tex_concat_cond_feats"].to(device))
-        assert_bf16_close(tex(x, t, cond, concat_cond=concat).feats, io["tex_out_feats"], f"tex flow bf16 ({device})")
+        assert_half_precision_close(tex(x, t, cond, concat_cond=concat).feats, io["tex_out_feats"], f"tex flow bf16 ({device})")
 
 
 def test_slat_flow_rejects_mismatched_concat_cond(case03):
