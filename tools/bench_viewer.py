@@ -66,21 +66,18 @@ class BenchHandler(http.server.SimpleHTTPRequestHandler):
 
     def do_GET(self):  # noqa: N802 - http.server naming
         if self.path == "/bench/page.html":
-            self.send_response(200)
-            self.send_header("Content-Type", "text/html")
-            self.send_header("Content-Length", str(len(BENCH_PAGE)))
-            self.end_headers()
-            self.wfile.write(BENCH_PAGE)
-            return
-        if self.path == "/bench/model.glb":
-            data = (self.bench_dir / "model.glb").read_bytes()
-            self.send_response(200)
-            self.send_header("Content-Type", "model/gltf-binary")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-            return
-        super().do_GET()
+            self._send(BENCH_PAGE, "text/html")
+        elif self.path == "/bench/model.glb":
+            self._send((self.bench_dir / "model.glb").read_bytes(), "model/gltf-binary")
+        else:
+            super().do_GET()
+
+    def _send(self, data: bytes, content_type: str) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
 
     def log_message(self, *args) -> None:
         pass
