@@ -18,15 +18,21 @@ def load_segmentation_model(folder: Path) -> torch.nn.Module:
     Deliberately not `from_pretrained`: transformers 5 expects remote-code models to call `post_init()`,
     which BiRefNet's code does not (it fails with "no attribute 'all_tied_weights_keys'"). Constructing the
     class from its config and loading the state dict ourselves works with transformers 4 and 5 alike, and
-    every missing or unexpected weight is an error instead of a silently random layer.
+    the weights are checked as strictly as our own checkpoints (`trellis2.models.loading`): a truncated
+    file, a missing or unexpected key or a wrong shape is an error instead of a silently random layer.
     """
-    from safetensors import SafetensorError
     from safetensors.torch import load_file
     from transformers import AutoConfig
     from transformers.dynamic_module_utils import get_class_from_dynamic_module
 
+    from trellis2.models.loading import check_state_keys, read_header
+
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(f"background-removal model folder {folder} has no config.json")
+    weights_file = folder / "model.safetensors"
+    if not weights_file.is_file():
+        raise FileNotFoundError(f"background-removal weights {weights_file} are missing")
+    found = read_header(weights_file)  # before building the model: a damaged download fails fast
     config = AutoConfig.from_pretrained(str(folder), trust_remote_code=True, local_files_only=True)
     reference = (getattr(config, "auto_map", None) or {}).get("AutoModelForImageSegmentation")
     if not reference:
@@ -35,22 +41,15 @@ def load_segmentation_model(folder: Path) -> torch.nn.Module:
     model_class = get_class_from_dynamic_module(reference, str(folder), local_files_only=True)
     model = model_class(config)  # the call from_pretrained makes
 
-    weights_file = folder / "model.safetensors"
-    if not weights_file.is_file():
-        raise FileNotFoundError(f"background-removal weights {weights_file} are missing")
-    try:
-        state = load_file(str(weights_file))
-    except (SafetensorError, OSError) as exc:
-        raise ValueError(f"cannot read {weights_file}: {exc} (an incomplete download? fetch it again)") from exc
-    expected = model.state_dict().keys()
+    expected = {key: tuple(value.shape) for key, value in model.state_dict().items()}
     prefix = getattr(model, "base_model_prefix", "") or ""
-    if prefix and not expected & state.keys():
-        state = {k.removeprefix(prefix + "."): v for k, v in state.items()}
-    missing = sorted(expected - state.keys())
-    unexpected = sorted(state.keys() - expected)
-    if missing or unexpected:
-        raise ValueError(f"{weights_file} does not match the model in {folder}: "
-                         f"missing {missing[:5]}, unexpected {unexpected[:5]}")
+    strip = bool(prefix) and not expected.keys() & found.keys()
+    if strip:
+        found = {key.removeprefix(prefix + "."): shape for key, shape in found.items()}
+    check_state_keys(expected, found, set(), weights_file)
+    state = load_file(str(weights_file))
+    if strip:
+        state = {key.removeprefix(prefix + "."): value for key, value in state.items()}
     model.load_state_dict(state)
     return model
 
