@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from .bvh import closest_point_packed, pack_triangles
+from .bvh import closest_point_packed, pack_distance_face, pack_triangles, unpack_distance_face
 
 _GPU_PAIR_BUDGET = 1 << 22  # (grid point, triangle) candidates per chunk on CUDA
 _CPU_PAIR_BUDGET = 1 << 18
@@ -68,7 +68,7 @@ def _split_boxes(lo: torch.Tensor, size: torch.Tensor, budget: int) -> tuple[tor
 
 
 def segment_min(keys: torch.Tensor, packed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per distinct key, the minimum of `packed` (squared distance bits << 32 | face id)."""
+    """Per distinct key, the minimum of `packed` (`pack_distance_face` keys)."""
     uniq, inverse = torch.unique(keys, return_inverse=True)
     best = torch.full((uniq.numel(),), torch.iinfo(torch.long).max, dtype=torch.long, device=keys.device)
     return uniq, best.scatter_reduce_(0, inverse, packed, reduce="amin")
@@ -154,8 +154,7 @@ def _search_block(vertices, faces, face_base, origin, cell, n, radius, only, onl
                              for s in range(0, keys.numel(), step)] or [p.new_zeros(0)])
         ok = dist_sq < r_sq
         if bool(ok.any()):
-            bits = dist_sq[ok].float().view(torch.int32).long()  # non-negative floats sort like their bits
-            k, v = segment_min(keys[ok], (bits << 32) | (tri[ok] + face_base))
+            k, v = segment_min(keys[ok], pack_distance_face(dist_sq[ok], tri[ok] + face_base))
             found_keys.append(k)
             found_best.append(v)
 
@@ -198,5 +197,5 @@ def near_grid_distances(
         none = torch.zeros(0, dtype=torch.long, device=device)
         return none, torch.zeros(0, dtype=dtype, device=device), none
     keys, best = segment_min(torch.cat(found_keys), torch.cat(found_best))
-    dist = (best >> 32).int().view(torch.float32).to(dtype).sqrt()
-    return keys, dist, best & 0xFFFFFFFF
+    dist, face = unpack_distance_face(best, dtype)
+    return keys, dist, face

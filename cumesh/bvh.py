@@ -35,6 +35,19 @@ def pack_triangles(tris: torch.Tensor) -> torch.Tensor:
     return torch.cat([a, ab, ac, aa[:, None], bc[:, None], cc[:, None], degenerate[:, None]], 1)
 
 
+def pack_distance_face(dist_sq: torch.Tensor, face: torch.Tensor) -> torch.Tensor:
+    """One int64 per (squared distance, face id) whose minimum is the nearest face, ties to the lowest id.
+
+    Non-negative float32 values order like their bit patterns, so the distance goes in the high 32 bits.
+    """
+    return (dist_sq.float().view(torch.int32).long() << 32) | face
+
+
+def unpack_distance_face(packed: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """`(distance, face id)` from `pack_distance_face` keys (the distance, not its square)."""
+    return (packed >> 32).int().view(torch.float32).to(dtype).sqrt(), packed & 0xFFFFFFFF
+
+
 def _safe_div(n: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
     ok = d != 0
     return torch.where(ok, n / torch.where(ok, d, torch.ones_like(d)), torch.zeros_like(n)).clamp(0, 1)
@@ -334,7 +347,7 @@ def _evaluate_pairs(tris, points, point_ids, local, tri, best_d, best_f, best_uv
     d, uvw = (ds[0], uvws[0]) if len(ds) == 1 else (torch.cat(ds), torch.cat(uvws))
     ok = d <= limit_sq
     # lexicographic (distance, face id) minimum per point through one packed int64 key
-    key = (d.float().view(torch.int32).long() << 32) | tri
+    key = pack_distance_face(d, tri)
     key = torch.where(ok, key, torch.full_like(key, torch.iinfo(torch.long).max))
     best_key = torch.full((point_ids.numel(),), torch.iinfo(torch.long).max, dtype=torch.long, device=d.device)
     best_key.scatter_reduce_(0, local, key, reduce="amin")

@@ -9,12 +9,18 @@ from .connectivity import connected_components, face_components
 from .validation import check_mesh
 
 
-def compact(vertices: torch.Tensor, faces: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Drop vertices no face references, keeping the relative order of the others (no validation)."""
-    used = torch.zeros(vertices.shape[0], dtype=torch.bool, device=vertices.device)
+def referenced(faces: torch.Tensor, num_vertices: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """`(used [V] bool, faces renumbered over the used vertices only)`: `compact` for any per-vertex data."""
+    used = torch.zeros(num_vertices, dtype=torch.bool, device=faces.device)
     used[faces.reshape(-1)] = True
     new_index = torch.cumsum(used.long(), 0) - 1
-    return vertices[used], new_index[faces]
+    return used, new_index[faces]
+
+
+def compact(vertices: torch.Tensor, faces: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Drop vertices no face references, keeping the relative order of the others (no validation)."""
+    used, new_faces = referenced(faces, vertices.shape[0])
+    return vertices[used], new_faces
 
 
 def remove_unreferenced_vertices(vertices: torch.Tensor, faces: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

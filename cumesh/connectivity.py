@@ -32,10 +32,7 @@ def half_edges(faces: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def edge_table(faces: torch.Tensor, num_vertices: int) -> EdgeTable:
     """Build the unique edge list of `faces`."""
-    src, dst = half_edges(faces)
-    lo, hi = torch.minimum(src, dst), torch.maximum(src, dst)
-    key = lo * num_vertices + hi
-    uniq, inverse, counts = torch.unique(key, return_inverse=True, return_counts=True)
+    uniq, inverse, counts = torch.unique(_edge_keys(faces, num_vertices), return_inverse=True, return_counts=True)
     edges = torch.stack([uniq // num_vertices, uniq % num_vertices], dim=1)
     return EdgeTable(edges=edges, half_edge_to_edge=inverse, face_count=counts)
 

@@ -19,8 +19,8 @@ from __future__ import annotations
 import torch
 
 from .band_distance import grid_coords, grid_keys, near_grid_distances, segment_min
-from .bvh import MeshBVH, closest_point_packed, pack_triangles
-from .cleanup import compact
+from .bvh import MeshBVH, closest_point_packed, pack_distance_face, pack_triangles, unpack_distance_face
+from .cleanup import referenced
 from .connectivity import connected_components
 from .validation import check_mesh
 
@@ -76,15 +76,14 @@ def _add_outer_neighbours(vertices, faces, packed, origin, cell, n, eps, inside_
         _, is_inside = _lookup(inside_keys, keys)
         nb, face, keys = nb[~is_inside], face[~is_inside], keys[~is_inside]
         dist_sq, _ = closest_point_packed(origin + nb.to(dtype) * cell, packed[face])
-        bits = dist_sq.float().view(torch.int32).long()  # non-negative floats sort like their bits
-        k, best = segment_min(keys, (bits << 32) | face)
+        k, best = segment_min(keys, pack_distance_face(dist_sq, face))
         found_keys.append(k)
         found_best.append(best)
     outer_keys, best = segment_min(torch.cat(found_keys), torch.cat(found_best))
-    outer_udf = (best >> 32).int().view(torch.float32).to(dtype).sqrt().clamp_min(eps)
+    outer_udf, outer_face = unpack_distance_face(best, dtype)
     keys, order = torch.sort(torch.cat([inside_keys, outer_keys]))
-    return (keys, (torch.cat([inside_udf, outer_udf]) - eps)[order],
-            torch.cat([inside_face, best & 0xFFFFFFFF])[order])
+    return (keys, (torch.cat([inside_udf, outer_udf.clamp_min(eps)]) - eps)[order],
+            torch.cat([inside_face, outer_face])[order])
 
 
 def _distance_bounds(points, point_keys, corner_keys, corner_face, packed, corner_offsets) -> torch.Tensor:
@@ -126,11 +125,8 @@ def _drop_inward_sheets(v: torch.Tensor, f: torch.Tensor, keys: torch.Tensor
     keep_face = volume[face_label] > 0
     if not bool(keep_face.any()) or bool(keep_face.all()):
         return v, f, keys
-    f = f[keep_face]
-    used = torch.zeros(v.shape[0], dtype=torch.bool, device=v.device)
-    used[f.reshape(-1)] = True
-    new_index = torch.cumsum(used.long(), 0) - 1
-    return v[used], new_index[f], keys[used]
+    used, f = referenced(f[keep_face], v.shape[0])
+    return v[used], f, keys[used]
 
 
 def remesh_narrow_band_dc(
@@ -242,12 +238,9 @@ def remesh_narrow_band_dc(
     del quads, flags, q0, q1, q2, q3, diag02, diag13, use02, tri_a, tri_b, reverse, field
     if new_faces.shape[0] == 0:
         return vertices.new_zeros(0, 3), faces.new_zeros(0, 3)
-    used = torch.zeros(cells.shape[0], dtype=torch.bool, device=device)
-    used[new_faces.reshape(-1)] = True
-    out_keys = cell_keys[used]
-    del cells, cell_keys, used
-    out_v, out_f = compact(dual, new_faces)
-    del dual, new_faces
+    used, out_f = referenced(new_faces, cells.shape[0])
+    out_v, out_keys = dual[used], cell_keys[used]
+    del cells, cell_keys, used, dual, new_faces
     if not keep_inward_sheets:
         out_v, out_f, out_keys = _drop_inward_sheets(out_v, out_f, out_keys)
     if project_back > 0:

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import xatlas
 
-from .cleanup import compact, degenerate_face_mask
+from .cleanup import degenerate_face_mask, referenced
 from .connectivity import connected_components, edge_table, manifold_half_edge_pairs
 from .validation import check_mesh
 
@@ -197,9 +197,8 @@ def remove_uv_degenerate_faces(
     repeated = (faces[:, 0] == faces[:, 1]) | (faces[:, 1] == faces[:, 2]) | (faces[:, 2] == faces[:, 0])
     bad = repeated | (area <= area_eps) | (shortest <= edge_eps) | (uv_area <= uv_area_eps)
     kept_faces = faces[~bad]
-    used = torch.zeros(vertices.shape[0], dtype=torch.bool, device=vertices.device)
-    used[kept_faces.reshape(-1)] = True
+    used, new_f = referenced(kept_faces, vertices.shape[0])
     index = torch.nonzero(used).squeeze(1)
-    new_v, new_f = compact(vertices, kept_faces)
+    new_v = vertices[used]
     out_map = vmap[index] if vmap is not None else index
     return new_v, new_f, uvs[index], out_map
