@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from .bvh import closest_point_packed, pack_distance_face, pack_triangles, unpack_distance_face
+from .sorted_lookup import lookup_sorted
 
 _GPU_PAIR_BUDGET = 1 << 22  # (grid point, triangle) candidates per chunk on CUDA
 _CPU_PAIR_BUDGET = 1 << 18
@@ -129,8 +130,8 @@ def _search_block(vertices, faces, face_base, origin, cell, n, radius, only, onl
         if only is not None:
             hit = torch.nonzero(only_filter.maybe(keys)).squeeze(1)
             keys, rep, dx, dy, dz = keys[hit], rep[hit], dx[hit], dy[hit], dz[hit]
-            pos = torch.searchsorted(only, keys).clamp_max(max(only.numel() - 1, 0))
-            hit = torch.nonzero(only.index_select(0, pos) == keys).squeeze(1)
+            pos, found = lookup_sorted(only, keys)
+            hit = torch.nonzero(found).squeeze(1)
             keys, rep, pos = keys[hit], rep[hit], pos[hit]
             dx, dy, dz = dx[hit], dy[hit], dz[hit]
         r = radius

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .sorted_lookup import lookup_sorted
 from .validation import check_mesh, check_points
 
 _RINGS_PER_LEVEL = 2
@@ -272,8 +273,7 @@ class _Tier:
             gap = torch.clamp(box_lo - p[:, None, :], min=0) + torch.clamp(p[:, None, :] - (box_lo + level.cell), min=0)
             ok = inside & ((gap**2).sum(2) <= limit_sq)
             key = (cand[..., 0] * level.dims[1] + cand[..., 1]) * level.dims[2] + cand[..., 2]
-            pos = torch.searchsorted(level.cell_keys, key.reshape(-1)).clamp_max(level.cell_keys.numel() - 1)
-            occupied = (level.cell_keys[pos] == key.reshape(-1)).reshape(key.shape)
+            _, occupied = lookup_sorted(level.cell_keys, key)
             keep.append(act[(ok & occupied).any(1)])
         return torch.cat(keep) if keep else active
 
@@ -294,8 +294,7 @@ class _Tier:
                 continue
             c = cand[pi, oi]
             key = (c[:, 0] * level.dims[1] + c[:, 1]) * level.dims[2] + c[:, 2]
-            pos = torch.searchsorted(level.cell_keys, key).clamp_max(level.cell_keys.numel() - 1)
-            found = level.cell_keys[pos] == key
+            pos, found = lookup_sorted(level.cell_keys, key)
             pi, pos = pi[found], pos[found]
             if pi.numel() == 0:
                 continue

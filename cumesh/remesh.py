@@ -22,6 +22,7 @@ from .band_distance import grid_coords, grid_keys, near_grid_distances, segment_
 from .bvh import MeshBVH, closest_point_packed, pack_distance_face, pack_triangles, unpack_distance_face
 from .cleanup import referenced
 from .connectivity import connected_components
+from .sorted_lookup import lookup_sorted
 from .validation import check_mesh
 
 _CELL_CHUNK = 1 << 20  # cells per chunk when computing dual vertices (bounds peak memory)
@@ -37,18 +38,13 @@ _QUAD_CELLS = torch.tensor([
 ])
 
 
-def _lookup(sorted_keys: torch.Tensor, keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    pos = torch.searchsorted(sorted_keys, keys).clamp_max(max(sorted_keys.numel() - 1, 0))
-    return pos, sorted_keys[pos] == keys
-
-
 def _field_at(keys: torch.Tensor, field: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
     """`f` at grid points given by key; points never computed are far outside the band (`+inf`)."""
     return _field_and_face_at(keys, field, field, query)[0]
 
 
 def _field_and_face_at(keys, field, face, query) -> tuple[torch.Tensor, torch.Tensor]:
-    pos, found = _lookup(keys, query)
+    pos, found = lookup_sorted(keys, query)
     return torch.where(found, field[pos], torch.full_like(field[pos], torch.inf)), face[pos]
 
 
@@ -73,7 +69,7 @@ def _add_outer_neighbours(vertices, faces, packed, origin, cell, n, eps, inside_
         valid = ((nb >= 0) & (nb <= n)).all(2)
         nb, face = nb[valid], face[valid]
         keys = grid_keys(nb, n)
-        _, is_inside = _lookup(inside_keys, keys)
+        _, is_inside = lookup_sorted(inside_keys, keys)
         nb, face, keys = nb[~is_inside], face[~is_inside], keys[~is_inside]
         dist_sq, _ = closest_point_packed(origin + nb.to(dtype) * cell, packed[face])
         k, best = segment_min(keys, pack_distance_face(dist_sq, face))
@@ -91,7 +87,7 @@ def _distance_bounds(points, point_keys, corner_keys, corner_face, packed, corne
     bound = torch.empty(points.shape[0], dtype=points.dtype, device=points.device)
     step = _CELL_CHUNK // 4 if points.is_cuda else 1 << 14  # 8 (point, face) pairs per point
     for s in range(0, points.shape[0], step):
-        pos, _ = _lookup(corner_keys, point_keys[s : s + step, None] + corner_offsets)
+        pos, _ = lookup_sorted(corner_keys, point_keys[s : s + step, None] + corner_offsets)
         d, _ = closest_point_packed(points[s : s + step].repeat_interleave(8, 0), packed[corner_face[pos].reshape(-1)])
         bound[s : s + step] = d.reshape(-1, 8).min(1).values.sqrt()
     return bound
@@ -221,7 +217,7 @@ def remesh_narrow_band_dc(
         flag[(f1 >= 0) & (f2 < 0)] = -1
         sel = torch.nonzero(flag).squeeze(1)
         nb = cells[sel][:, None, :] + _QUAD_CELLS[axis].to(device)[None]
-        pos, found = _lookup(cell_keys, grid_keys(nb, n))
+        pos, found = lookup_sorted(cell_keys, grid_keys(nb, n))
         full = found.all(1)
         quads.append(pos[full])
         flags.append(flag[sel][full])
@@ -260,7 +256,7 @@ def remesh_narrow_band_dc(
             found, _, found_face = near_grid_distances(vertices, faces, origin, cell, n, limit, only=out_keys[group],
                                                        points=out_v[group], point_radius=margin)
             if found.numel():
-                pos, ok = _lookup(out_keys, found)
+                pos, ok = lookup_sorted(out_keys, found)
                 fid[pos[ok]] = found_face[ok]
         far = fid < 0
         if bool(far.any()):  # only through float rounding; fall back to an unbounded search
