@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import trimesh
 
-from trellis2.representations import MeshWithVoxel
+from o_voxel.asset import MeshWithVoxel
 
 from .params import ExportParams
 

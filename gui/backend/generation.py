@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from trellis2.representations import MeshWithVoxel
+from o_voxel.asset import MeshWithVoxel
 
 GENERATION_FILE = "generation.npz"
 

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 try:
-    from trellis2.pipelines.progress import JobCancelled
+    from trellis2.progress import JobCancelled
 except Exception:  # noqa: BLE001 - a broken engine package must not stop the server; engines report it
 
     class JobCancelled(Exception):  # type: ignore[no-redef]

@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 from tests.golden_utils import assert_golden_close
 from trellis2.modules.sparse import SparseTensor
-from trellis2.pipelines.progress import JobCancelled
+from trellis2.progress import JobCancelled
 from trellis2.samplers import FlowEulerGuidanceIntervalSampler, time_grid
 
 TRAJ = {"atol": 5e-4, "rtol": 1e-3}

@@ -15,7 +15,7 @@ from trellis2.pipelines import (
     Trellis2ImageTo3DPipeline,
     check_models,
 )
-from trellis2.representations import MeshWithVoxel
+from o_voxel.asset import MeshWithVoxel
 
 EXPECTED_RESOLUTION = {"512": 512, "1024": 1024, "1024_cascade": 1024, "1536_cascade": 1536}
 

@@ -5,7 +5,7 @@ from .model_check import check_models
 from .model_paths import ModelNotFoundError, default_models_dir
 from .multiview import MULTIVIEW_MODES, Trellis2MultiViewPipeline
 from .pipeline_config import PIPELINE_TYPES, PipelineConfigError
-from .progress import CancelFlag, JobCancelled, ProgressCallback
+from ..progress import CancelFlag, JobCancelled, ProgressCallback
 from .trellis2_image_to_3d import Trellis2ImageTo3DPipeline
 
 __all__ = [

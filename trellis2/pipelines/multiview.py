@@ -22,9 +22,9 @@ import torch
 from PIL import Image
 
 from ..modules.sparse.tensor import SparseTensor
-from ..representations import MeshWithVoxel
+from o_voxel.asset import MeshWithVoxel
 from .image_loading import ImageInputError, normalize_image
-from .progress import CancelFlag, ProgressCallback, no_progress, raise_if_cancelled
+from ..progress import CancelFlag, ProgressCallback, no_progress, raise_if_cancelled
 from .trellis2_image_to_3d import Conditioning, Trellis2ImageTo3DPipeline
 
 MULTIVIEW_MODES = ("stochastic", "multidiffusion")

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..modules.sparse.tensor import SparseTensor
-from ..representations import MeshWithVoxel
+from o_voxel.asset import MeshWithVoxel
 from ..samplers import SAMPLER_CLASSES, ConditionalVelocity
 from .image_loading import ImageInputError, has_real_alpha, normalize_image
 from .model_paths import (
@@ -35,7 +35,7 @@ from .model_paths import (
 )
 from .pipeline_config import MODEL_KEYS, MODELS_FOR_TYPE, PIPELINE_TYPES, PipelineConfig
 from .preprocess import preprocess_image as preprocess_to_square
-from .progress import CancelFlag, ProgressCallback, no_progress, raise_if_cancelled
+from ..progress import CancelFlag, ProgressCallback, no_progress, raise_if_cancelled
 
 PIPELINE_REPO = "microsoft/TRELLIS.2-4B"
 SAMPLER_PARAM_KEYS = {"steps", "guidance_strength", "guidance_rescale", "guidance_interval", "rescale_t"}

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ..modules.sparse.tensor import SparseTensor, sample_std
-from ..pipelines.progress import CancelFlag, ProgressCallback, raise_if_cancelled
+from ..progress import CancelFlag, ProgressCallback, raise_if_cancelled
 
 Latent = Any  # torch.Tensor (dense stage) or SparseTensor (sparse stages)
 

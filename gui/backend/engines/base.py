@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 from PIL import Image
 
 if TYPE_CHECKING:
-    from trellis2.pipelines.progress import CancelFlag, ProgressCallback
-    from trellis2.representations import MeshWithVoxel
+    from trellis2.progress import CancelFlag, ProgressCallback
+    from o_voxel.asset import MeshWithVoxel
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""What every engine returns: a mesh plus the PBR voxel volume it was decoded with."""
+"""What every engine hands the export: a mesh plus the PBR voxel volume it was decoded with."""
 
 from __future__ import annotations
 
