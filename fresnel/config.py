@@ -1,0 +1,70 @@
+"""The Fresnel network's configuration: every size the checkpoint depends on, stored as `config.json`."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+ARCHITECTURE = "FresnelNet"
+ATTRIBUTE_CHANNELS = 6  # base colour (3), metallic, roughness, alpha: o_voxel.asset.PBR_LAYOUT
+
+
+@dataclass(frozen=True)
+class FresnelConfig:
+    """Sizes of `fresnel.network.FresnelNet`.
+
+    The image encoder halves the resolution `len(encoder_channels)` times; the 3D decoder starts at the
+    coarsest image level (`image_size / 2**len(encoder_channels)` voxels a side) and doubles up to `grid`;
+    `decoder_channels[i]` and `decoder_blocks[i]` belong to the i-th 3D level, coarse to fine."""
+
+    image_size: int = 128
+    grid: int = 64
+    encoder_channels: tuple[int, ...] = (32, 64, 128, 192)
+    decoder_channels: tuple[int, ...] = (160, 96, 48, 24)
+    decoder_blocks: tuple[int, ...] = (2, 2, 1, 1)
+    groups: int = 8
+    architecture: str = field(default=ARCHITECTURE)
+
+    def __post_init__(self) -> None:
+        levels = len(self.encoder_channels)
+        if len(self.decoder_channels) != levels or len(self.decoder_blocks) != levels:
+            raise ValueError("encoder_channels, decoder_channels and decoder_blocks need one entry per level")
+        if self.image_size % 2**levels or self.image_size // 2 != self.grid:
+            raise ValueError("the grid must be half the image size, and the image size divisible by 2**levels")
+        if any(c % self.groups for c in (*self.encoder_channels, *self.decoder_channels)):
+            raise ValueError(f"every channel count must be divisible by groups={self.groups}")
+        if self.architecture != ARCHITECTURE:
+            raise ValueError(f"not a Fresnel configuration (architecture {self.architecture!r})")
+
+    @property
+    def coarse_grid(self) -> int:
+        return self.grid // 2 ** (len(self.decoder_channels) - 1)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2) + "\n"
+
+    @classmethod
+    def from_dict(cls, data: dict) -> FresnelConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown Fresnel configuration keys: {sorted(unknown)}")
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        return cls(**values)
+
+    @classmethod
+    def load(cls, path: Path) -> FresnelConfig:
+        try:
+            data = json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ValueError(f"cannot read the Fresnel configuration {path}: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ValueError(f"{path} is not a JSON object")
+        return cls.from_dict(data)
+
+
+TINY_CONFIG = FresnelConfig(image_size=32, grid=16, encoder_channels=(8, 16), decoder_channels=(16, 8),
+                            decoder_blocks=(1, 1), groups=4)

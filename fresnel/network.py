@@ -1,0 +1,98 @@
+"""FresnelNet: one image -> occupancy, PBR attributes and camera elevation, in a single forward pass.
+
+A 2D convolutional encoder makes a feature pyramid of the object crop. A 3D convolutional decoder runs from
+a coarse grid to the fine one; at every level the image features of the same resolution are *lifted* into
+the grid — each voxel receives the features of the pixel it lies behind (the grid's x and z are the
+image's columns and rows, y is depth) plus a learned embedding of its depth — so silhouettes and visible
+detail stay aligned with the image, and the 3D layers learn depth and the unseen back. A small head on the
+pooled image features predicts the camera's elevation, which the engine uses to stand the object upright.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import ATTRIBUTE_CHANNELS, FresnelConfig
+
+
+@dataclass
+class FresnelOutput:
+    occupancy_logits: torch.Tensor  # [B, G, G, G] (x, y, z)
+    attribute_logits: torch.Tensor  # [B, 6, G, G, G]
+    elevation: torch.Tensor  # [B] radians
+
+    @property
+    def attributes(self) -> torch.Tensor:
+        return torch.sigmoid(self.attribute_logits)
+
+
+class ResBlock(nn.Module):
+    """Two 3x3 convolutions with group norm and SiLU around a skip connection (2D or 3D)."""
+
+    def __init__(self, channels: int, groups: int, dims: int, out_channels: int | None = None,
+                 stride: int = 1) -> None:
+        super().__init__()
+        conv = nn.Conv3d if dims == 3 else nn.Conv2d
+        out = out_channels or channels
+        self.norm1 = nn.GroupNorm(groups, channels)
+        self.conv1 = conv(channels, out, 3, stride=stride, padding=1)
+        self.norm2 = nn.GroupNorm(groups, out)
+        self.conv2 = conv(out, out, 3, padding=1)
+        self.skip = conv(channels, out, 1, stride=stride) if (out != channels or stride != 1) else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        h = self.conv2(F.silu(self.norm2(h)))
+        return self.skip(x) + h
+
+
+def lift(features: torch.Tensor) -> torch.Tensor:
+    """Image features `[B, C, H, W]` (rows top to bottom) -> grid `[B, C, W, 1, H]` (x, depth, z up)."""
+    return features.flip(2).transpose(2, 3).unsqueeze(3)
+
+
+class FresnelNet(nn.Module):
+    def __init__(self, config: FresnelConfig) -> None:
+        super().__init__()
+        self.config = config
+        enc, dec, g = config.encoder_channels, config.decoder_channels, config.groups
+        self.stem = nn.Conv2d(4, enc[0], 3, padding=1)
+        self.encoder = nn.ModuleList(
+            ResBlock(enc[max(i - 1, 0)], g, dims=2, out_channels=enc[i], stride=2) for i in range(len(enc)))
+        self.lift_proj = nn.ModuleList(nn.Conv2d(enc[-1 - i], dec[i], 1) for i in range(len(dec)))
+        size = config.coarse_grid
+        self.depth_embed = nn.ParameterList()
+        for i, c in enumerate(dec):
+            self.depth_embed.append(nn.Parameter(torch.randn(c, size * 2**i) * 0.02))
+        self.up = nn.ModuleList(nn.Conv3d(dec[i - 1], dec[i], 1) for i in range(1, len(dec)))
+        self.levels = nn.ModuleList(
+            nn.Sequential(*(ResBlock(c, g, dims=3) for _ in range(n))) for c, n in zip(dec, config.decoder_blocks))
+        self.out_norm = nn.GroupNorm(g, dec[-1])
+        self.head = nn.Conv3d(dec[-1], 1 + ATTRIBUTE_CHANNELS, 1)
+        self.elevation_head = nn.Sequential(nn.Linear(enc[-1], 128), nn.SiLU(), nn.Linear(128, 1))
+
+    def forward(self, images: torch.Tensor) -> FresnelOutput:
+        """`images [B, 4, S, S]` (premultiplied RGB + alpha in [0, 1], as `crop_to_object` makes them)."""
+        x = self.stem(images * 2 - 1)
+        pyramid = []
+        for block in self.encoder:
+            x = block(x)
+            pyramid.append(x)
+        elevation = torch.tanh(self.elevation_head(x.mean(dim=(2, 3)))[:, 0]) * (math.pi / 2)
+        volume = None
+        for i, level in enumerate(self.levels):
+            image = self.lift_proj[i](pyramid[-1 - i])
+            lifted = lift(image) + self.depth_embed[i][None, :, None, :, None]
+            if volume is None:
+                volume = lifted
+            else:
+                volume = self.up[i - 1](F.interpolate(volume, scale_factor=2, mode="trilinear", align_corners=False))
+                volume = volume + lifted
+            volume = level(volume)
+        out = self.head(F.silu(self.out_norm(volume)))
+        return FresnelOutput(out[:, 0], out[:, 1:], elevation)

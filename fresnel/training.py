@@ -1,0 +1,194 @@
+"""Training Fresnel on procedural objects made on the fly (`fresnel.data`), resumable at any step.
+
+A run lives in one folder: `state.pt` (network, optimiser, step, the data generator's state, loss history,
+settings), `loss.json` and `loss.png`. Calling `train` again on the folder continues exactly where it
+stopped, with the same data it would have seen. `export_checkpoint` writes the engine's checkpoint
+(`config.json` + `model.safetensors`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageDraw
+
+from .checkpoint import load_fresnel, save_fresnel
+from .config import FresnelConfig
+from .data.batches import Batch, make_batch
+from .network import FresnelNet, FresnelOutput
+
+STATE_FILE = "state.pt"
+SURFACE_BAND_VOXELS = 2.5
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    batch_size: int = 24
+    lr: float = 1e-3
+    min_lr_fraction: float = 0.05
+    weight_decay: float = 0.01
+    warmup_steps: int = 300
+    total_steps: int = 12000
+    seed: int = 0
+    render_resolution: int = 192
+    render_steps: int = 40
+    log_every: int = 25
+    save_every_s: float = 60.0
+
+
+def learning_rate(settings: TrainSettings, step: int) -> float:
+    """Linear warm-up, then cosine decay to `min_lr_fraction` at `total_steps` (and flat after)."""
+    if step < settings.warmup_steps:
+        return settings.lr * (step + 1) / settings.warmup_steps
+    progress = min(1.0, (step - settings.warmup_steps) / max(1, settings.total_steps - settings.warmup_steps))
+    floor = settings.min_lr_fraction
+    return settings.lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def loss_terms(out: FresnelOutput, batch: Batch) -> dict[str, torch.Tensor]:
+    """Occupancy BCE (weighted towards the surface), attribute L1 near the surface, elevation L1, and IoU."""
+    logits = out.occupancy_logits.float()
+    band = batch.distance.abs() < SURFACE_BAND_VOXELS
+    weight = 1.0 + 4.0 * band.float()
+    occupancy = F.binary_cross_entropy_with_logits(logits, batch.occupancy, weight=weight)
+    attr_error = (torch.sigmoid(out.attribute_logits.float()) - batch.attributes).abs().mean(1)
+    attributes = (attr_error * band).sum() / band.sum().clamp_min(1)
+    elevation = (out.elevation.float() - batch.elevation).abs().mean()
+    with torch.no_grad():
+        pred, true = logits > 0, batch.distance < 0
+        iou = (pred & true).sum() / (pred | true).sum().clamp_min(1)
+    total = occupancy + attributes + 0.5 * elevation
+    return {"loss": total, "occupancy": occupancy, "attributes": attributes, "elevation": elevation, "iou": iou}
+
+
+def plot_curves(history: list[dict], path: Path, keys: tuple[str, ...] = ("occupancy", "attributes", "elevation",
+                                                                            "iou")) -> None:
+    """A small PNG of the loss curves (one panel per key, step on x), drawn with Pillow."""
+    width, height, pad = 300, 180, 28
+    image = Image.new("RGB", (width * len(keys), height), "white")
+    draw = ImageDraw.Draw(image)
+    for i, key in enumerate(keys):
+        points = [(h["step"], h[key]) for h in history if key in h]
+        x0 = i * width
+        draw.text((x0 + pad, 4), key, fill="black")
+        draw.rectangle([x0 + pad, pad, x0 + width - 8, height - pad], outline="grey")
+        if len(points) < 2:
+            continue
+        steps, values = zip(*points)
+        lo, hi = min(values), max(values)
+        span_s, span_v = max(1, steps[-1] - steps[0]), max(1e-9, hi - lo)
+        xy = [(x0 + pad + (s - steps[0]) / span_s * (width - pad - 8),
+               height - pad - (v - lo) / span_v * (height - 2 * pad)) for s, v in points]
+        draw.line(xy, fill="navy", width=1)
+        draw.text((x0 + 2, pad - 2), f"{hi:.3g}", fill="black")
+        draw.text((x0 + 2, height - pad - 8), f"{lo:.3g}", fill="black")
+        draw.text((x0 + width - 60, height - pad + 4), f"step {steps[-1]}", fill="black")
+    image.save(path)
+
+
+def _save_state(run_dir: Path, state: dict) -> None:
+    tmp = run_dir / (STATE_FILE + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, run_dir / STATE_FILE)
+    (run_dir / "loss.json").write_text(json.dumps(state["history"]))
+    plot_curves(state["history"], run_dir / "loss.png")
+
+
+def train(run_dir: Path, config: FresnelConfig | None = None, settings: TrainSettings | None = None,
+          device: torch.device | str = "cpu", max_steps: int | None = None, max_minutes: float | None = None,
+          log: Callable[[str], None] = print, init_from: Path | None = None) -> dict:
+    """Train (or resume) the run in `run_dir` until `max_steps` total steps or `max_minutes` of this call.
+
+    A new run needs `config` and `settings` (and may start from the weights of the engine checkpoint
+    `init_from`); a resumed one keeps its own (arguments are ignored)."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    device = torch.device(device)
+    state_path = run_dir / STATE_FILE
+    generator = torch.Generator(device=device)
+    if state_path.exists():
+        state = torch.load(state_path, map_location="cpu", weights_only=False)
+        config = FresnelConfig.from_dict(state["config"])
+        settings = TrainSettings(**state["settings"])
+        generator.set_state(state["generator"])
+        log(f"resuming {run_dir} at step {state['step']}")
+    else:
+        config, settings = config or FresnelConfig(), settings or TrainSettings()
+        generator.manual_seed(settings.seed)
+        state = {"step": 0, "history": [], "config": json.loads(config.to_json()), "settings": asdict(settings),
+                 "seconds": 0.0}
+    model = FresnelNet(config).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay,
+                                  betas=(0.9, 0.99))
+    if "model" in state:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+    elif init_from is not None:
+        model.load_state_dict(load_fresnel(init_from).state_dict())
+        log(f"starting from the weights of {init_from}")
+    model.train()
+    use_bf16 = device.type == "cuda"
+    started = last_save = time.monotonic()
+    seconds_before = state["seconds"]
+    running: dict[str, float] = {}
+
+    def snapshot() -> None:
+        state.update(model=model.state_dict(), optimizer=optimizer.state_dict(), generator=generator.get_state(),
+                     seconds=seconds_before + time.monotonic() - started)
+        _save_state(run_dir, state)
+
+    while True:
+        step = state["step"]
+        if max_steps is not None and step >= max_steps:
+            break
+        if max_minutes is not None and time.monotonic() - started > max_minutes * 60:
+            break
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(settings, step)
+        data_started = time.monotonic()
+        with torch.no_grad():
+            batch = make_batch(settings.batch_size, generator, grid=config.grid, image_size=config.image_size,
+                               device=device, render_steps=settings.render_steps,
+                               render_resolution=settings.render_resolution)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        running["data_s"] = running.get("data_s", 0.0) + time.monotonic() - data_started
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            out = model(batch.images)
+        terms = loss_terms(out, batch)
+        optimizer.zero_grad(set_to_none=True)
+        terms["loss"].backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        state["step"] = step + 1
+        for key, value in terms.items():
+            running[key] = running.get(key, 0.0) + float(value.detach())
+        if state["step"] % settings.log_every == 0:
+            entry = {"step": state["step"], "seconds": round(seconds_before + time.monotonic() - started, 1),
+                     "lr": learning_rate(settings, step)}
+            entry.update({k: round(v / settings.log_every, 5) for k, v in running.items()})
+            state["history"].append(entry)
+            running.clear()
+            log(json.dumps(entry))
+        if time.monotonic() - last_save > settings.save_every_s:
+            snapshot()
+            last_save = time.monotonic()
+    snapshot()
+    return state
+
+
+def export_checkpoint(run_dir: Path, out_dir: Path) -> FresnelNet:
+    """Write the run's network as an engine checkpoint folder (`config.json` + fp16 `model.safetensors`)."""
+    state = torch.load(Path(run_dir) / STATE_FILE, map_location="cpu", weights_only=False)
+    model = FresnelNet(FresnelConfig.from_dict(state["config"]))
+    model.load_state_dict(state["model"])
+    save_fresnel(model, out_dir)
+    return model
