@@ -92,20 +92,21 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError):
-        return error_response(422, "invalid_parameters", "The request is not valid.",
+        return error_response("invalid_parameters", "The request is not valid.",
                               errors=[{"loc": list(e.get("loc", [])), "msg": e.get("msg", "")} for e in exc.errors()])
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
         codes = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}
-        message = {404: f"Nothing is at {request.url.path}.", 405: "This method is not allowed here."}
-        return error_response(exc.status_code, codes.get(exc.status_code, "http_error"),
-                              message.get(exc.status_code, str(exc.detail)))
+        code = codes.get(exc.status_code, "http_error")
+        message = f"Nothing is at {request.url.path}." if exc.status_code == 404 else None
+        return error_response(code, message or (None if code != "http_error" else str(exc.detail)),
+                              status=exc.status_code)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception):
         log.exception("unexpected error on %s %s", request.method, request.url.path)
-        return error_response(500, "internal_error", "The server hit an unexpected error; see its log for details.")
+        return error_response("internal_error")
 
 
 def mount_renderer(app: FastAPI, folder: Path) -> None:

@@ -1,4 +1,5 @@
-"""Turning a stored generation into asset files: O-Voxel `to_glb` + `export_asset` when installed."""
+"""Turning a stored generation into asset files: O-Voxel `to_glb` (when installed) + `export_asset`, which writes
+every format of `o_voxel.formats.EXPORT_FORMATS`."""
 
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ import trimesh
 
 from o_voxel.asset import MeshWithVoxel
 
+from .config import COMMAND_NAME
 from .params import ExportParams
+from .vocabulary import export_formats
 
 ProgressFn = Callable[[str, int, int], None]
 Converter = Callable[[MeshWithVoxel, ExportParams, "ProgressFn | None"], trimesh.Trimesh]
@@ -27,8 +30,8 @@ def has_ovoxel_export() -> bool:
 
 
 def asset_extension(fmt: str) -> str:
-    """The O-Voxel export writes OBJ as a .zip (obj + mtl + textures)."""
-    return "zip" if fmt == "obj" and has_ovoxel_export() else fmt
+    """The suffix of the file the export writes for `fmt` (OBJ is a .zip of obj + mtl + textures)."""
+    return export_formats()[fmt].extension
 
 
 def export_file_name(fmt: str, params: ExportParams) -> str:
@@ -38,14 +41,10 @@ def export_file_name(fmt: str, params: ExportParams) -> str:
 
 
 def download_name(job_id: str, engine: str, seed: int, ext: str) -> str:
-    """The name offered to the browser; the export module's naming when present."""
-    try:
-        from o_voxel.export import asset_file_name
+    """The name offered to the browser (the export module's naming)."""
+    from o_voxel.export import asset_file_name
 
-        name = asset_file_name("genesis", engine, seed, job_id, ext)
-    except Exception:  # noqa: BLE001 - naming is cosmetic; fall back to ours
-        name = f"genesis-{engine}-seed{seed}-{job_id[:8]}.{ext}"
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", str(name))
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", asset_file_name(COMMAND_NAME, engine, seed, job_id, ext))
 
 
 def to_trimesh(mesh: MeshWithVoxel, params: ExportParams, progress: ProgressFn | None = None) -> trimesh.Trimesh:
@@ -94,14 +93,10 @@ def vertex_colored_mesh(mesh: MeshWithVoxel, params: ExportParams | None = None,
 
 def write_asset(mesh: trimesh.Trimesh, fmt: str, destination: Path) -> None:
     """Write `mesh` as `fmt` to `destination` atomically (temporary folder beside it, then rename)."""
-    with tempfile.TemporaryDirectory(prefix=".tmp-", dir=destination.parent) as tmp:
-        if importlib.util.find_spec("o_voxel.export") is not None:
-            from o_voxel.export import export_asset
+    from o_voxel.export import export_asset
 
-            written = Path(export_asset(mesh, Path(tmp), "asset", fmt))
-        else:
-            written = Path(tmp) / f"asset.{asset_extension(fmt)}"
-            mesh.export(written, file_type=fmt)
+    with tempfile.TemporaryDirectory(prefix=".tmp-", dir=destination.parent) as tmp:
+        written = Path(export_asset(mesh, Path(tmp), "asset", fmt))
         if not written.is_file() or written.stat().st_size == 0:
             raise RuntimeError(f"the {fmt.upper()} export wrote no file")
         shutil.move(str(written), destination)

@@ -52,7 +52,7 @@ def decode_upload(data: bytes, label: str, max_pixels: int) -> Image.Image:
     """Bytes from the client → an RGB/RGBA image, or a 400/413 `ApiError` that says what is wrong.
     The pixel count is checked from the header before any pixel is decoded."""
     if not data:
-        raise ApiError(400, "empty_file", f"{label} is empty (0 bytes).")
+        raise ApiError("empty_file", f"{label} is empty (0 bytes).")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -61,13 +61,13 @@ def decode_upload(data: bytes, label: str, max_pixels: int) -> Image.Image:
     except Exception:  # noqa: BLE001 - whatever Pillow says, the answer is "not an image"
         header = None
     if header is not None and width * height > max_pixels:
-        raise ApiError(413, "image_too_large",
+        raise ApiError("image_too_large",
                        f"{label} has {width}x{height} pixels; the limit is {max_pixels:,} pixels. Please downscale it.")
     open_image, error_type = image_loader()
     try:
         return open_image(data, name=label)
     except error_type as exc:
-        raise ApiError(400, "invalid_image", str(exc)) from exc
+        raise ApiError("invalid_image", str(exc)) from exc
 
 
 def store_inputs(folders: JobFolders, job_id: str, images: list[Image.Image]) -> list[str]:

@@ -62,7 +62,7 @@ class UploadLimitMiddleware:
 
 
 def too_large(limit: int):
-    return error_response(413, "upload_too_large",
+    return error_response("upload_too_large",
                           f"The upload is larger than the limit of {limit / 2**20:.1f} MiB.")
 
 
@@ -89,7 +89,7 @@ class TokenMiddleware:
                 and scope.get("method") != "OPTIONS"):
             presented = self._presented(scope) or ""
             if not secrets.compare_digest(presented.encode(), self.token.encode()):
-                response = error_response(401, "unauthorized",
+                response = error_response("unauthorized",
                                           "This server requires its access token (Authorization: Bearer ...).")
                 await response(scope, receive, send)
                 return

@@ -9,12 +9,14 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
-QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "queued", "running", "succeeded", "failed", "cancelled"
+from .errors import error_info
+
+JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = get_args(JobState)
 ACTIVE_STATES = (QUEUED, RUNNING)
 FINAL_STATES = (SUCCEEDED, FAILED, CANCELLED)
-CRASH_REASON = "The server stopped while this job was running (crash or restart); please run it again."
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -77,7 +79,7 @@ class Job:
             "params": self.params, "inputs": [base + name for name in self.inputs],
         }
         if self.state == FAILED or self.error_code:
-            out["error"] = {"code": self.error_code or "failed", "message": self.error_message or ""}
+            out["error"] = {"code": self.error_code or "engine_error", "message": self.error_message or ""}
         if self.state == SUCCEEDED:
             out["result"] = {"files": {name: base + name for name in self.files}, "stats": self.stats}
         return out
@@ -220,10 +222,11 @@ class JobStore:
     def delete(self, job_id: str) -> bool:
         return self._write("DELETE FROM jobs WHERE id = ?", (job_id,)) == 1
 
-    def recover_after_crash(self, code: str = "interrupted", reason: str = CRASH_REASON) -> list[str]:
-        """Jobs left `running` by a crash become failed with that reason; queued jobs stay queued."""
+    def recover_after_crash(self, code: str = "interrupted") -> list[str]:
+        """Jobs left `running` by a crash become failed with `code` (and its message); queued jobs stay queued."""
+
         rows = self._conn().execute("SELECT id FROM jobs WHERE state = ?", (RUNNING,)).fetchall()
         ids = [r["id"] for r in rows]
         for job_id in ids:
-            self.finish(job_id, FAILED, code, reason)
+            self.finish(job_id, FAILED, code, error_info(code).message)
         return ids

@@ -16,18 +16,17 @@ except Exception:  # noqa: BLE001 - a broken engine package must not stop the se
     class JobCancelled(Exception):  # type: ignore[no-redef]
         """Stand-in while the pipeline package cannot be imported."""
 
+from .engines import ENGINES
 from .engines.base import EngineManager, EngineRequest, free_accelerator_memory
+from .errors import error_info
 from .export import DEFAULT_MODEL_FILE, Converter, export_generation
 from .files import JobFolders
 from .generation import GENERATION_FILE, save_generation
 from .images import load_job_images
-from .params import PARAMS_BY_ENGINE
 from .progress import ProgressSnapshot, ProgressTracker
 from .store import CANCELLED, FAILED, Job, JobStore
 
 log = logging.getLogger("genesis.worker")
-OOM_ADVICE = ("The GPU ran out of memory. Try a lower pipeline type (\"512\" or \"1024\" instead of a cascade), "
-              "a smaller texture size, or close other programs that use the GPU.")
 DB_PROGRESS_INTERVAL_S = 0.2
 CANCEL_POLL_S = 0.1
 
@@ -59,7 +58,7 @@ def classify_failure(exc: BaseException) -> JobFailure:
     if isinstance(exc, JobFailure):
         return exc
     if is_out_of_memory(exc):
-        return JobFailure("out_of_memory", OOM_ADVICE)
+        return JobFailure("out_of_memory", error_info("out_of_memory").message)
     kind = type(exc).__name__
     if kind == "ModelNotFoundError":
         return JobFailure("model_missing", str(exc))
@@ -200,7 +199,7 @@ class JobWorker:
             engine = self.engines.engines.get(engine_name)
             if engine is None:
                 raise JobFailure("engine_not_installed", f"There is no engine called {engine_name!r}.")
-            params = PARAMS_BY_ENGINE[engine_name].model_validate(job.params)
+            params = ENGINES[engine_name].params.model_validate(job.params)
             tracker = ProgressTracker(engine.stage_plan(params))
             last_write = [0.0]
 
@@ -218,7 +217,7 @@ class JobWorker:
 
             self._execute(job, engine_name, params, progress, flag)
         except JobCancelled:
-            self.store.finish(job.id, CANCELLED, "cancelled", "Cancelled while running.")
+            self.store.finish(job.id, CANCELLED, "cancelled", error_info("cancelled").message)
         except BaseException as exc:  # noqa: BLE001 - every failure becomes a failed job
             failure = classify_failure(exc)
             if failure.code == "out_of_memory":

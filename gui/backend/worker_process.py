@@ -19,9 +19,6 @@ from .export import Converter
 from .store import JobStore
 
 log = logging.getLogger("genesis.worker")
-WORKER_CRASHED = ("The engine process stopped unexpectedly while running this job (a crash in a native library "
-                  "or the system running out of memory). The server restarted it; please try again, perhaps with "
-                  "a lower pipeline type or texture size.")
 WATCHDOG_INTERVAL_S = 0.5
 FLAG_POLL_S = 0.02
 
@@ -124,7 +121,7 @@ class WorkerProcess:
         while not self._closing.wait(WATCHDOG_INTERVAL_S):
             if self._proc is not None and not self._proc.is_alive() and not self._closing.is_set():
                 code = self._proc.exitcode
-                failed = self.store.recover_after_crash("worker_crashed", WORKER_CRASHED)
+                failed = self.store.recover_after_crash("worker_crashed")
                 log.error("the worker process exited (code %s); failed job(s): %s; restarting", code, failed)
                 self._loaded.value = b""
                 self.restarts += 1

@@ -14,11 +14,11 @@ from gui.backend.engines.base import EngineManager
 from gui.backend.files import JobFolders
 from gui.backend.generation import load_generation, save_generation
 from gui.backend.images import store_inputs
+from gui.backend.models_download import git_blob_sha1, verify
 from gui.backend.params import ExportRequest, GenerateParams, MultiViewParams
 from gui.backend.progress import ProgressTracker
 from gui.backend.store import FAILED, QUEUED, RUNNING, JobStore
 from gui.backend.worker import JobWorker, classify_failure
-from tools.download_models import git_blob_sha1, verify
 
 from .fake_engine import OOM_SEED, FakeEngine, cube_mesh, fake_engines
 

@@ -1,21 +1,24 @@
-"""Fetch every model the engines need into the models folder (`models/` or `$GENESIS_MODELS_DIR`).
+"""The models the engines need, and fetching them into the models folder (`Settings.models_dir`).
 
     genesis models                 # what is present, what is missing
     genesis models download        # explain licences, then download (resumable) and verify checksums
-    python -m tools.download_models download microsoft/TRELLIS.2-4B
+    genesis models download microsoft/TRELLIS.2-4B
 
-Downloads go to `<models>/<org>/<name>/` with `huggingface_hub` (interrupted downloads resume). Every
+The list of models is the pipeline's own (`trellis2.pipelines.model_check.DEFAULT_REPOSITORIES`, gated ones in
+`model_paths.GATED_REPOSITORIES`); this module adds what a person needs to decide (purpose, licence) and what to
+fetch. Downloads go to `<models>/<org>/<name>/` with `huggingface_hub` (interrupted downloads resume). Every
 file is then checked against the SHA-256 (large files) or git blob hash (small files) the hub lists.
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+from .config import COMMAND_NAME
 
 VERIFIED_FILE = ".genesis-verified.json"
 
@@ -29,40 +32,53 @@ class ModelSpec:
     allow_patterns: tuple[str, ...] | None = None
 
 
-MODELS = (
-    ModelSpec("microsoft/TRELLIS.2-4B", "TRELLIS.2 flow models and decoders (about 16 GB)", "MIT"),
-    ModelSpec("microsoft/TRELLIS-image-large", "the sparse-structure decoder only", "MIT",
-              allow_patterns=("ckpts/ss_dec_conv3d_16l8_fp16.*",)),
-    ModelSpec("facebook/dinov3-vitl16-pretrain-lvd1689m", "DINOv3 image features (conditioning)",
-              "DINOv3 License (Meta)", gated=True),
-    ModelSpec("briaai/RMBG-2.0", "background removal (not needed for images with transparency)",
-              "CC BY-NC 4.0 (non-commercial; commercial use needs an agreement with BRIA)", gated=True),
-)
+# What the service tells people about each model the pipeline names, and which files to fetch.
+MODEL_NOTES: dict[str, tuple[str, str, tuple[str, ...] | None]] = {
+    "microsoft/TRELLIS.2-4B": ("TRELLIS.2 flow models and decoders (about 16 GB)", "MIT", None),
+    "microsoft/TRELLIS-image-large": ("the sparse-structure decoder only", "MIT", ("ckpts/ss_dec_conv3d_16l8_fp16.*",)),
+    "facebook/dinov3-vitl16-pretrain-lvd1689m": ("DINOv3 image features (conditioning)", "DINOv3 License (Meta)",
+                                                 None),
+    "briaai/RMBG-2.0": ("background removal (not needed for images with transparency)",
+                        "CC BY-NC 4.0 (non-commercial; commercial use needs an agreement with BRIA)", None),
+}
+
+
+def model_specs() -> tuple[ModelSpec, ...]:
+    """Every model the pipeline needs, in its order."""
+    from trellis2.pipelines.model_check import DEFAULT_REPOSITORIES
+    from trellis2.pipelines.model_paths import GATED_REPOSITORIES
+
+    specs = []
+    for repo in DEFAULT_REPOSITORIES:
+        purpose, licence, patterns = MODEL_NOTES.get(repo, ("", "see the model's page on huggingface.co", None))
+        specs.append(ModelSpec(repo, purpose, licence, repo in GATED_REPOSITORIES, patterns))
+    return tuple(specs)
 
 
 def local_folder(models_dir: Path, repo_id: str) -> Path:
     return Path(models_dir) / repo_id
 
 
-def is_present(models_dir: Path, spec: ModelSpec) -> bool:
-    folder = local_folder(models_dir, spec.repo_id)
-    if spec.repo_id == "microsoft/TRELLIS.2-4B":
-        return (folder / "pipeline.json").is_file()
-    return folder.is_dir() and any(p.suffix in (".safetensors", ".json") for p in folder.rglob("*"))
+def presence(models_dir: Path) -> dict[str, tuple[bool, str]]:
+    """`model id → (present, reason)`, as the pipeline's own check sees the folder."""
+    from trellis2.pipelines import check_models
+
+    return {model_id: (present, reason) for model_id, present, reason in check_models(models_dir)}
 
 
 def print_status(models_dir: Path) -> int:
     """One line per model; exit code 0 when everything is present."""
     print(f"models folder: {models_dir}")
+    found = presence(models_dir)
     missing = 0
-    for spec in MODELS:
-        present = is_present(models_dir, spec)
+    for spec in model_specs():
+        present = found.get(spec.repo_id, (False, ""))[0]
         verified = (local_folder(models_dir, spec.repo_id) / VERIFIED_FILE).is_file()
         state = ("present, verified" if verified else "present") if present else "MISSING"
         missing += not present
         print(f"  {spec.repo_id:<42} {state:<18} {spec.purpose}")
     if missing:
-        print("Download the missing models with: genesis models download")
+        print(f"Download the missing models with: {COMMAND_NAME} models download")
     return 1 if missing else 0
 
 
@@ -135,10 +151,11 @@ def download_all(models_dir: Path, token: str | None = None, assume_yes: bool = 
     from huggingface_hub import HfApi, get_token, snapshot_download
     from huggingface_hub.utils import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
 
-    specs = [s for s in MODELS if not only or s.repo_id in only]
-    unknown = sorted(set(only or []) - {s.repo_id for s in MODELS})
+    known = model_specs()
+    specs = [s for s in known if not only or s.repo_id in only]
+    unknown = sorted(set(only or []) - {s.repo_id for s in known})
     if unknown:
-        print(f"error: unknown model(s) {', '.join(unknown)}; known: {', '.join(s.repo_id for s in MODELS)}",
+        print(f"error: unknown model(s) {', '.join(unknown)}; known: {', '.join(s.repo_id for s in known)}",
               file=sys.stderr)
         return 2
     token = token or get_token()
@@ -179,23 +196,3 @@ def download_all(models_dir: Path, token: str | None = None, assume_yes: bool = 
         (folder / VERIFIED_FILE).write_text(json.dumps({k: v[1] for k, v in expected.items()}, indent=1))
         print("    verified")
     return 1 if failures else 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    from gui.backend.config import default_models_dir
-
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("action", nargs="?", choices=["status", "download"], default="status")
-    parser.add_argument("repos", nargs="*", help="only these model ids")
-    parser.add_argument("--models-dir", type=Path, default=None)
-    parser.add_argument("--hf-token")
-    parser.add_argument("--yes", action="store_true")
-    args = parser.parse_args(argv)
-    models_dir = (args.models_dir or default_models_dir()).resolve()
-    if args.action == "download":
-        return download_all(models_dir, args.hf_token, args.yes, args.repos or None)
-    return print_status(models_dir)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
