@@ -5,7 +5,7 @@
 
 Builds a textured PBR sphere GLB (base colour, metallic-roughness and normal maps) of about `--faces`
 triangles, serves the renderer with it on 127.0.0.1 and drives the real `Viewer` class in headless
-Chromium (tests/browser/bench_viewer.mjs). `--device cpu` renders with SwiftShader, `--device gpu`
+Chromium (tools/bench_viewer.mjs). `--device cpu` renders with SwiftShader, `--device gpu`
 asks Chromium for the machine's GPU (the GL renderer in the output says which one was used).
 """
 
@@ -27,10 +27,9 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from tests.browser.harness import missing_browser_tooling, run_node_script  # noqa: E402
+from tools.browser_harness import BENCH_VIEWER_SCRIPT, missing_browser_tooling, run_node_script  # noqa: E402
 
 RENDERER_DIR = REPO_ROOT / "gui" / "electron" / "renderer"
-BENCH_SCRIPT = REPO_ROOT / "tests" / "browser" / "bench_viewer.mjs"
 BENCH_PAGE = b"<!doctype html><html><head><meta charset='utf-8'><title>viewer bench</title></head><body></body></html>"
 
 
@@ -106,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         threading.Thread(target=server.serve_forever, daemon=True).start()
         try:
             url = f"http://127.0.0.1:{server.server_address[1]}"
-            result = run_node_script(BENCH_SCRIPT, "--url", url, "--frames", str(args.frames),
+            result = run_node_script(BENCH_VIEWER_SCRIPT, "--url", url, "--frames", str(args.frames),
                                      "--gl", "swiftshader" if args.device == "cpu" else "gpu", timeout_s=900)
         finally:
             server.shutdown()

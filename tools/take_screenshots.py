@@ -4,7 +4,7 @@
     .venv/bin/python tools/take_screenshots.py --url http://127.0.0.1:8000   # a running server (real models)
     .venv/bin/python tools/take_screenshots.py --models-dir models
 
-Drives Debian's headless Chromium with playwright-core (tests/browser/screenshots.mjs). With tiny
+Drives Debian's headless Chromium with playwright-core (tools/screenshots.mjs). With tiny
 models the shapes are random-weight blobs: run it against real models for pictures worth showing.
 """
 
@@ -19,7 +19,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from tests.browser.harness import (  # noqa: E402
+from tools.browser_harness import (  # noqa: E402
     SCREENSHOT_SCRIPT,
     missing_browser_tooling,
     run_node_script,

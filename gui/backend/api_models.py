@@ -44,7 +44,8 @@ class JobOut(BaseModel):
     started_at: float | None
     finished_at: float | None
     params: dict[str, Any]
-    inputs: list[str] = Field(description="URLs of the input images")
+    inputs: list[str] = Field(description="URLs of the input images (and the preview)")
+    preview: str | None = Field(description="URL of a small picture of the first input")
     error: ErrorBody | None = None
     result: JobResult | None = None
     queue_position: int | None = None
@@ -118,6 +119,11 @@ class ModelInfo(BaseModel):
     gated: bool
 
 
+class UploadLimits(BaseModel):
+    max_upload_bytes: int
+    max_image_pixels: int
+
+
 class ConfigOut(BaseModel):
     engines: dict[str, EngineConfig]
     pipeline_types: list[Choice]
@@ -127,5 +133,6 @@ class ConfigOut(BaseModel):
     export: dict[str, dict[str, Any]] = Field(description="fields of POST /api/jobs/{id}/export")
     errors: dict[str, ErrorCodeInfo]
     models: list[ModelInfo]
+    uploads: UploadLimits
     events: dict[str, str] = Field(description="event names of GET /api/jobs/{id}/events: `job` (data: the job), "
                                               "`deleted` (the job is gone; the stream ends)")

@@ -8,10 +8,9 @@ import warnings
 from PIL import Image, ImageOps
 
 from .errors import ApiError
-from .files import JobFolders
+from .files import PREVIEW_FILE, JobFolders
 from .store import Job
 
-PREVIEW_FILE = "preview.png"
 PREVIEW_SIZE = 256
 
 

@@ -132,6 +132,8 @@ async def read_config(request: Request) -> dict[str, Any]:
             "errors": error_table(),
             "models": [ModelInfo(id=m.repo_id, purpose=m.purpose, licence=m.licence, gated=m.gated)
                        for m in model_specs()],
+            "uploads": {"max_upload_bytes": svc.settings.max_upload_bytes,
+                        "max_image_pixels": svc.settings.max_image_pixels},
             "events": {"job": SSE_JOB_EVENT, "deleted": SSE_DELETED_EVENT},
         }
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 from .errors import error_info
+from .files import PREVIEW_FILE
 
 JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = get_args(JobState)
@@ -77,6 +78,7 @@ class Job:
             "eta_s": None if self.eta_s is None else round(self.eta_s, 1),
             "created_at": self.created_at, "started_at": self.started_at, "finished_at": self.finished_at,
             "params": self.params, "inputs": [base + name for name in self.inputs],
+            "preview": base + PREVIEW_FILE if PREVIEW_FILE in self.inputs else None,
         }
         if self.state == FAILED or self.error_code:
             out["error"] = {"code": self.error_code or "engine_error", "message": self.error_message or ""}

@@ -7,9 +7,14 @@ Screenshots, the axe reports and the re-exported GLB are kept under `test-artifa
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from tests.browser.harness import ARTIFACTS, E2E_SCRIPT, run_node_script
+from tools.browser_harness import REPO_ROOT, run_node_script
+
+ARTIFACTS = REPO_ROOT / "test-artifacts"
+E2E_SCRIPT = Path(__file__).with_name("e2e.mjs")
 
 pytestmark = pytest.mark.browser
 

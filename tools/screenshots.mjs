@@ -1,7 +1,7 @@
 // Takes the README screenshots from the real app (driven by tools/take_screenshots.py):
 //   main-window.png (a model loaded), multiview.png (the view slots), history.png (finished jobs).
 //
-//   node tests/browser/screenshots.mjs --url URL --image object.png --views a.png,b.png,c.png,d.png --out docs/screenshots
+//   node tools/screenshots.mjs --url URL --image object.png --views a.png,b.png,c.png,d.png --out docs/screenshots
 
 import { mkdirSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -9,7 +9,7 @@ import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
 
-const ROOT = resolve(fileURLToPath(import.meta.url), '..', '..', '..');
+const ROOT = resolve(fileURLToPath(import.meta.url), '..', '..');
 const require = createRequire(join(ROOT, 'package.json'));
 const { chromium } = require('playwright-core');
 

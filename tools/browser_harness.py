@@ -1,5 +1,5 @@
-"""What the browser tests and the screenshot tool share: finding Chromium and node, starting the real
-job server on a free port, and running a playwright-core script."""
+"""Driving the app in a browser, for the tools (screenshots, viewer benchmark) and the browser tests: finding
+Chromium and node, starting the real job server on a free port, and running a playwright-core script."""
 
 from __future__ import annotations
 
@@ -14,10 +14,9 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-ARTIFACTS = REPO_ROOT / "test-artifacts"
-E2E_SCRIPT = Path(__file__).with_name("e2e.mjs")
+REPO_ROOT = Path(__file__).resolve().parents[1]
 SCREENSHOT_SCRIPT = Path(__file__).with_name("screenshots.mjs")
+BENCH_VIEWER_SCRIPT = Path(__file__).with_name("bench_viewer.mjs")
 READY_PREFIX = "Genesis is running at "
 
 
