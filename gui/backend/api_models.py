@@ -19,6 +19,7 @@ SSE_DELETED_EVENT = "deleted"  # data: {} — the job was deleted; the stream en
 class ErrorBody(BaseModel):
     code: str = Field(description="a key of `GET /api/config` → `errors`")
     message: str
+    hint: str = Field("", description="what a person can do about it")
     details: dict[str, Any] | None = None
 
 

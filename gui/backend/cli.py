@@ -59,7 +59,7 @@ def progress_bar(fraction: float, stage: str, eta: float | None, width: int = 30
 def cmd_generate(args: argparse.Namespace) -> int:
     """Queue a job in the data folder's store and run it here, through the server's worker code."""
     from .engines import EngineManager, default_engines
-    from .errors import ERROR_CODES, ApiError
+    from .errors import ApiError, error_hint
     from .files import JobFolders
     from .images import decode_upload, store_inputs
     from .routes import parse_params
@@ -111,7 +111,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         return 130
     print()
     if job.state != SUCCEEDED:
-        hint = ERROR_CODES[job.error_code].hint if job.error_code in ERROR_CODES else ""
+        hint = error_hint(job.error_code or "")
         print(f"{job.state}: {job.error_message or ''}" + (f"\nWhat to do: {hint}" if hint else ""), file=sys.stderr)
         return 1
     model = folders.path(job.id, "model.glb")

@@ -1,8 +1,8 @@
 """Every error code the service sends, once: its HTTP status (`None`: a job's failure, reported in the job),
 the message it carries when nothing more specific is known, and a hint a person can act on.
 
-API errors are rendered as `{"error": {"code", "message"}}` (DESIGN.md); `GET /api/config` serves the table
-so the renderer shows the same hints. A new code is one row here.
+API errors are rendered as `{"error": {"code", "message", "hint"}}` (DESIGN.md), a failed job's `error` the same
+way; `GET /api/config` serves the whole table. A new code is one row here.
 """
 
 from __future__ import annotations
@@ -73,6 +73,11 @@ def error_info(code: str) -> ErrorCode:
     return ERROR_CODES[code]
 
 
+def error_hint(code: str) -> str:
+    """What a person can do about `code` ('' for a code of no table, e.g. from an older database)."""
+    return ERROR_CODES[code].hint if code in ERROR_CODES else ""
+
+
 class ApiError(Exception):
     """A failure to report to the client: a code of `ERROR_CODES` (which gives the HTTP status) and a message."""
 
@@ -90,7 +95,7 @@ class ApiError(Exception):
 
 def error_response(code: str, message: str | None = None, status: int | None = None, **details: Any) -> JSONResponse:
     """`{"error": {"code", "message", "details"?}}` with the code's status (or `status` for codes that vary)."""
-    body: dict[str, Any] = {"code": code, "message": message or error_info(code).message}
+    body: dict[str, Any] = {"code": code, "message": message or error_info(code).message, "hint": error_hint(code)}
     if details:
         body["details"] = details
     return JSONResponse({"error": body}, status_code=status or error_info(code).status or 500)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from .errors import error_info
+from .errors import error_hint, error_info
 from .files import PREVIEW_FILE
 
 JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
@@ -81,7 +81,8 @@ class Job:
             "preview": base + PREVIEW_FILE if PREVIEW_FILE in self.inputs else None,
         }
         if self.state == FAILED or self.error_code:
-            out["error"] = {"code": self.error_code or "engine_error", "message": self.error_message or ""}
+            code = self.error_code or "engine_error"
+            out["error"] = {"code": code, "message": self.error_message or "", "hint": error_hint(code)}
         if self.state == SUCCEEDED:
             out["result"] = {"files": {name: base + name for name in self.files}, "stats": self.stats}
         return out

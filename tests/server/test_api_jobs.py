@@ -81,7 +81,7 @@ def test_out_of_memory_fails_the_job_with_advice_and_the_worker_carries_on(fake_
     oom = submit(fake_server, {"seed": OOM_SEED})
     job = fake_server.wait_state(oom, ("failed", "succeeded"))
     assert job["state"] == "failed" and job["error"]["code"] == "out_of_memory"
-    assert "pipeline type" in job["error"]["message"] and "texture size" in job["error"]["message"]
+    assert "pipeline type" in job["error"]["hint"] and "texture size" in job["error"]["hint"]
     crash = submit(fake_server, {"seed": CRASH_SEED})
     job = fake_server.wait_state(crash, ("failed", "succeeded"))
     assert job["error"]["code"] == "engine_error" and "Traceback" not in job["error"]["message"]
@@ -93,7 +93,7 @@ def test_a_crashing_engine_process_fails_only_its_job(fake_server: LiveServer):
     crash = submit(fake_server, {"seed": PROCESS_CRASH_SEED})
     queued = submit(fake_server, {"seed": 2})
     job = fake_server.wait_state(crash, ("failed", "succeeded"), timeout=30)
-    assert job["error"]["code"] == "worker_crashed" and "try again" in job["error"]["message"]
+    assert job["error"]["code"] == "worker_crashed" and "again" in job["error"]["hint"]
     assert fake_server.wait_state(queued, ("succeeded", "failed"), timeout=60)["state"] == "succeeded"
     assert fake_server.client.get("/api/health").json()["status"] == "ok"
 

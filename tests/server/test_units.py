@@ -117,7 +117,7 @@ def make_worker(tmp_path, engines=None):
 def test_worker_turns_oom_into_advice_unloads_and_carries_on(tmp_path):
     worker, queue = make_worker(tmp_path)
     job = worker.run_job(queue(seed=OOM_SEED))
-    assert job.state == FAILED and job.error_code == "out_of_memory" and "512" in job.error_message
+    assert job.state == FAILED and job.error_code == "out_of_memory" and "512" in job.to_api()["error"]["hint"]
     assert worker.engines.active is None, "models are unloaded after an out-of-memory error"
     assert worker.run_job(queue(seed=1)).state == "succeeded"
 

@@ -16,10 +16,11 @@ const token = readToken();
 
 /** An error the server (or the network) reported, in words a person understands. */
 export class ApiError extends Error {
-  constructor(status, code, message) {
+  constructor(status, code, message, hint = '') {
     super(message);
     this.status = status;
     this.code = code;
+    this.hint = hint;
   }
 }
 
@@ -48,9 +49,9 @@ async function request(method, path, { body, json } = {}) {
     const type = res.headers.get('content-type') || '';
     return type.includes('application/json') ? res.json() : res;
   }
-  // Every error of the server is {"error": {"code", "message"}} (GET /api/config lists the codes).
+  // Every error of the server is {"error": {"code", "message", "hint"}} (GET /api/config lists the codes).
   const data = await res.json().catch(() => null);
-  if (data?.error) throw new ApiError(res.status, data.error.code, data.error.message);
+  if (data?.error) throw new ApiError(res.status, data.error.code, data.error.message, data.error.hint);
   throw new ApiError(res.status, 'http_error', `The server answered ${res.status} ${res.statusText}.`);
 }
 

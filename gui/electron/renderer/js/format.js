@@ -99,5 +99,5 @@ export function explainError(error, hints = {}) {
   if (!error) return { text: 'Something went wrong.', fix: '' };
   const entry = hints[String(error.code || '')];
   const text = error.message || entry?.message || 'The job failed without a message.';
-  return { text, fix: entry?.hint || '' };
+  return { text, fix: error.hint || entry?.hint || '' };
 }

@@ -34,7 +34,8 @@ function toast(message, { error = false } = {}) {
 }
 
 function errorOf(err) {
-  return err instanceof ApiError ? { code: err.code, message: err.message } : { message: String(err?.message || err) };
+  return err instanceof ApiError ? { code: err.code, message: err.message, hint: err.hint }
+    : { message: String(err?.message || err) };
 }
 
 function reportError(err, context) {
