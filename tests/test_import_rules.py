@@ -29,6 +29,9 @@ def test_tools_do_not_import_tests():
 
 
 def test_the_service_does_not_take_the_models_folder_from_trellis2():
-    users = [str(p.relative_to(ROOT)) for p in python_files("gui", "tools")
-             if re.search(r"default_models_dir", p.read_text()) and re.search(r"trellis2", p.read_text())]
+    users = [
+        str(p.relative_to(ROOT))
+        for p in python_files("gui", "tools")
+        if re.search(r"default_models_dir", p.read_text()) and re.search(r"trellis2", p.read_text())
+    ]
     assert users == []

@@ -72,10 +72,22 @@ class UiServer:
 
 def start_ui_server(models_dir: Path, data_dir: Path, timeout_s: float = 120.0) -> UiServer:
     """Start the real server and wait for its 'Genesis is running at URL' line."""
-    cmd = [sys.executable, "-m", "gui.backend.launcher", "--no-window", "--port", str(free_port()),
-           "--models-dir", str(models_dir), "--data-dir", str(data_dir)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "gui.backend.launcher",
+        "--no-window",
+        "--port",
+        str(free_port()),
+        "--models-dir",
+        str(models_dir),
+        "--data-dir",
+        str(data_dir),
+    ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    process = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(
+        cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     server = UiServer(process)
     ready = threading.Event()
 
@@ -83,7 +95,7 @@ def start_ui_server(models_dir: Path, data_dir: Path, timeout_s: float = 120.0) 
         for line in process.stdout:
             server.lines.append(line.rstrip())
             if line.startswith(READY_PREFIX) and not server.url:
-                server.url = line[len(READY_PREFIX):].strip()
+                server.url = line[len(READY_PREFIX) :].strip()
                 ready.set()
 
     threading.Thread(target=read, daemon=True).start()
@@ -97,8 +109,14 @@ def start_ui_server(models_dir: Path, data_dir: Path, timeout_s: float = 120.0) 
 
 def run_node_script(script: Path, *args: str, timeout_s: float) -> subprocess.CompletedProcess:
     env = {**os.environ, "GENESIS_CHROMIUM": find_chromium() or ""}
-    return subprocess.run(["node", str(script), *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
-                          timeout=timeout_s)
+    return subprocess.run(
+        ["node", str(script), *args],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+    )
 
 
 def write_input_image(path: Path) -> Path:

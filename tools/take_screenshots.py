@@ -33,7 +33,12 @@ def view_images(source: Path, folder: Path) -> list[Path]:
     from PIL import Image, ImageOps
 
     base = Image.open(source).convert("RGBA")
-    views = [base, ImageOps.mirror(base), base.rotate(12, resample=Image.BICUBIC), base.rotate(-12, resample=Image.BICUBIC)]
+    views = [
+        base,
+        ImageOps.mirror(base),
+        base.rotate(12, resample=Image.BICUBIC),
+        base.rotate(-12, resample=Image.BICUBIC),
+    ]
     paths = []
     for name, image in zip(("front", "back", "left", "right"), views, strict=True):
         path = folder / f"{name}.png"
@@ -43,10 +48,14 @@ def view_images(source: Path, folder: Path) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--url", help="use this running server instead of starting one")
     parser.add_argument("--models-dir", type=Path, help="models folder for the server (default: tiny models)")
-    parser.add_argument("--image", type=Path, help="input image (default: the tiny models' calibration object)")
+    parser.add_argument(
+        "--image", type=Path, help="input image (default: the tiny models' calibration object)"
+    )
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "docs" / "screenshots")
     args = parser.parse_args(argv)
     reason = missing_browser_tooling()
@@ -69,8 +78,18 @@ def main(argv: list[str] | None = None) -> int:
             server = start_ui_server(models, work / "data")
             url = server.url
         try:
-            result = run_node_script(SCREENSHOT_SCRIPT, "--url", url, "--image", str(image),
-                                     "--views", ",".join(map(str, views)), "--out", str(args.out), timeout_s=900)
+            result = run_node_script(
+                SCREENSHOT_SCRIPT,
+                "--url",
+                url,
+                "--image",
+                str(image),
+                "--views",
+                ",".join(map(str, views)),
+                "--out",
+                str(args.out),
+                timeout_s=900,
+            )
         finally:
             if server is not None:
                 server.stop()

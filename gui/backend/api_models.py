@@ -28,7 +28,9 @@ class ErrorOut(BaseModel):
 
 
 class JobResult(BaseModel):
-    files: dict[str, str] = Field(description="file name → URL under /api/jobs/{id}/files/ (model.glb among them)")
+    files: dict[str, str] = Field(
+        description="file name → URL under /api/jobs/{id}/files/ (model.glb among them)"
+    )
     stats: dict[str, Any] = Field(description="mesh statistics: vertices, faces, file_bytes, seconds, ...")
 
 
@@ -101,10 +103,14 @@ class EngineConfig(BaseModel):
     image_field: str
     min_images: int
     max_images: int
-    params: dict[str, dict[str, Any]] = Field(description="the request's fields: type, label, default, limits, "
-                                                          "choices (nested objects have `fields`)")
+    params: dict[str, dict[str, Any]] = Field(
+        description="the request's fields: type, label, default, limits, "
+        "choices (nested objects have `fields`)"
+    )
     sampler_defaults: dict[str, dict[str, Any]] = Field(
-        default_factory=dict, description="what unset sampler values mean: the models' own `pipeline.json` values")
+        default_factory=dict,
+        description="what unset sampler values mean: the models' own `pipeline.json` values",
+    )
 
 
 class ErrorCodeInfo(BaseModel):
@@ -135,5 +141,7 @@ class ConfigOut(BaseModel):
     errors: dict[str, ErrorCodeInfo]
     models: list[ModelInfo]
     uploads: UploadLimits
-    events: dict[str, str] = Field(description="event names of GET /api/jobs/{id}/events: `job` (data: the job), "
-                                              "`deleted` (the job is gone; the stream ends)")
+    events: dict[str, str] = Field(
+        description="event names of GET /api/jobs/{id}/events: `job` (data: the job), "
+        "`deleted` (the job is gone; the stream ends)"
+    )

@@ -12,29 +12,58 @@ from .config import COMMAND_NAME, DEFAULT_DATA_DIR, DEFAULT_MODELS_DIR, DEFAULT_
 
 
 def add_location_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--models-dir", type=Path, help=f"models folder (default: ${env_name('models_dir')} or "
-                                                        f"{DEFAULT_MODELS_DIR})")
-    parser.add_argument("--data-dir", type=Path, help=f"jobs and outputs (default: ${env_name('data_dir')} or "
-                                                      f"{DEFAULT_DATA_DIR})")
+    parser.add_argument(
+        "--models-dir",
+        type=Path,
+        help=f"models folder (default: ${env_name('models_dir')} or {DEFAULT_MODELS_DIR})",
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        help=f"jobs and outputs (default: ${env_name('data_dir')} or {DEFAULT_DATA_DIR})",
+    )
     parser.add_argument("--device", help="torch device for the engines (default: the best available)")
 
 
 def add_server_flags(parser: argparse.ArgumentParser) -> None:
     add_location_flags(parser)
-    parser.add_argument("--host", help="address to bind (default 127.0.0.1; any other address requires a token)")
+    parser.add_argument(
+        "--host", help="address to bind (default 127.0.0.1; any other address requires a token)"
+    )
     parser.add_argument("--port", type=int, help=f"port (default {DEFAULT_PORT}; 0 = any free)")
-    parser.add_argument("--token", help="access token clients must send (default: $GENESIS_TOKEN; generated "
-                                        "when binding beyond this machine)")
+    parser.add_argument(
+        "--token",
+        help="access token clients must send (default: $GENESIS_TOKEN; generated "
+        "when binding beyond this machine)",
+    )
     parser.add_argument("--max-upload-mb", type=float, help="largest accepted upload in MiB (default 64)")
-    parser.add_argument("--max-pixels", dest="max_image_pixels", type=int, help="largest accepted image in pixels (default 40,000,000)")
-    parser.add_argument("--idle-unload-s", type=float, help="unload models after this many idle seconds (default 600)")
+    parser.add_argument(
+        "--max-pixels",
+        dest="max_image_pixels",
+        type=int,
+        help="largest accepted image in pixels (default 40,000,000)",
+    )
+    parser.add_argument(
+        "--idle-unload-s", type=float, help="unload models after this many idle seconds (default 600)"
+    )
     parser.add_argument("--allow-origin", action="append", default=[], help="extra CORS origin (repeatable)")
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
     """Settings from the flags that were given; the environment and the defaults fill in the rest."""
-    flags = {name: getattr(args, name, None) for name in ("models_dir", "data_dir", "device", "host", "port", "token",
-                                                          "max_image_pixels", "idle_unload_s")}
+    flags = {
+        name: getattr(args, name, None)
+        for name in (
+            "models_dir",
+            "data_dir",
+            "device",
+            "host",
+            "port",
+            "token",
+            "max_image_pixels",
+            "idle_unload_s",
+        )
+    }
     if getattr(args, "max_upload_mb", None):
         flags["max_upload_bytes"] = int(args.max_upload_mb * 2**20)
     flags["extra_origins"] = list(getattr(args, "allow_origin", None) or []) or None
@@ -73,7 +102,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
         if getattr(args, key, None) is not None:
             overrides[key] = getattr(args, key)
     if args.steps is not None:
-        for stage in ("sparse_structure_sampler_params", "shape_slat_sampler_params", "tex_slat_sampler_params"):
+        for stage in (
+            "sparse_structure_sampler_params",
+            "shape_slat_sampler_params",
+            "tex_slat_sampler_params",
+        ):
             overrides.setdefault(stage, {})["steps"] = args.steps
     if args.no_remesh:
         overrides["remesh"] = False
@@ -112,7 +145,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
     print()
     if job.state != SUCCEEDED:
         hint = error_hint(job.error_code or "")
-        print(f"{job.state}: {job.error_message or ''}" + (f"\nWhat to do: {hint}" if hint else ""), file=sys.stderr)
+        print(
+            f"{job.state}: {job.error_message or ''}" + (f"\nWhat to do: {hint}" if hint else ""),
+            file=sys.stderr,
+        )
         return 1
     model = folders.path(job.id, "model.glb")
     if args.out:
@@ -160,8 +196,12 @@ def cmd_export(args: argparse.Namespace) -> int:
     if job.state != SUCCEEDED:
         print(f"error: the job is {job.state}; only finished jobs can be exported", file=sys.stderr)
         return 2
-    req = ExportRequest(format=args.format, decimation_target=args.decimation_target,
-                        texture_size=args.texture_size, remesh=not args.no_remesh)
+    req = ExportRequest(
+        format=args.format,
+        decimation_target=args.decimation_target,
+        texture_size=args.texture_size,
+        remesh=not args.no_remesh,
+    )
     name = export_file_name(req.format, req)
     meshes = load_generation(folders.path(job.id, GENERATION_FILE), device=settings.device or "cpu")
     with folders.atomic(job.id, name) as tmp:
@@ -209,10 +249,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("generate", help="turn image(s) into a 3D model here, with a progress bar")
     add_location_flags(p)
-    takes = "; ".join(f"{e.name}: {e.min_images}" + (f"-{e.max_images}" if e.max_images > e.min_images else "")
-                      for e in ENGINES.values())
+    takes = "; ".join(
+        f"{e.name}: {e.min_images}" + (f"-{e.max_images}" if e.max_images > e.min_images else "")
+        for e in ENGINES.values()
+    )
     p.add_argument("images", nargs="+", help=f"the image(s) ({takes})")
-    p.add_argument("--engine", choices=list(ENGINES), help="default: trellis2 for one image, multiview for more")
+    p.add_argument(
+        "--engine", choices=list(ENGINES), help="default: trellis2 for one image, multiview for more"
+    )
     p.add_argument("--seed", type=int)
     p.add_argument("--pipeline-type", choices=list(vocabulary.pipeline_types()))
     p.add_argument("--steps", type=int, help=f"sampling steps for every stage ({steps_range})")
@@ -233,11 +277,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="export a finished job again with other settings (no re-sampling)")
     add_location_flags(p)
     p.add_argument("job_id")
-    p.add_argument("--format", choices=list(vocabulary.export_format_names()),
-                   default=default_of(ExportRequest, "format"))
+    p.add_argument(
+        "--format",
+        choices=list(vocabulary.export_format_names()),
+        default=default_of(ExportRequest, "format"),
+    )
     p.add_argument("--decimation-target", type=int, default=default_of(ExportRequest, "decimation_target"))
-    p.add_argument("--texture-size", type=int, choices=list(vocabulary.texture_sizes()),
-                   default=default_of(ExportRequest, "texture_size"))
+    p.add_argument(
+        "--texture-size",
+        type=int,
+        choices=list(vocabulary.texture_sizes()),
+        default=default_of(ExportRequest, "texture_size"),
+    )
     p.add_argument("--no-remesh", action="store_true")
     p.add_argument("--out", help="copy the file here")
     p.set_defaults(func=cmd_export)

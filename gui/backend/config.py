@@ -28,7 +28,9 @@ class Settings(BaseModel):
     """Everything the server needs to know. `Settings(port=9)` takes 9 for the port and the environment or the
     defaults for the rest; values are checked and converted by their types."""
 
-    models_dir: Path = Field(DEFAULT_MODELS_DIR, description="models the engines load (nothing is downloaded here)")
+    models_dir: Path = Field(
+        DEFAULT_MODELS_DIR, description="models the engines load (nothing is downloaded here)"
+    )
     data_dir: Path = Field(DEFAULT_DATA_DIR, description="the job database and the jobs' files")
     host: str = "127.0.0.1"
     port: int = Field(DEFAULT_PORT, ge=0, le=65535)
@@ -48,8 +50,11 @@ class Settings(BaseModel):
             raw = os.environ.get(env_name(name))
             if name in values or not raw:
                 continue
-            values[name] = [part.strip() for part in raw.split(",") if part.strip()] if info.annotation == list[str] \
+            values[name] = (
+                [part.strip() for part in raw.split(",") if part.strip()]
+                if info.annotation == list[str]
                 else raw
+            )
         return values
 
     @field_validator("models_dir", "data_dir")

@@ -15,7 +15,9 @@ from fastapi.responses import JSONResponse
 from .config import COMMAND_NAME
 
 DOWNLOAD_COMMAND = f"{COMMAND_NAME} models download"
-LOWER_SETTINGS = "Choose pipeline type 512 or 1024 and a smaller texture size, and close other programs using the GPU."
+LOWER_SETTINGS = (
+    "Choose pipeline type 512 or 1024 and a smaller texture size, and close other programs using the GPU."
+)
 PICTURE = "Use a PNG, JPEG or WebP picture of one object."
 
 
@@ -29,42 +31,77 @@ class ErrorCode:
 ERROR_CODES: dict[str, ErrorCode] = {
     # requests
     "bad_request": ErrorCode(400, "The request could not be understood.", "Check what the client sends."),
-    "invalid_form": ErrorCode(400, "The multipart form could not be read.",
-                              "Send the image(s) as multipart/form-data with a file field and 'params'."),
+    "invalid_form": ErrorCode(
+        400,
+        "The multipart form could not be read.",
+        "Send the image(s) as multipart/form-data with a file field and 'params'.",
+    ),
     "invalid_json": ErrorCode(400, "The JSON could not be read.", "Send a JSON object."),
     "empty_file": ErrorCode(400, "The uploaded file is empty.", PICTURE),
-    "wrong_image_count": ErrorCode(400, "This engine takes another number of images.",
-                                   "Add one image for Image mode, two to eight views for Multi-view."),
+    "wrong_image_count": ErrorCode(
+        400,
+        "This engine takes another number of images.",
+        "Add one image for Image mode, two to eight views for Multi-view.",
+    ),
     "invalid_image": ErrorCode(400, "The file is not an image that can be used.", PICTURE),
-    "unauthorized": ErrorCode(401, "This server requires its access token.",
-                              "Open the address with its access token (…/?token=…) as printed by the server."),
+    "unauthorized": ErrorCode(
+        401,
+        "This server requires its access token.",
+        "Open the address with its access token (…/?token=…) as printed by the server.",
+    ),
     "not_found": ErrorCode(404, "Nothing is at this address.", "Check the address."),
-    "job_not_found": ErrorCode(404, "There is no such job.", "The job may have been deleted; reload the job list."),
+    "job_not_found": ErrorCode(
+        404, "There is no such job.", "The job may have been deleted; reload the job list."
+    ),
     "file_not_found": ErrorCode(404, "The job has no such file.", "Export the model again."),
-    "method_not_allowed": ErrorCode(405, "This method is not allowed here.", "Check the API documentation (/api/docs)."),
+    "method_not_allowed": ErrorCode(
+        405, "This method is not allowed here.", "Check the API documentation (/api/docs)."
+    ),
     "job_finished": ErrorCode(409, "The job has already finished.", "There is nothing to cancel."),
-    "job_not_succeeded": ErrorCode(409, "Only a finished job can be exported.", "Wait until the job has succeeded."),
+    "job_not_succeeded": ErrorCode(
+        409, "Only a finished job can be exported.", "Wait until the job has succeeded."
+    ),
     "job_active": ErrorCode(409, "The job is still queued or running.", "Cancel it before deleting it."),
-    "generation_missing": ErrorCode(409, "The stored generation of this job is missing.", "Generate the model again."),
+    "generation_missing": ErrorCode(
+        409, "The stored generation of this job is missing.", "Generate the model again."
+    ),
     "upload_too_large": ErrorCode(413, "The upload is too large.", "Use a smaller picture file."),
-    "image_too_large": ErrorCode(413, "The image has too many pixels.",
-                                 "Use a smaller picture (a few thousand pixels on each side is plenty)."),
-    "invalid_parameters": ErrorCode(422, "A parameter is not valid.", "Change the value named in the message."),
+    "image_too_large": ErrorCode(
+        413,
+        "The image has too many pixels.",
+        "Use a smaller picture (a few thousand pixels on each side is plenty).",
+    ),
+    "invalid_parameters": ErrorCode(
+        422, "A parameter is not valid.", "Change the value named in the message."
+    ),
     "http_error": ErrorCode(None, "The server refused the request.", "Check the request against /api/docs."),
-    "internal_error": ErrorCode(500, "The server hit an unexpected error.", "See the server's log for details."),
-    "engine_not_installed": ErrorCode(503, "This engine is not installed on the server.",
-                                      "Use another engine, or install what the message says is missing."),
+    "internal_error": ErrorCode(
+        500, "The server hit an unexpected error.", "See the server's log for details."
+    ),
+    "engine_not_installed": ErrorCode(
+        503,
+        "This engine is not installed on the server.",
+        "Use another engine, or install what the message says is missing.",
+    ),
     # failed jobs
     "out_of_memory": ErrorCode(None, "The GPU ran out of memory.", LOWER_SETTINGS),
-    "model_missing": ErrorCode(None, "A model the job needs is not in the models folder.",
-                               f"Download the models with `{DOWNLOAD_COMMAND}`, then try again."),
-    "engine_error": ErrorCode(None, "The engine failed.", "Try another seed or image; if it keeps failing, see the "
-                                                          "server's log."),
-    "worker_crashed": ErrorCode(None, "The engine process stopped unexpectedly while running this job (a crash in a "
-                                      "native library or the system running out of memory). The server restarted it.",
-                                f"Generate it again; if it happens again: {LOWER_SETTINGS}"),
-    "interrupted": ErrorCode(None, "The server stopped while this job was running (crash or restart).",
-                             "Generate it again."),
+    "model_missing": ErrorCode(
+        None,
+        "A model the job needs is not in the models folder.",
+        f"Download the models with `{DOWNLOAD_COMMAND}`, then try again.",
+    ),
+    "engine_error": ErrorCode(
+        None, "The engine failed.", "Try another seed or image; if it keeps failing, see the server's log."
+    ),
+    "worker_crashed": ErrorCode(
+        None,
+        "The engine process stopped unexpectedly while running this job (a crash in a "
+        "native library or the system running out of memory). The server restarted it.",
+        f"Generate it again; if it happens again: {LOWER_SETTINGS}",
+    ),
+    "interrupted": ErrorCode(
+        None, "The server stopped while this job was running (crash or restart).", "Generate it again."
+    ),
     "cancelled": ErrorCode(None, "Cancelled while running.", "Generate it again when you want the model."),
 }
 
@@ -93,9 +130,15 @@ class ApiError(Exception):
         return error_response(self.code, self.message, status=self.status, **self.details)
 
 
-def error_response(code: str, message: str | None = None, status: int | None = None, **details: Any) -> JSONResponse:
+def error_response(
+    code: str, message: str | None = None, status: int | None = None, **details: Any
+) -> JSONResponse:
     """`{"error": {"code", "message", "details"?}}` with the code's status (or `status` for codes that vary)."""
-    body: dict[str, Any] = {"code": code, "message": message or error_info(code).message, "hint": error_hint(code)}
+    body: dict[str, Any] = {
+        "code": code,
+        "message": message or error_info(code).message,
+        "hint": error_hint(code),
+    }
     if details:
         body["details"] = details
     return JSONResponse({"error": body}, status_code=status or error_info(code).status or 500)
@@ -107,4 +150,6 @@ def job_not_found(job_id: str) -> ApiError:
 
 def error_table() -> dict[str, dict[str, Any]]:
     """The table for `GET /api/config`."""
-    return {code: {"status": e.status, "message": e.message, "hint": e.hint} for code, e in ERROR_CODES.items()}
+    return {
+        code: {"status": e.status, "message": e.message, "hint": e.hint} for code, e in ERROR_CODES.items()
+    }

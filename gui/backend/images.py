@@ -60,8 +60,10 @@ def decode_upload(data: bytes, label: str, max_pixels: int) -> Image.Image:
     except Exception:  # noqa: BLE001 - whatever Pillow says, the answer is "not an image"
         header = None
     if header is not None and width * height > max_pixels:
-        raise ApiError("image_too_large",
-                       f"{label} has {width}x{height} pixels; the limit is {max_pixels:,} pixels. Please downscale it.")
+        raise ApiError(
+            "image_too_large",
+            f"{label} has {width}x{height} pixels; the limit is {max_pixels:,} pixels. Please downscale it.",
+        )
     open_image, error_type = image_loader()
     try:
         return open_image(data, name=label)
@@ -89,5 +91,8 @@ def store_inputs(folders: JobFolders, job_id: str, images: list[Image.Image]) ->
 def load_job_images(folders: JobFolders, job: Job) -> list[Image.Image]:
     """The job's stored inputs (not the preview), decoded again with the same checks."""
     open_image, _ = image_loader()
-    return [open_image(folders.path(job.id, name).read_bytes(), name=name)
-            for name in job.inputs if name.startswith("input_")]
+    return [
+        open_image(folders.path(job.id, name).read_bytes(), name=name)
+        for name in job.inputs
+        if name.startswith("input_")
+    ]

@@ -35,11 +35,21 @@ class ModelSpec:
 # What the service tells people about each model the pipeline names, and which files to fetch.
 MODEL_NOTES: dict[str, tuple[str, str, tuple[str, ...] | None]] = {
     "microsoft/TRELLIS.2-4B": ("TRELLIS.2 flow models and decoders (about 16 GB)", "MIT", None),
-    "microsoft/TRELLIS-image-large": ("the sparse-structure decoder only", "MIT", ("ckpts/ss_dec_conv3d_16l8_fp16.*",)),
-    "facebook/dinov3-vitl16-pretrain-lvd1689m": ("DINOv3 image features (conditioning)", "DINOv3 License (Meta)",
-                                                 None),
-    "briaai/RMBG-2.0": ("background removal (not needed for images with transparency)",
-                        "CC BY-NC 4.0 (non-commercial; commercial use needs an agreement with BRIA)", None),
+    "microsoft/TRELLIS-image-large": (
+        "the sparse-structure decoder only",
+        "MIT",
+        ("ckpts/ss_dec_conv3d_16l8_fp16.*",),
+    ),
+    "facebook/dinov3-vitl16-pretrain-lvd1689m": (
+        "DINOv3 image features (conditioning)",
+        "DINOv3 License (Meta)",
+        None,
+    ),
+    "briaai/RMBG-2.0": (
+        "background removal (not needed for images with transparency)",
+        "CC BY-NC 4.0 (non-commercial; commercial use needs an agreement with BRIA)",
+        None,
+    ),
 }
 
 
@@ -50,7 +60,9 @@ def model_specs() -> tuple[ModelSpec, ...]:
 
     specs = []
     for repo in DEFAULT_REPOSITORIES:
-        purpose, licence, patterns = MODEL_NOTES.get(repo, ("", "see the model's page on huggingface.co", None))
+        purpose, licence, patterns = MODEL_NOTES.get(
+            repo, ("", "see the model's page on huggingface.co", None)
+        )
         specs.append(ModelSpec(repo, purpose, licence, repo in GATED_REPOSITORIES, patterns))
     return tuple(specs)
 
@@ -141,22 +153,26 @@ def explain(specs: list[ModelSpec], token: str | None) -> None:
         if token:
             print("A Hugging Face token was found and will be used.")
         else:
-            print("No Hugging Face token was found: create one at https://huggingface.co/settings/tokens "
-                  "(type 'read'), then run `hf auth login`, set HF_TOKEN, or pass --hf-token.")
+            print(
+                "No Hugging Face token was found: create one at https://huggingface.co/settings/tokens "
+                "(type 'read'), then run `hf auth login`, set HF_TOKEN, or pass --hf-token."
+            )
     print()
 
 
-def download_all(models_dir: Path, token: str | None = None, assume_yes: bool = False,
-                 only: list[str] | None = None) -> int:
-    from huggingface_hub import HfApi, get_token, snapshot_download
-    from huggingface_hub.utils import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
+def download_all(
+    models_dir: Path, token: str | None = None, assume_yes: bool = False, only: list[str] | None = None
+) -> int:
+    from huggingface_hub import HfApi, get_token
 
     known = model_specs()
     specs = [s for s in known if not only or s.repo_id in only]
     unknown = sorted(set(only or []) - {s.repo_id for s in known})
     if unknown:
-        print(f"error: unknown model(s) {', '.join(unknown)}; known: {', '.join(s.repo_id for s in known)}",
-              file=sys.stderr)
+        print(
+            f"error: unknown model(s) {', '.join(unknown)}; known: {', '.join(s.repo_id for s in known)}",
+            file=sys.stderr,
+        )
         return 2
     token = token or get_token()
     explain(specs, token)
@@ -166,33 +182,40 @@ def download_all(models_dir: Path, token: str | None = None, assume_yes: bool = 
             return 2
         if input("Download now? [y/N] ").strip().lower() not in ("y", "yes"):
             return 1
-    api, failures = HfApi(), 0
-    for spec in specs:
-        folder = local_folder(models_dir, spec.repo_id)
-        print(f"==> {spec.repo_id} → {folder}")
-        try:
-            expected, total = expected_hashes(api, spec, token)
-            print(f"    {len(expected)} files, {total / 1e9:.2f} GB")
-            snapshot_download(spec.repo_id, local_dir=folder, token=token,
-                              allow_patterns=list(spec.allow_patterns) if spec.allow_patterns else None)
-            bad = verify(folder, expected)
-        except GatedRepoError:
-            print(f"    access denied: accept the licence at https://huggingface.co/{spec.repo_id} and make sure "
-                  "your token belongs to that account.", file=sys.stderr)
-            failures += 1
-            continue
-        except RepositoryNotFoundError:
-            print(f"    {spec.repo_id} was not found (or needs a token to be seen).", file=sys.stderr)
-            failures += 1
-            continue
-        except (HfHubHTTPError, OSError) as exc:
-            print(f"    download failed: {exc}. Run the command again to resume.", file=sys.stderr)
-            failures += 1
-            continue
-        if bad:
-            print(f"    checksum problems: {', '.join(bad[:5])}. Delete those files and run again.", file=sys.stderr)
-            failures += 1
-            continue
-        (folder / VERIFIED_FILE).write_text(json.dumps({k: v[1] for k, v in expected.items()}, indent=1))
-        print("    verified")
-    return 1 if failures else 0
+    api = HfApi()
+    problems = [download_one(api, spec, local_folder(models_dir, spec.repo_id), token) for spec in specs]
+    for problem in filter(None, problems):
+        print(f"    {problem}", file=sys.stderr)
+    return 1 if any(problems) else 0
+
+
+def download_one(api, spec: ModelSpec, folder: Path, token: str | None) -> str | None:
+    """Download and verify one model into `folder`; None when it is complete, else what went wrong and what to do."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.utils import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
+
+    print(f"==> {spec.repo_id} → {folder}")
+    try:
+        expected, total = expected_hashes(api, spec, token)
+        print(f"    {len(expected)} files, {total / 1e9:.2f} GB")
+        snapshot_download(
+            spec.repo_id,
+            local_dir=folder,
+            token=token,
+            allow_patterns=list(spec.allow_patterns) if spec.allow_patterns else None,
+        )
+        bad = verify(folder, expected)
+    except GatedRepoError:
+        return (
+            f"{spec.repo_id}: access denied: accept the licence at https://huggingface.co/{spec.repo_id} and "
+            "make sure your token belongs to that account."
+        )
+    except RepositoryNotFoundError:
+        return f"{spec.repo_id} was not found (or needs a token to be seen)."
+    except (HfHubHTTPError, OSError) as exc:
+        return f"{spec.repo_id}: download failed: {exc}. Run the command again to resume."
+    if bad:
+        return f"{spec.repo_id}: checksum problems: {', '.join(bad[:5])}. Delete those files and run again."
+    (folder / VERIFIED_FILE).write_text(json.dumps({k: v[1] for k, v in expected.items()}, indent=1))
+    print("    verified")
+    return None

@@ -29,14 +29,21 @@ class OneOf:
     def check(self, value: Any) -> Any:
         allowed = tuple(self.source())
         if value not in allowed:
-            raise PydanticCustomError("not_allowed", "must be one of {allowed}; got {value}",
-                                      {"allowed": ", ".join(map(str, allowed)), "value": repr(value)})
+            raise PydanticCustomError(
+                "not_allowed",
+                "must be one of {allowed}; got {value}",
+                {"allowed": ", ".join(map(str, allowed)), "value": repr(value)},
+            )
         return value
 
-    def __get_pydantic_core_schema__(self, source_type: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
+    def __get_pydantic_core_schema__(
+        self, source_type: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
         return core_schema.no_info_after_validator_function(self.check, handler(source_type))
 
-    def __get_pydantic_json_schema__(self, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler) -> dict:
+    def __get_pydantic_json_schema__(
+        self, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
+    ) -> dict:
         out = handler(schema)
         out["enum"] = list(self.source())
         return out
@@ -88,7 +95,9 @@ class GenerateParams(ExportParams):
 
     seed: Seed = 0
     pipeline_type: PipelineType = Field("1024_cascade", title="Quality (pipeline type)")
-    sparse_structure_sampler_params: SamplerParams = Field(default_factory=SamplerParams, title="Sparse structure")
+    sparse_structure_sampler_params: SamplerParams = Field(
+        default_factory=SamplerParams, title="Sparse structure"
+    )
     shape_slat_sampler_params: SamplerParams = Field(default_factory=SamplerParams, title="Shape")
     tex_slat_sampler_params: SamplerParams = Field(default_factory=SamplerParams, title="Texture")
     max_num_tokens: int = Field(49152, ge=1024, le=262144, title="Token budget")
@@ -108,8 +117,12 @@ class FastParams(ExportParams):
 
 # -- describing the models for GET /api/config ---------------------------------------------------------------
 JSON_TYPES = {bool: "boolean", int: "integer", float: "number", str: "string"}
-LIMITS = {annotated_types.Ge: ("minimum", "ge"), annotated_types.Le: ("maximum", "le"),
-          annotated_types.Gt: ("exclusive_minimum", "gt"), annotated_types.Lt: ("exclusive_maximum", "lt")}
+LIMITS = {
+    annotated_types.Ge: ("minimum", "ge"),
+    annotated_types.Le: ("maximum", "le"),
+    annotated_types.Gt: ("exclusive_minimum", "gt"),
+    annotated_types.Lt: ("exclusive_maximum", "lt"),
+}
 
 
 def _plain_type(annotation: Any) -> tuple[Any, bool]:
@@ -130,8 +143,12 @@ def describe_fields(model: type[BaseModel]) -> dict[str, dict[str, Any]]:
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             out[name] = {"type": "object", "label": label, "fields": describe_fields(annotation)}
             continue
-        entry: dict[str, Any] = {"type": JSON_TYPES.get(annotation, "string"), "label": label,
-                                 "default": info.get_default(call_default_factory=True), "nullable": nullable}
+        entry: dict[str, Any] = {
+            "type": JSON_TYPES.get(annotation, "string"),
+            "label": label,
+            "default": info.get_default(call_default_factory=True),
+            "nullable": nullable,
+        }
         for meta in info.metadata:
             for kind, (key, attribute) in LIMITS.items():
                 if isinstance(meta, kind):

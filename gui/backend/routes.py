@@ -93,28 +93,41 @@ async def health(request: Request) -> dict[str, Any]:
 
     svc = services(request)
     statuses = await run_in_threadpool(svc.engines.statuses)
-    return {"status": "ok", "version": __version__, "device": describe_device(svc.settings.device),
-            "engines": {name: s.to_api() for name, s in statuses.items()},
-            "loaded_engine": svc.worker.loaded_engine, "running_job": svc.store.running_job_id()}
+    return {
+        "status": "ok",
+        "version": __version__,
+        "device": describe_device(svc.settings.device),
+        "engines": {name: s.to_api() for name, s in statuses.items()},
+        "loaded_engine": svc.worker.loaded_engine,
+        "running_job": svc.store.running_job_id(),
+    }
 
 
 # -- config ------------------------------------------------------------------------------------------------
 def sampler_defaults(engine) -> dict[str, dict[str, Any]]:
     """What the engine's models use for unset sampler values (only the fields the API knows)."""
     known = set(SamplerParams.model_fields)
-    return {stage: {k: v for k, v in values.items() if k in known}
-            for stage, values in engine.sampler_defaults().items()}
+    return {
+        stage: {k: v for k, v in values.items() if k in known}
+        for stage, values in engine.sampler_defaults().items()
+    }
 
 
 def engine_config(entry: EngineEntry, svc, statuses) -> dict[str, Any]:
     status = statuses.get(entry.name)
     engine = svc.engines.engines.get(entry.name)
-    return {"label": entry.label, "description": entry.description,
-            "ready": bool(status and status.ready),
-            "reason": status.reason if status else "This server was started without this engine.",
-            "route": entry.route, "image_field": entry.image_field, "min_images": entry.min_images,
-            "max_images": entry.max_images, "params": describe_fields(entry.params),
-            "sampler_defaults": sampler_defaults(engine) if engine is not None else {}}
+    return {
+        "label": entry.label,
+        "description": entry.description,
+        "ready": bool(status and status.ready),
+        "reason": status.reason if status else "This server was started without this engine.",
+        "route": entry.route,
+        "image_field": entry.image_field,
+        "min_images": entry.min_images,
+        "max_images": entry.max_images,
+        "params": describe_fields(entry.params),
+        "sampler_defaults": sampler_defaults(engine) if engine is not None else {},
+    }
 
 
 @router.get("/config", response_model=ConfigOut)
@@ -130,10 +143,14 @@ async def read_config(request: Request) -> dict[str, Any]:
             **vocabulary.vocabulary(),
             "export": describe_fields(ExportRequest),
             "errors": error_table(),
-            "models": [ModelInfo(id=m.repo_id, purpose=m.purpose, licence=m.licence, gated=m.gated)
-                       for m in model_specs()],
-            "uploads": {"max_upload_bytes": svc.settings.max_upload_bytes,
-                        "max_image_pixels": svc.settings.max_image_pixels},
+            "models": [
+                ModelInfo(id=m.repo_id, purpose=m.purpose, licence=m.licence, gated=m.gated)
+                for m in model_specs()
+            ],
+            "uploads": {
+                "max_upload_bytes": svc.settings.max_upload_bytes,
+                "max_image_pixels": svc.settings.max_image_pixels,
+            },
             "events": {"job": SSE_JOB_EVENT, "deleted": SSE_DELETED_EVENT},
         }
 
@@ -170,7 +187,9 @@ def parse_params(engine: str, raw: Any) -> Any:
         try:
             data = json.loads(raw)
         except json.JSONDecodeError as exc:
-            raise ApiError("invalid_json", f"'params' is not valid JSON: {exc.msg} (at character {exc.pos}).") from exc
+            raise ApiError(
+                "invalid_json", f"'params' is not valid JSON: {exc.msg} (at character {exc.pos})."
+            ) from exc
     else:
         raise ApiError("invalid_form", "'params' must be a text field holding JSON, not a file.")
     if not isinstance(data, dict):
@@ -190,19 +209,30 @@ async def submit(request: Request, entry: EngineEntry) -> JSONResponse:
     uploads = [v for v in form.getlist(field) if isinstance(v, UploadFile)]
     unexpected = [k for k in form.keys() if k not in (field, "params")]
     if unexpected:
-        raise ApiError("invalid_form", f"Unexpected form field(s): {', '.join(sorted(set(unexpected)))[:200]}. "
-                                       f"Send '{field}' and 'params'.")
+        raise ApiError(
+            "invalid_form",
+            f"Unexpected form field(s): {', '.join(sorted(set(unexpected)))[:200]}. "
+            f"Send '{field}' and 'params'.",
+        )
     if not (entry.min_images <= len(uploads) <= entry.max_images):
-        wanted = (f"exactly {entry.min_images}" if entry.min_images == entry.max_images
-                  else f"{entry.min_images} to {entry.max_images}")
-        raise ApiError("wrong_image_count",
-                       f"This endpoint takes {wanted} image(s) in the '{field}' field; got {len(uploads)}.")
+        wanted = (
+            f"exactly {entry.min_images}"
+            if entry.min_images == entry.max_images
+            else f"{entry.min_images} to {entry.max_images}"
+        )
+        raise ApiError(
+            "wrong_image_count",
+            f"This endpoint takes {wanted} image(s) in the '{field}' field; got {len(uploads)}.",
+        )
     params = parse_params(engine, form.get("params"))
     datas = [await upload.read() for upload in uploads]
     max_pixels = svc.settings.max_image_pixels
     images = await run_in_threadpool(
-        lambda: [decode_upload(d, f"Image {i + 1}" if len(datas) > 1 else "The image", max_pixels)
-                 for i, d in enumerate(datas)])
+        lambda: [
+            decode_upload(d, f"Image {i + 1}" if len(datas) > 1 else "The image", max_pixels)
+            for i, d in enumerate(datas)
+        ]
+    )
     job_id = uuid.uuid4().hex
     names = await run_in_threadpool(store_inputs, svc.folders, job_id, images)
     svc.store.create(engine, params.model_dump(), names, job_id=job_id)
@@ -216,13 +246,23 @@ def add_generate_route(entry: EngineEntry) -> None:
     async def generate(request: Request) -> JSONResponse:
         return await submit(request, entry)
 
-    images = (f"'{entry.image_field}' ×{entry.min_images}–{entry.max_images}" if entry.max_images > 1
-              else f"'{entry.image_field}'")
-    router.add_api_route(f"/generate/{entry.route}", generate, methods=["POST"], status_code=202,
-                         response_model=JobCreated, name=f"generate_{entry.name}", summary=f"{entry.label}: queue a job",
-                         description=f"{entry.description}. Multipart: {images} and 'params' (JSON of "
-                                     f"{entry.params.__name__}; see GET /api/config).",
-                         responses={503: {"model": ErrorOut}, 413: {"model": ErrorOut}})
+    images = (
+        f"'{entry.image_field}' ×{entry.min_images}–{entry.max_images}"
+        if entry.max_images > 1
+        else f"'{entry.image_field}'"
+    )
+    router.add_api_route(
+        f"/generate/{entry.route}",
+        generate,
+        methods=["POST"],
+        status_code=202,
+        response_model=JobCreated,
+        name=f"generate_{entry.name}",
+        summary=f"{entry.label}: queue a job",
+        description=f"{entry.description}. Multipart: {images} and 'params' (JSON of "
+        f"{entry.params.__name__}; see GET /api/config).",
+        responses={503: {"model": ErrorOut}, 413: {"model": ErrorOut}},
+    )
 
 
 for _entry in ENGINES.values():
@@ -279,8 +319,11 @@ async def job_events(request: Request, job_id: str) -> StreamingResponse:
                 return
             await asyncio.sleep(SSE_INTERVAL_S)
 
-    return StreamingResponse(stream(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return StreamingResponse(
+        stream(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
 
 
 @router.post("/jobs/{job_id}/cancel", response_model=JobOut)
@@ -304,7 +347,7 @@ async def export_job(request: Request, job_id: str) -> dict[str, Any]:
     try:
         data = json.loads(body) if body.strip() else {}
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ApiError("invalid_json", "The request body must be JSON, e.g. {\"format\": \"obj\"}.") from exc
+        raise ApiError("invalid_json", 'The request body must be JSON, e.g. {"format": "obj"}.') from exc
     if not isinstance(data, dict):
         raise ApiError("invalid_json", "The request body must be a JSON object.")
     req = validated(ExportRequest, data)
@@ -330,8 +373,11 @@ async def export_job(request: Request, job_id: str) -> dict[str, Any]:
         svc.folders.remove(job_id)
         raise job_not_found(job_id)
     ext = vocabulary.export_formats()[req.format].extension
-    return {**result, "url": f"/api/jobs/{job_id}/files/{name}",
-            "download_name": download_name(job_id, job.engine, int(job.params.get("seed", 0)), ext)}
+    return {
+        **result,
+        "url": f"/api/jobs/{job_id}/files/{name}",
+        "download_name": download_name(job_id, job.engine, int(job.params.get("seed", 0)), ext),
+    }
 
 
 def export_device(preferred: str | None) -> str:
@@ -353,7 +399,9 @@ async def job_file(request: Request, job_id: str, name: str) -> FileResponse:
     headers = {}
     if name not in job.inputs and suffix != ".png":
         seed = int(job.params.get("seed", 0))
-        headers["Content-Disposition"] = f'attachment; filename="{download_name(job_id, job.engine, seed, suffix[1:])}"'
+        headers["Content-Disposition"] = (
+            f'attachment; filename="{download_name(job_id, job.engine, seed, suffix[1:])}"'
+        )
     return FileResponse(path, media_type=media_type(suffix), headers=headers)
 
 

@@ -66,7 +66,9 @@ def vocabulary() -> dict[str, list[dict]]:
     return {
         "pipeline_types": [choice(t, pipeline_type_label(t)) for t in pipeline_types()],
         "multiview_modes": [choice(m, m.capitalize()) for m in multiview_modes()],
-        "export_formats": [{"value": f.name, "label": f.label, "extension": f.extension, "media_type": f.media_type}
-                           for f in export_formats().values()],
+        "export_formats": [
+            {"value": f.name, "label": f.label, "extension": f.extension, "media_type": f.media_type}
+            for f in export_formats().values()
+        ],
         "texture_sizes": [{"value": size, "label": f"{size} px"} for size in texture_sizes()],
     }

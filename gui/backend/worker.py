@@ -16,6 +16,7 @@ except Exception:  # noqa: BLE001 - a broken engine package must not stop the se
     class JobCancelled(Exception):  # type: ignore[no-redef]
         """Stand-in while the pipeline package cannot be imported."""
 
+
 from .engines import ENGINES
 from .engines.base import EngineManager, EngineRequest, free_accelerator_memory
 from .errors import error_info
@@ -85,7 +86,9 @@ class CancelFlag:
     """Set here (in-process cancel) or through the store's `cancel_requested` (from the server process),
     which is read at most every `CANCEL_POLL_S`. When the parent process is gone, it exits at once."""
 
-    def __init__(self, store: JobStore | None = None, job_id: str = "", parent_pid: int | None = None) -> None:
+    def __init__(
+        self, store: JobStore | None = None, job_id: str = "", parent_pid: int | None = None
+    ) -> None:
         self._event = threading.Event()
         self._store = store
         self._job_id = job_id
@@ -117,9 +120,18 @@ class JobWorker:
     """Owns the only thread that touches the accelerator. The database is the queue, so a restart
     resumes queued jobs; `live` holds the running job's fresh progress for the API."""
 
-    def __init__(self, store: JobStore, folders: JobFolders, engines: EngineManager,
-                 poll_s: float = 0.5, device: str | None = None, converter: Converter | None = None,
-                 wake=None, stop=None, parent_pid: int | None = None) -> None:
+    def __init__(
+        self,
+        store: JobStore,
+        folders: JobFolders,
+        engines: EngineManager,
+        poll_s: float = 0.5,
+        device: str | None = None,
+        converter: Converter | None = None,
+        wake=None,
+        stop=None,
+        parent_pid: int | None = None,
+    ) -> None:
         self.store = store
         self.folders = folders
         self.engines = engines
@@ -211,7 +223,9 @@ class JobWorker:
                 now = time.monotonic()
                 if now - last_write[0] >= DB_PROGRESS_INTERVAL_S:
                     last_write[0] = now
-                    self.store.update_progress(job.id, snap.stage, snap.step, snap.total, snap.fraction, snap.eta_s)
+                    self.store.update_progress(
+                        job.id, snap.stage, snap.step, snap.total, snap.fraction, snap.eta_s
+                    )
                 if on_progress is not None:
                     on_progress(snap)
 
@@ -253,9 +267,14 @@ class JobWorker:
             save_generation(meshes, tmp)
         progress("saving", 1, 1)
         with self.folders.atomic(job.id, DEFAULT_MODEL_FILE) as tmp:
-            stats = export_generation(meshes, params.export_params(), "glb", tmp,
-                                      lambda stage, step, total: progress(f"export:{stage}", step, total),
-                                      self.converter)
+            stats = export_generation(
+                meshes,
+                params.export_params(),
+                "glb",
+                tmp,
+                lambda stage, step, total: progress(f"export:{stage}", step, total),
+                self.converter,
+            )
         stats["file_bytes"] = self.folders.path(job.id, DEFAULT_MODEL_FILE).stat().st_size
         stats["seconds"] = round(time.monotonic() - started, 2)
         stats["texture_size"] = params.texture_size

@@ -80,9 +80,17 @@ def worker_main(settings: Settings, spec: EngineSpec, wake, stop, loaded, parent
         loaded.value = (name or "").encode()[:63]
 
     manager.on_change = publish
-    worker = JobWorker(JobStore(settings.data_dir), JobFolders(settings.data_dir), manager, poll_s=0.5,
-                       device=settings.device, converter=spec.build_converter(), wake=wake, stop=stop,
-                       parent_pid=parent_pid)
+    worker = JobWorker(
+        JobStore(settings.data_dir),
+        JobFolders(settings.data_dir),
+        manager,
+        poll_s=0.5,
+        device=settings.device,
+        converter=spec.build_converter(),
+        wake=wake,
+        stop=stop,
+        parent_pid=parent_pid,
+    )
     try:
         worker.run_forever()
     finally:
@@ -107,7 +115,9 @@ class WorkerProcess:
 
     def _spawn(self) -> None:
         self._proc = self._ctx.Process(
-            target=worker_main, name="genesis-worker", daemon=True,
+            target=worker_main,
+            name="genesis-worker",
+            daemon=True,
             args=(self.settings, self.spec, self._wake, self._stop, self._loaded, os.getpid()),
         )
         self._proc.start()

@@ -7,6 +7,7 @@ import { createRequire } from 'node:module';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
+import { CHROMIUM_ARGS } from '../../tools/browser_page.mjs';
 
 const ROOT = resolve(fileURLToPath(import.meta.url), '..', '..', '..');
 const { chromium } = createRequire(join(ROOT, 'package.json'))('playwright-core');
@@ -14,7 +15,7 @@ const { values: opts } = parseArgs({ options: { url: { type: 'string' },
   chromium: { type: 'string', default: process.env.GENESIS_CHROMIUM || '/usr/bin/chromium' } } });
 
 const browser = await chromium.launch({ executablePath: opts.chromium,
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--use-gl=angle', '--use-angle=swiftshader', '--enable-unsafe-swiftshader'] });
+  args: CHROMIUM_ARGS });
 try {
   const page = await browser.newPage();
   const problems = [];

@@ -51,7 +51,9 @@ def test_a_new_pipeline_type_and_texture_size_reach_the_menus_the_api_and_the_cl
     menus = shown["menus"]
     assert shown["problems"] == []
     assert {"value": "2048_cascade", "label": "2048 cascade"} in menus["pipeline_types"]
-    assert menus["pipeline_types"] == [{"value": c["value"], "label": c["label"]} for c in config["pipeline_types"]]
+    assert menus["pipeline_types"] == [
+        {"value": c["value"], "label": c["label"]} for c in config["pipeline_types"]
+    ]
     for key in ("texture_sizes", "export_texture_sizes"):
         assert {"value": "8192", "label": "8192 px"} in menus[key]
         assert [int(o["value"]) for o in menus[key]] == [c["value"] for c in config["texture_sizes"]]

@@ -9,8 +9,8 @@ import time
 import torch
 
 from gui.backend.engines.base import Engine, EngineRequest, EngineStatus
-from o_voxel.asset import MeshWithVoxel
 from trellis2.progress import raise_if_cancelled
+from o_voxel.asset import MeshWithVoxel
 
 OOM_SEED = 13
 CRASH_SEED = 666

@@ -28,8 +28,10 @@ BACKEND = Path(__file__).resolve().parents[2] / "gui" / "backend"
 @pytest.fixture(scope="module")
 def client(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("vocab")
-    app = create_app(Settings(models_dir=tmp / "models", data_dir=tmp / "data"),
-                     EngineSpec("tests.server.fake_engine:fake_engines"))
+    app = create_app(
+        Settings(models_dir=tmp / "models", data_dir=tmp / "data"),
+        EngineSpec("tests.server.fake_engine:fake_engines"),
+    )
     with TestClient(app) as test_client:
         yield test_client
 
@@ -48,7 +50,9 @@ def test_config_serves_engines_vocabulary_limits_and_error_hints(client):
     config = client.get("/api/config").json()
     assert set(config["engines"]) == set(ENGINES)
     image = config["engines"]["trellis2"]
-    assert image["ready"] is True and image["label"] == ENGINES["trellis2"].label and image["route"] == "image"
+    assert (
+        image["ready"] is True and image["label"] == ENGINES["trellis2"].label and image["route"] == "image"
+    )
     fast = config["engines"]["fresnel"]
     assert fast["ready"] is False and fast["reason"], "a not-ready engine says why"
     assert config["engines"]["multiview"]["max_images"] == ENGINES["multiview"].max_images
@@ -60,14 +64,21 @@ def test_config_serves_engines_vocabulary_limits_and_error_hints(client):
     params = image["params"]
     decimation = GenerateParams.model_fields["decimation_target"]
     assert params["decimation_target"]["default"] == decimation.default
-    assert [params["decimation_target"][k] for k in ("minimum", "maximum")] == [m.ge if hasattr(m, "ge") else m.le
-                                                                                for m in decimation.metadata]
+    assert [params["decimation_target"][k] for k in ("minimum", "maximum")] == [
+        m.ge if hasattr(m, "ge") else m.le for m in decimation.metadata
+    ]
     assert params["texture_size"]["choices"] == list(validation.SUPPORTED_TEXTURE_SIZES)
     steps = params["shape_slat_sampler_params"]["fields"]["steps"]
     assert (steps["minimum"], steps["maximum"], steps["nullable"]) == (1, 50, True)
     assert "pipeline_type" not in fast["params"] and "seed" in fast["params"]
     assert config["export"]["format"]["default"] == ExportRequest.model_fields["format"].default
-    for code in ("model_missing", "worker_crashed", "out_of_memory", "invalid_parameters", "engine_not_installed"):
+    for code in (
+        "model_missing",
+        "worker_crashed",
+        "out_of_memory",
+        "invalid_parameters",
+        "engine_not_installed",
+    ):
         assert config["errors"][code]["hint"], f"{code} has a hint"
     assert "genesis models download" in config["errors"]["model_missing"]["hint"]
     assert config["events"] == {"job": "job", "deleted": "deleted"}
@@ -75,8 +86,11 @@ def test_config_serves_engines_vocabulary_limits_and_error_hints(client):
 
 
 def test_texture_size_outside_the_allowed_sizes_is_refused_naming_them(client):
-    r = client.post("/api/generate/image", files={"image": ("a.png", png_bytes(), "image/png")},
-                    data={"params": json.dumps({"texture_size": 1000})})
+    r = client.post(
+        "/api/generate/image",
+        files={"image": ("a.png", png_bytes(), "image/png")},
+        data={"params": json.dumps({"texture_size": 1000})},
+    )
     assert r.status_code == 422
     error = r.json()["error"]
     assert error["code"] == "invalid_parameters" and error["hint"]
@@ -110,7 +124,14 @@ def test_every_error_code_the_service_sends_is_in_the_table():
     for path in BACKEND.rglob("*.py"):
         for match in pattern.finditer(path.read_text()):
             used.update(g for g in match.groups() if g)
-    used |= {"interrupted", "cancelled", "bad_request", "not_found", "method_not_allowed", "http_error"}  # defaults
+    used |= {
+        "interrupted",
+        "cancelled",
+        "bad_request",
+        "not_found",
+        "method_not_allowed",
+        "http_error",
+    }  # defaults
     assert {"job_not_found", "invalid_parameters", "worker_crashed", "upload_too_large"} <= used
     assert used <= set(ERROR_CODES), f"codes without a row in ERROR_CODES: {sorted(used - set(ERROR_CODES))}"
 
@@ -123,7 +144,9 @@ def test_every_route_documents_its_response(client):
             schema = operation["responses"][ok]["content"]["application/json"]["schema"]
             if path.endswith("/files/{name}") or path.endswith("/events"):
                 continue
-            assert schema.get("$ref") or schema.get("items", {}).get("$ref"), f"{method} {path} documents no model"
+            assert schema.get("$ref") or schema.get("items", {}).get("$ref"), (
+                f"{method} {path} documents no model"
+            )
     for name in ("ConfigOut", "HealthOut", "JobOut", "ExportResult", "JobCreated", "ErrorOut"):
         assert name in spec["components"]["schemas"]
 
@@ -131,8 +154,11 @@ def test_every_route_documents_its_response(client):
 def test_jobs_as_sent_validate_against_the_documented_model(client):
     from gui.backend.api_models import JobOut
 
-    r = client.post("/api/generate/image", files={"image": ("a.png", png_bytes(), "image/png")},
-                    data={"params": json.dumps({"seed": 4, "texture_size": 512})})
+    r = client.post(
+        "/api/generate/image",
+        files={"image": ("a.png", png_bytes(), "image/png")},
+        data={"params": json.dumps({"seed": 4, "texture_size": 512})},
+    )
     job = client.get(f"/api/jobs/{r.json()['job_id']}").json()
     assert JobOut.model_validate(job).preview.endswith("/preview.png")
     for listed in client.get("/api/jobs").json():

@@ -17,7 +17,15 @@ from .fresnel import FresnelEngine
 from .multiview import MultiViewEngine
 from .trellis2 import Trellis2Engine
 
-__all__ = ["ENGINES", "Engine", "EngineEntry", "EngineManager", "EngineRequest", "EngineStatus", "default_engines"]
+__all__ = [
+    "ENGINES",
+    "Engine",
+    "EngineEntry",
+    "EngineManager",
+    "EngineRequest",
+    "EngineStatus",
+    "default_engines",
+]
 
 
 @dataclass(frozen=True)
@@ -38,13 +46,33 @@ class EngineEntry:
 ENGINES: dict[str, EngineEntry] = {
     entry.name: entry
     for entry in (
-        EngineEntry("trellis2", "Image", "TRELLIS.2: one picture to a textured 3D model", Trellis2Engine,
-                    GenerateParams, route="image"),
-        EngineEntry("multiview", "Multi-view", "TRELLIS.2 conditioned on several views of one object",
-                    MultiViewEngine, MultiViewParams, route="multiview", image_field="images",
-                    min_images=2, max_images=8),
-        EngineEntry("fresnel", "Fast", "Fresnel: a fast distilled one-step model", FresnelEngine, FastParams,
-                    route="fast"),
+        EngineEntry(
+            "trellis2",
+            "Image",
+            "TRELLIS.2: one picture to a textured 3D model",
+            Trellis2Engine,
+            GenerateParams,
+            route="image",
+        ),
+        EngineEntry(
+            "multiview",
+            "Multi-view",
+            "TRELLIS.2 conditioned on several views of one object",
+            MultiViewEngine,
+            MultiViewParams,
+            route="multiview",
+            image_field="images",
+            min_images=2,
+            max_images=8,
+        ),
+        EngineEntry(
+            "fresnel",
+            "Fast",
+            "Fresnel: a fast distilled one-step model",
+            FresnelEngine,
+            FastParams,
+            route="fast",
+        ),
     )
 }
 

@@ -60,8 +60,9 @@ class Engine(ABC):
         """Drop every model reference and free accelerator memory."""
 
     @abstractmethod
-    def run(self, request: EngineRequest, progress: ProgressCallback, cancel: CancelFlag) -> list[MeshWithVoxel]:
-        ...
+    def run(
+        self, request: EngineRequest, progress: ProgressCallback, cancel: CancelFlag
+    ) -> list[MeshWithVoxel]: ...
 
     def stage_plan(self, params: Any) -> list[tuple[str, float]]:
         """Expected stages and their relative cost, for the overall fraction and the ETA."""

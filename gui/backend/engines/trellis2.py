@@ -45,8 +45,11 @@ def readiness(models_dir, needs: str) -> EngineStatus:
         names = "; ".join(f"{mid}: {reason}" if reason else mid for mid, reason in blocking)
         return EngineStatus(False, f"Models missing in {models_dir}: {names}. {DOWNLOAD_HINT}")
     if missing:
-        return EngineStatus(True, f"{BACKGROUND_MODEL} is missing: only images with a transparent background "
-                                  f"can be used. {DOWNLOAD_HINT}")
+        return EngineStatus(
+            True,
+            f"{BACKGROUND_MODEL} is missing: only images with a transparent background "
+            f"can be used. {DOWNLOAD_HINT}",
+        )
     return EngineStatus(True, "")
 
 
@@ -66,8 +69,13 @@ def trellis_stage_plan(params: Any) -> list[tuple[str, float]]:
     ss = params.sparse_structure_sampler_params.steps or 12
     shape = params.shape_slat_sampler_params.steps or 12
     tex = params.tex_slat_sampler_params.steps or 12
-    plan = [("loading", 1.0), ("preprocess", 0.5), ("conditioning", 1.0), ("sparse_structure", float(ss)),
-            ("shape_slat", float(shape))]
+    plan = [
+        ("loading", 1.0),
+        ("preprocess", 0.5),
+        ("conditioning", 1.0),
+        ("sparse_structure", float(ss)),
+        ("shape_slat", float(shape)),
+    ]
     if params.pipeline_type.endswith("cascade"):
         plan.append(("shape_slat_hr", 1.5 * shape))
     return plan + [("tex_slat", float(tex)), ("decode", 3.0), ("saving", 0.2), ("export", 6.0)]
@@ -123,5 +131,6 @@ class Trellis2Engine(Engine):
 
     def run(self, request: EngineRequest, progress, cancel):
         self.load()
-        return self._pipeline.run(request.images[0], **sampler_kwargs(request.params),
-                                  progress=progress, cancel=cancel)
+        return self._pipeline.run(
+            request.images[0], **sampler_kwargs(request.params), progress=progress, cancel=cancel
+        )
