@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from .store import JobState
 
@@ -27,11 +27,25 @@ class ErrorOut(BaseModel):
     error: ErrorBody
 
 
+class JobStats(BaseModel):
+    """What the worker measured; `peak_vram_bytes` only on CUDA."""
+
+    model_config = ConfigDict(extra="allow")
+
+    vertices: int
+    faces: int
+    file_bytes: int
+    seconds: float
+    texture_size: int
+    peak_vram_bytes: int | None = None
+
+
 class JobResult(BaseModel):
     files: dict[str, str] = Field(
-        description="file name → URL under /api/jobs/{id}/files/ (model.glb among them)"
+        description="file name → URL under /api/jobs/{id}/files/ (model.glb and the exports)"
     )
-    stats: dict[str, Any] = Field(description="mesh statistics: vertices, faces, file_bytes, seconds, ...")
+    model: str = Field(description="URL of the job's GLB, for viewers")
+    stats: JobStats
 
 
 class JobOut(BaseModel):

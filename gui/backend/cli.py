@@ -89,7 +89,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     """Queue a job in the data folder's store and run it here, through the server's worker code."""
     from .engines import EngineManager, default_engines
     from .errors import ApiError, error_hint
-    from .files import JobFolders
+    from .files import MODEL_FILE, JobFolders
     from .images import decode_upload, store_inputs
     from .routes import parse_params
     from .store import SUCCEEDED, JobStore
@@ -150,7 +150,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
-    model = folders.path(job.id, "model.glb")
+    model = folders.path(job.id, MODEL_FILE)
     if args.out:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -22,7 +22,6 @@ from .vocabulary import export_formats
 
 ProgressFn = Callable[[str, int, int], None]
 Converter = Callable[[MeshWithVoxel, ExportParams, "ProgressFn | None"], trimesh.Trimesh]
-DEFAULT_MODEL_FILE = "model.glb"
 
 
 def has_ovoxel_export() -> bool:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 from .errors import error_hint, error_info
-from .files import PREVIEW_FILE
+from .files import MODEL_FILE, PREVIEW_FILE
 
 JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = get_args(JobState)
@@ -92,7 +92,11 @@ class Job:
             code = self.error_code or "engine_error"
             out["error"] = {"code": code, "message": self.error_message or "", "hint": error_hint(code)}
         if self.state == SUCCEEDED:
-            out["result"] = {"files": {name: base + name for name in self.files}, "stats": self.stats}
+            out["result"] = {
+                "files": {name: base + name for name in self.files},
+                "model": base + MODEL_FILE,
+                "stats": self.stats,
+            }
         return out
 
 

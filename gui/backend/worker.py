@@ -20,8 +20,8 @@ except Exception:  # noqa: BLE001 - a broken engine package must not stop the se
 from .engines import ENGINES
 from .engines.base import EngineManager, EngineRequest, free_accelerator_memory
 from .errors import error_info
-from .export import DEFAULT_MODEL_FILE, Converter, export_generation
-from .files import JobFolders
+from .export import Converter, export_generation
+from .files import MODEL_FILE, JobFolders
 from .generation import GENERATION_FILE, save_generation
 from .images import load_job_images
 from .progress import ProgressSnapshot, ProgressTracker
@@ -266,7 +266,7 @@ class JobWorker:
         with self.folders.atomic(job.id, GENERATION_FILE) as tmp:
             save_generation(meshes, tmp)
         progress("saving", 1, 1)
-        with self.folders.atomic(job.id, DEFAULT_MODEL_FILE) as tmp:
+        with self.folders.atomic(job.id, MODEL_FILE) as tmp:
             stats = export_generation(
                 meshes,
                 params.export_params(),
@@ -275,7 +275,7 @@ class JobWorker:
                 lambda stage, step, total: progress(f"export:{stage}", step, total),
                 self.converter,
             )
-        stats["file_bytes"] = self.folders.path(job.id, DEFAULT_MODEL_FILE).stat().st_size
+        stats["file_bytes"] = self.folders.path(job.id, MODEL_FILE).stat().st_size
         stats["seconds"] = round(time.monotonic() - started, 2)
         stats["texture_size"] = params.texture_size
         peak = peak_memory_bytes()
@@ -284,4 +284,4 @@ class JobWorker:
         progress("export", 1, 1)
         if flag.is_set():
             raise JobCancelled("the job was cancelled")
-        self.store.succeed(job.id, {DEFAULT_MODEL_FILE: DEFAULT_MODEL_FILE}, stats)
+        self.store.succeed(job.id, {MODEL_FILE: MODEL_FILE}, stats)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -30,7 +31,9 @@ def client(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("vocab")
     app = create_app(
         Settings(models_dir=tmp / "models", data_dir=tmp / "data"),
-        EngineSpec("tests.server.fake_engine:fake_engines"),
+        EngineSpec(
+            "tests.server.fake_engine:fake_engines", converter="gui.backend.export:vertex_colored_mesh"
+        ),
     )
     with TestClient(app) as test_client:
         yield test_client
@@ -152,17 +155,28 @@ def test_every_route_documents_its_response(client):
 
 
 def test_jobs_as_sent_validate_against_the_documented_model(client):
-    from gui.backend.api_models import JobOut
+    from gui.backend.api_models import ExportResult, JobOut
 
     r = client.post(
         "/api/generate/image",
         files={"image": ("a.png", png_bytes(), "image/png")},
         data={"params": json.dumps({"seed": 4, "texture_size": 512})},
     )
-    job = client.get(f"/api/jobs/{r.json()['job_id']}").json()
-    assert JobOut.model_validate(job).preview.endswith("/preview.png")
+    job_id = r.json()["job_id"]
+    assert JobOut.model_validate(client.get(f"/api/jobs/{job_id}").json()).preview.endswith("/preview.png")
+    deadline = time.monotonic() + 120
+    while (job := client.get(f"/api/jobs/{job_id}").json())[
+        "state"
+    ] != "succeeded" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    done = JobOut.model_validate(job)
+    assert done.result.model.endswith("/model.glb") and done.result.stats.faces > 0
     for listed in client.get("/api/jobs").json():
         JobOut.model_validate(listed)
+    exported = client.post(f"/api/jobs/{job_id}/export", json={"format": "obj", "decimation_target": 10000})
+    result = ExportResult.model_validate(exported.json())
+    assert result.url.endswith(".zip") and result.download_name.endswith(".zip")
+    assert client.get(result.url).headers["content-type"] == "application/zip"
 
 
 def test_settings_are_typed_and_read_the_environment(monkeypatch, tmp_path):

@@ -181,7 +181,7 @@ function pipelineHint() {
     .map((j) => elapsedSeconds(j));
   const memory = [...jobs.jobs.values()]
     .filter((j) => j.params?.pipeline_type === type)
-    .map((j) => Object.entries(j.result?.stats || {}).find(([k]) => /peak.*(mem|vram)/i.test(k))?.[1])
+    .map((j) => j.result?.stats?.peak_vram_bytes)
     .filter(Number.isFinite);
   const parts = [];
   if (times.length) {
@@ -309,8 +309,7 @@ async function poll() {
 
 // ---- viewer -------------------------------------------------------------------------------------------
 function modelUrl(job) {
-  const files = job.result?.files || {};
-  return files['model.glb'] || Object.entries(files).find(([name]) => name.endsWith('.glb'))?.[1];
+  return job.result?.model;
 }
 
 async function openJob(job) {
