@@ -13,7 +13,9 @@ import numpy as np
 import trimesh
 from PIL import Image
 
-FORMATS = ("glb", "obj", "stl", "ply")
+from .formats import EXPORT_FORMATS
+
+FORMATS = tuple(EXPORT_FORMATS)
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -24,8 +26,7 @@ def _slug(text: str) -> str:
 def asset_file_name(name: str, engine: str, seed: int, job_id: str, ext: str) -> str:
     """`<name>_<engine>_seed<seed>_<id>.<ext>`, with characters unsafe in file names replaced by '-'."""
     ext = ext.lower().lstrip(".")
-    if ext == "obj":
-        ext = "zip"  # OBJ exports are a zip of obj + mtl + textures
+    ext = EXPORT_FORMATS[ext].extension if ext in EXPORT_FORMATS else ext  # OBJ: a zip of obj + mtl + textures
     return f"{_slug(name)}_{_slug(engine)}_seed{int(seed)}_{_slug(job_id)}.{ext}"
 
 

@@ -4,7 +4,7 @@
     .venv/bin/python tools/take_screenshots.py --url http://127.0.0.1:8000   # a running server (real models)
     .venv/bin/python tools/take_screenshots.py --models-dir models
 
-Drives Debian's headless Chromium with playwright-core (tests/browser/screenshots.mjs). With tiny
+Drives Debian's headless Chromium with playwright-core (tools/screenshots.mjs). With tiny
 models the shapes are random-weight blobs: run it against real models for pictures worth showing.
 """
 
@@ -19,7 +19,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from tests.browser.harness import (  # noqa: E402
+from tools.browser_harness import (  # noqa: E402
     SCREENSHOT_SCRIPT,
     missing_browser_tooling,
     run_node_script,
@@ -33,7 +33,12 @@ def view_images(source: Path, folder: Path) -> list[Path]:
     from PIL import Image, ImageOps
 
     base = Image.open(source).convert("RGBA")
-    views = [base, ImageOps.mirror(base), base.rotate(12, resample=Image.BICUBIC), base.rotate(-12, resample=Image.BICUBIC)]
+    views = [
+        base,
+        ImageOps.mirror(base),
+        base.rotate(12, resample=Image.BICUBIC),
+        base.rotate(-12, resample=Image.BICUBIC),
+    ]
     paths = []
     for name, image in zip(("front", "back", "left", "right"), views, strict=True):
         path = folder / f"{name}.png"
@@ -43,10 +48,14 @@ def view_images(source: Path, folder: Path) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--url", help="use this running server instead of starting one")
     parser.add_argument("--models-dir", type=Path, help="models folder for the server (default: tiny models)")
-    parser.add_argument("--image", type=Path, help="input image (default: the tiny models' calibration object)")
+    parser.add_argument(
+        "--image", type=Path, help="input image (default: the tiny models' calibration object)"
+    )
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "docs" / "screenshots")
     args = parser.parse_args(argv)
     reason = missing_browser_tooling()
@@ -69,8 +78,18 @@ def main(argv: list[str] | None = None) -> int:
             server = start_ui_server(models, work / "data")
             url = server.url
         try:
-            result = run_node_script(SCREENSHOT_SCRIPT, "--url", url, "--image", str(image),
-                                     "--views", ",".join(map(str, views)), "--out", str(args.out), timeout_s=900)
+            result = run_node_script(
+                SCREENSHOT_SCRIPT,
+                "--url",
+                url,
+                "--image",
+                str(image),
+                "--views",
+                ",".join(map(str, views)),
+                "--out",
+                str(args.out),
+                timeout_s=900,
+            )
         finally:
             if server is not None:
                 server.stop()

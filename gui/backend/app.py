@@ -34,7 +34,9 @@ class Services:
         self.settings = settings
         self.store = JobStore(settings.data_dir)
         self.folders = JobFolders(settings.data_dir)
-        self.engines = EngineManager(spec.build(settings), settings.idle_unload_s)  # statuses only: never loaded here
+        self.engines = EngineManager(
+            spec.build(settings), settings.idle_unload_s
+        )  # statuses only: never loaded here
         self.converter = spec.build_converter()
         self.worker = WorkerProcess(settings, spec, self.store)
         self.event_cache: dict[str, tuple[float, str | None, bool]] = {}  # job id → (read at, JSON, final)
@@ -72,14 +74,24 @@ def create_app(settings: Settings | None = None, spec: EngineSpec | None = None)
 
     from . import __version__
 
-    app = FastAPI(title="Genesis job server", version=__version__, lifespan=lifespan,
-                  docs_url="/api/docs", openapi_url="/api/openapi.json", redoc_url=None)
+    app = FastAPI(
+        title="Genesis job server",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url="/api/docs",
+        openapi_url="/api/openapi.json",
+        redoc_url=None,
+    )
     app.state.settings = settings
     install_error_handlers(app)
     app.include_router(router)
     mount_renderer(app, RENDERER_DIR)
-    app.add_middleware(CORSMiddleware, allow_origins=settings.allowed_origins, allow_methods=["GET", "POST", "DELETE"],
-                       allow_headers=["Authorization", "X-Genesis-Token", "Content-Type"])
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.allowed_origins,
+        allow_methods=["GET", "POST", "DELETE"],
+        allow_headers=["Authorization", "X-Genesis-Token", "Content-Type"],
+    )
     app.add_middleware(UploadLimitMiddleware, max_bytes=settings.max_upload_bytes)
     app.add_middleware(TokenMiddleware, token=settings.token)
     return app
@@ -92,20 +104,25 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError):
-        return error_response(422, "invalid_parameters", "The request is not valid.",
-                              errors=[{"loc": list(e.get("loc", [])), "msg": e.get("msg", "")} for e in exc.errors()])
+        return error_response(
+            "invalid_parameters",
+            "The request is not valid.",
+            errors=[{"loc": list(e.get("loc", [])), "msg": e.get("msg", "")} for e in exc.errors()],
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
         codes = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}
-        message = {404: f"Nothing is at {request.url.path}.", 405: "This method is not allowed here."}
-        return error_response(exc.status_code, codes.get(exc.status_code, "http_error"),
-                              message.get(exc.status_code, str(exc.detail)))
+        code = codes.get(exc.status_code, "http_error")
+        message = f"Nothing is at {request.url.path}." if exc.status_code == 404 else None
+        return error_response(
+            code, message or (None if code != "http_error" else str(exc.detail)), status=exc.status_code
+        )
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception):
         log.exception("unexpected error on %s %s", request.method, request.url.path)
-        return error_response(500, "internal_error", "The server hit an unexpected error; see its log for details.")
+        return error_response("internal_error")
 
 
 def mount_renderer(app: FastAPI, folder: Path) -> None:
@@ -116,5 +133,7 @@ def mount_renderer(app: FastAPI, folder: Path) -> None:
 
     @app.get("/", include_in_schema=False)
     async def no_renderer():
-        return HTMLResponse("<!doctype html><title>Genesis</title><p>The Genesis job server is running. "
-                            "The web interface is not installed; the API is under <a href='/api/docs'>/api</a>.")
+        return HTMLResponse(
+            "<!doctype html><title>Genesis</title><p>The Genesis job server is running. "
+            "The web interface is not installed; the API is under <a href='/api/docs'>/api</a>."
+        )

@@ -8,43 +8,66 @@ import shutil
 import sys
 from pathlib import Path
 
-from .config import DEFAULT_PORT, Settings
+from .config import COMMAND_NAME, DEFAULT_DATA_DIR, DEFAULT_MODELS_DIR, DEFAULT_PORT, Settings, env_name
 
 
 def add_location_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--models-dir", type=Path, help="models folder (default: models/ or $GENESIS_MODELS_DIR)")
-    parser.add_argument("--data-dir", type=Path, help="jobs and outputs (default: outputs/ or $GENESIS_DATA_DIR)")
+    parser.add_argument(
+        "--models-dir",
+        type=Path,
+        help=f"models folder (default: ${env_name('models_dir')} or {DEFAULT_MODELS_DIR})",
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        help=f"jobs and outputs (default: ${env_name('data_dir')} or {DEFAULT_DATA_DIR})",
+    )
     parser.add_argument("--device", help="torch device for the engines (default: the best available)")
 
 
 def add_server_flags(parser: argparse.ArgumentParser) -> None:
     add_location_flags(parser)
-    parser.add_argument("--host", default="127.0.0.1",
-                        help="address to bind (default 127.0.0.1; any other address requires a token)")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0 = any free)")
-    parser.add_argument("--token", help="access token clients must send (default: $GENESIS_TOKEN; generated "
-                                        "when binding beyond this machine)")
+    parser.add_argument(
+        "--host", help="address to bind (default 127.0.0.1; any other address requires a token)"
+    )
+    parser.add_argument("--port", type=int, help=f"port (default {DEFAULT_PORT}; 0 = any free)")
+    parser.add_argument(
+        "--token",
+        help="access token clients must send (default: $GENESIS_TOKEN; generated "
+        "when binding beyond this machine)",
+    )
     parser.add_argument("--max-upload-mb", type=float, help="largest accepted upload in MiB (default 64)")
-    parser.add_argument("--max-pixels", type=int, help="largest accepted image in pixels (default 40,000,000)")
-    parser.add_argument("--idle-unload-s", type=float, help="unload models after this many idle seconds (default 600)")
+    parser.add_argument(
+        "--max-pixels",
+        dest="max_image_pixels",
+        type=int,
+        help="largest accepted image in pixels (default 40,000,000)",
+    )
+    parser.add_argument(
+        "--idle-unload-s", type=float, help="unload models after this many idle seconds (default 600)"
+    )
     parser.add_argument("--allow-origin", action="append", default=[], help="extra CORS origin (repeatable)")
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
-    settings = Settings()
-    for attr in ("models_dir", "data_dir", "device", "host", "port", "token"):
-        value = getattr(args, attr, None)
-        if value is not None:
-            setattr(settings, attr, value)
+    """Settings from the flags that were given; the environment and the defaults fill in the rest."""
+    flags = {
+        name: getattr(args, name, None)
+        for name in (
+            "models_dir",
+            "data_dir",
+            "device",
+            "host",
+            "port",
+            "token",
+            "max_image_pixels",
+            "idle_unload_s",
+        )
+    }
     if getattr(args, "max_upload_mb", None):
-        settings.max_upload_bytes = int(args.max_upload_mb * 2**20)
-    if getattr(args, "max_pixels", None):
-        settings.max_image_pixels = args.max_pixels
-    if getattr(args, "idle_unload_s", None) is not None:
-        settings.idle_unload_s = args.idle_unload_s
-    settings.extra_origins = list(getattr(args, "allow_origin", []) or [])
-    settings.__post_init__()
-    return settings
+        flags["max_upload_bytes"] = int(args.max_upload_mb * 2**20)
+    flags["extra_origins"] = list(getattr(args, "allow_origin", None) or []) or None
+    return Settings(**flags)
 
 
 # -- serve ---------------------------------------------------------------------------------------------------
@@ -65,8 +88,8 @@ def progress_bar(fraction: float, stage: str, eta: float | None, width: int = 30
 def cmd_generate(args: argparse.Namespace) -> int:
     """Queue a job in the data folder's store and run it here, through the server's worker code."""
     from .engines import EngineManager, default_engines
-    from .errors import ApiError
-    from .files import JobFolders
+    from .errors import ApiError, error_hint
+    from .files import MODEL_FILE, JobFolders
     from .images import decode_upload, store_inputs
     from .routes import parse_params
     from .store import SUCCEEDED, JobStore
@@ -79,7 +102,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
         if getattr(args, key, None) is not None:
             overrides[key] = getattr(args, key)
     if args.steps is not None:
-        for stage in ("sparse_structure_sampler_params", "shape_slat_sampler_params", "tex_slat_sampler_params"):
+        for stage in (
+            "sparse_structure_sampler_params",
+            "shape_slat_sampler_params",
+            "tex_slat_sampler_params",
+        ):
             overrides.setdefault(stage, {})["steps"] = args.steps
     if args.no_remesh:
         overrides["remesh"] = False
@@ -117,9 +144,13 @@ def cmd_generate(args: argparse.Namespace) -> int:
         return 130
     print()
     if job.state != SUCCEEDED:
-        print(f"{job.state}: {job.error_message or ''}", file=sys.stderr)
+        hint = error_hint(job.error_code or "")
+        print(
+            f"{job.state}: {job.error_message or ''}" + (f"\nWhat to do: {hint}" if hint else ""),
+            file=sys.stderr,
+        )
         return 1
-    model = folders.path(job.id, "model.glb")
+    model = folders.path(job.id, MODEL_FILE)
     if args.out:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -165,8 +196,12 @@ def cmd_export(args: argparse.Namespace) -> int:
     if job.state != SUCCEEDED:
         print(f"error: the job is {job.state}; only finished jobs can be exported", file=sys.stderr)
         return 2
-    req = ExportRequest(format=args.format, decimation_target=args.decimation_target,
-                        texture_size=args.texture_size, remesh=not args.no_remesh)
+    req = ExportRequest(
+        format=args.format,
+        decimation_target=args.decimation_target,
+        texture_size=args.texture_size,
+        remesh=not args.no_remesh,
+    )
     name = export_file_name(req.format, req)
     meshes = load_generation(folders.path(job.id, GENERATION_FILE), device=settings.device or "cpu")
     with folders.atomic(job.id, name) as tmp:
@@ -182,7 +217,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 # -- models --------------------------------------------------------------------------------------------------
 def cmd_models(args: argparse.Namespace) -> int:
-    from tools.download_models import download_all, print_status
+    from .models_download import download_all, print_status
 
     settings = settings_from(args)
     if args.action == "download":
@@ -191,8 +226,20 @@ def cmd_models(args: argparse.Namespace) -> int:
     return print_status(settings.models_dir)
 
 
+def default_of(model, name: str):
+    return model.model_fields[name].get_default(call_default_factory=True)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="genesis", description="Genesis: images to textured 3D assets.")
+    """The command line; every choice and default comes from the engine registry, the vocabulary's owners
+    and the parameter models, read when the parser is built."""
+    from . import vocabulary
+    from .engines import ENGINES
+    from .params import ExportRequest, SamplerParams, describe_fields
+
+    steps = describe_fields(SamplerParams)["steps"]
+    steps_range = f"{steps['minimum']}-{steps['maximum']}"
+    parser = argparse.ArgumentParser(prog=COMMAND_NAME, description="Genesis: images to textured 3D assets.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("serve", help="run the local job server")
@@ -202,15 +249,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("generate", help="turn image(s) into a 3D model here, with a progress bar")
     add_location_flags(p)
-    p.add_argument("images", nargs="+", help="one image (TRELLIS.2) or 2-8 views (multi-view)")
-    p.add_argument("--engine", choices=["trellis2", "multiview", "fresnel"])
+    takes = "; ".join(
+        f"{e.name}: {e.min_images}" + (f"-{e.max_images}" if e.max_images > e.min_images else "")
+        for e in ENGINES.values()
+    )
+    p.add_argument("images", nargs="+", help=f"the image(s) ({takes})")
+    p.add_argument(
+        "--engine", choices=list(ENGINES), help="default: trellis2 for one image, multiview for more"
+    )
     p.add_argument("--seed", type=int)
-    p.add_argument("--pipeline-type", choices=["512", "1024", "1024_cascade", "1536_cascade"])
-    p.add_argument("--steps", type=int, help="sampling steps for every stage (1-50)")
-    p.add_argument("--texture-size", type=int)
+    p.add_argument("--pipeline-type", choices=list(vocabulary.pipeline_types()))
+    p.add_argument("--steps", type=int, help=f"sampling steps for every stage ({steps_range})")
+    p.add_argument("--texture-size", type=int, choices=list(vocabulary.texture_sizes()))
     p.add_argument("--decimation-target", type=int)
     p.add_argument("--no-remesh", action="store_true")
-    p.add_argument("--mode", choices=["stochastic", "multidiffusion"], help="multi-view mode")
+    p.add_argument("--mode", choices=list(vocabulary.multiview_modes()), help="multi-view mode")
     p.add_argument("--params", help="JSON with any API parameters")
     p.add_argument("--out", help="copy the GLB here")
     p.set_defaults(func=cmd_generate)
@@ -224,9 +277,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="export a finished job again with other settings (no re-sampling)")
     add_location_flags(p)
     p.add_argument("job_id")
-    p.add_argument("--format", choices=["glb", "obj", "stl", "ply"], default="glb")
-    p.add_argument("--decimation-target", type=int, default=500_000)
-    p.add_argument("--texture-size", type=int, default=2048)
+    p.add_argument(
+        "--format",
+        choices=list(vocabulary.export_format_names()),
+        default=default_of(ExportRequest, "format"),
+    )
+    p.add_argument("--decimation-target", type=int, default=default_of(ExportRequest, "decimation_target"))
+    p.add_argument(
+        "--texture-size",
+        type=int,
+        choices=list(vocabulary.texture_sizes()),
+        default=default_of(ExportRequest, "texture_size"),
+    )
     p.add_argument("--no-remesh", action="store_true")
     p.add_argument("--out", help="copy the file here")
     p.set_defaults(func=cmd_export)

@@ -1,55 +1,66 @@
-"""Server settings: where models and jobs live, what the network may reach, upload limits."""
+"""Application settings, in one typed class: where models and jobs live, what the network may reach, upload
+limits. Each value comes from a flag (the caller's keyword), else `$GENESIS_<NAME>`, else the default here."""
 
 from __future__ import annotations
 
 import os
 import secrets
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
+COMMAND_NAME = "genesis"
+ENV_PREFIX = "GENESIS_"
+DEFAULT_MODELS_DIR = REPO_ROOT / "models"
+DEFAULT_DATA_DIR = REPO_ROOT / "outputs"
 DEFAULT_PORT = 8741
+LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
 
-def default_models_dir() -> Path:
-    return Path(os.environ.get("GENESIS_MODELS_DIR") or REPO_ROOT / "models")
+def env_name(field: str) -> str:
+    """`models_dir` → `GENESIS_MODELS_DIR`."""
+    return ENV_PREFIX + field.upper()
 
 
-def default_data_dir() -> Path:
-    return Path(os.environ.get("GENESIS_DATA_DIR") or REPO_ROOT / "outputs")
+class Settings(BaseModel):
+    """Everything the server needs to know. `Settings(port=9)` takes 9 for the port and the environment or the
+    defaults for the rest; values are checked and converted by their types."""
 
-
-def _env_int(name: str, default: int) -> int:
-    value = os.environ.get(name)
-    return int(value) if value else default
-
-
-def _env_float(name: str, default: float) -> float:
-    value = os.environ.get(name)
-    return float(value) if value else default
-
-
-@dataclass
-class Settings:
-    """Everything the server needs to know; built from flags, then environment, then defaults."""
-
-    models_dir: Path = field(default_factory=default_models_dir)
-    data_dir: Path = field(default_factory=default_data_dir)
+    models_dir: Path = Field(
+        DEFAULT_MODELS_DIR, description="models the engines load (nothing is downloaded here)"
+    )
+    data_dir: Path = Field(DEFAULT_DATA_DIR, description="the job database and the jobs' files")
     host: str = "127.0.0.1"
-    port: int = DEFAULT_PORT
-    token: str | None = field(default_factory=lambda: os.environ.get("GENESIS_TOKEN") or None)
-    max_upload_bytes: int = field(default_factory=lambda: _env_int("GENESIS_MAX_UPLOAD_BYTES", 64 * 2**20))
-    max_image_pixels: int = field(default_factory=lambda: _env_int("GENESIS_MAX_IMAGE_PIXELS", 40_000_000))
-    idle_unload_s: float = field(default_factory=lambda: _env_float("GENESIS_IDLE_UNLOAD_S", 600.0))
-    extra_origins: list[str] = field(default_factory=list)
-    device: str | None = field(default_factory=lambda: os.environ.get("GENESIS_DEVICE") or None)
+    port: int = Field(DEFAULT_PORT, ge=0, le=65535)
+    token: str | None = Field(None, description="access token; required when binding beyond this machine")
+    max_upload_bytes: int = Field(64 * 2**20, gt=0)
+    max_image_pixels: int = Field(40_000_000, gt=0)
+    idle_unload_s: float = Field(600.0, ge=0)
+    extra_origins: list[str] = Field(default_factory=list, description="extra CORS origins (comma-separated)")
+    device: str | None = Field(None, description="torch device for the engines (default: the best available)")
 
-    def __post_init__(self) -> None:
-        self.models_dir = Path(self.models_dir).expanduser().resolve()
-        self.data_dir = Path(self.data_dir).expanduser().resolve()
-        if self.max_upload_bytes <= 0 or self.max_image_pixels <= 0:
-            raise ValueError("upload limits must be positive")
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_from_environment(cls, data: Any) -> Any:
+        """Fields the caller did not give (or gave as None) come from `$GENESIS_<NAME>` when it is set."""
+        values = {k: v for k, v in dict(data or {}).items() if v is not None}
+        for name, info in cls.model_fields.items():
+            raw = os.environ.get(env_name(name))
+            if name in values or not raw:
+                continue
+            values[name] = (
+                [part.strip() for part in raw.split(",") if part.strip()]
+                if info.annotation == list[str]
+                else raw
+            )
+        return values
+
+    @field_validator("models_dir", "data_dir")
+    @classmethod
+    def _absolute(cls, path: Path) -> Path:
+        return Path(path).expanduser().resolve()
 
     @property
     def is_loopback(self) -> bool:

@@ -10,6 +10,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+PREVIEW_FILE = "preview.png"  # the small picture of a job's first input, stored with its inputs
+MODEL_FILE = "model.glb"  # the GLB every successful job has
 JOB_ID_PATTERN = re.compile(r"^[0-9a-f]{32}$")
 FILE_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 

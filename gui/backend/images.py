@@ -8,10 +8,9 @@ import warnings
 from PIL import Image, ImageOps
 
 from .errors import ApiError
-from .files import JobFolders
+from .files import PREVIEW_FILE, JobFolders
 from .store import Job
 
-PREVIEW_FILE = "preview.png"
 PREVIEW_SIZE = 256
 
 
@@ -52,7 +51,7 @@ def decode_upload(data: bytes, label: str, max_pixels: int) -> Image.Image:
     """Bytes from the client → an RGB/RGBA image, or a 400/413 `ApiError` that says what is wrong.
     The pixel count is checked from the header before any pixel is decoded."""
     if not data:
-        raise ApiError(400, "empty_file", f"{label} is empty (0 bytes).")
+        raise ApiError("empty_file", f"{label} is empty (0 bytes).")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -61,13 +60,15 @@ def decode_upload(data: bytes, label: str, max_pixels: int) -> Image.Image:
     except Exception:  # noqa: BLE001 - whatever Pillow says, the answer is "not an image"
         header = None
     if header is not None and width * height > max_pixels:
-        raise ApiError(413, "image_too_large",
-                       f"{label} has {width}x{height} pixels; the limit is {max_pixels:,} pixels. Please downscale it.")
+        raise ApiError(
+            "image_too_large",
+            f"{label} has {width}x{height} pixels; the limit is {max_pixels:,} pixels. Please downscale it.",
+        )
     open_image, error_type = image_loader()
     try:
         return open_image(data, name=label)
     except error_type as exc:
-        raise ApiError(400, "invalid_image", str(exc)) from exc
+        raise ApiError("invalid_image", str(exc)) from exc
 
 
 def store_inputs(folders: JobFolders, job_id: str, images: list[Image.Image]) -> list[str]:
@@ -90,5 +91,8 @@ def store_inputs(folders: JobFolders, job_id: str, images: list[Image.Image]) ->
 def load_job_images(folders: JobFolders, job: Job) -> list[Image.Image]:
     """The job's stored inputs (not the preview), decoded again with the same checks."""
     open_image, _ = image_loader()
-    return [open_image(folders.path(job.id, name).read_bytes(), name=name)
-            for name in job.inputs if name.startswith("input_")]
+    return [
+        open_image(folders.path(job.id, name).read_bytes(), name=name)
+        for name in job.inputs
+        if name.startswith("input_")
+    ]

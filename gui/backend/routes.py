@@ -17,20 +17,40 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 
-from .errors import ApiError, job_not_found
+from . import vocabulary
+from .api_models import (
+    SSE_DELETED_EVENT,
+    SSE_JOB_EVENT,
+    ConfigOut,
+    ErrorOut,
+    ExportResult,
+    HealthOut,
+    JobCreated,
+    JobDeleted,
+    JobOut,
+    ModelInfo,
+)
+from .engines import ENGINES, EngineEntry
+from .errors import ApiError, error_table, job_not_found
 from .export import download_name, export_file_name, export_generation
 from .files import is_job_id
 from .generation import GENERATION_FILE, load_generation
 from .images import decode_upload, store_inputs
-from .params import MAX_VIEWS, MIN_VIEWS, PARAMS_BY_ENGINE, ExportRequest
+from .models_download import model_specs
+from .params import ExportRequest, SamplerParams, describe_fields
 from .store import QUEUED, SUCCEEDED, Job
 
-router = APIRouter(prefix="/api")
+ERRORS = {code: {"model": ErrorOut} for code in (400, 404, 409, 422)}
+router = APIRouter(prefix="/api", responses=ERRORS)
 SSE_INTERVAL_S = 0.25
 SSE_HEARTBEAT_S = 15.0
-MEDIA_TYPES = {".glb": "model/gltf-binary", ".obj": "text/plain", ".stl": "model/stl", ".ply": "application/ply",
-               ".png": "image/png", ".zip": "application/zip"}
 _export_lock = threading.Lock()
+
+
+def media_type(suffix: str) -> str:
+    """The content type of a job file: the export formats' own, PNG for images."""
+    by_extension = {f.extension: f.media_type for f in vocabulary.export_formats().values()}
+    return {**by_extension, "png": "image/png"}.get(suffix.lstrip("."), "application/octet-stream")
 
 
 def services(request: Request):
@@ -47,7 +67,7 @@ def job_payload(svc, job: Job) -> dict[str, Any]:
 
 def get_job(svc, job_id: str) -> Job:
     if not is_job_id(job_id):
-        raise ApiError(404, "job_not_found", "That is not a job id (job ids are 32 hexadecimal characters).")
+        raise ApiError("job_not_found", "That is not a job id (job ids are 32 hexadecimal characters).")
     job = svc.store.get(job_id)
     if job is None:
         raise job_not_found(job_id)
@@ -67,28 +87,97 @@ def describe_device(preferred: str | None) -> str:
     return "cpu"
 
 
-@router.get("/health")
+@router.get("/health", response_model=HealthOut)
 async def health(request: Request) -> dict[str, Any]:
     from . import __version__
 
     svc = services(request)
     statuses = await run_in_threadpool(svc.engines.statuses)
-    return {"status": "ok", "version": __version__, "device": describe_device(svc.settings.device),
-            "engines": {name: s.to_api() for name, s in statuses.items()},
-            "loaded_engine": svc.worker.loaded_engine, "running_job": svc.store.running_job_id()}
+    return {
+        "status": "ok",
+        "version": __version__,
+        "device": describe_device(svc.settings.device),
+        "engines": {name: s.to_api() for name, s in statuses.items()},
+        "loaded_engine": svc.worker.loaded_engine,
+        "running_job": svc.store.running_job_id(),
+    }
+
+
+# -- config ------------------------------------------------------------------------------------------------
+def sampler_defaults(engine) -> dict[str, dict[str, Any]]:
+    """What the engine's models use for unset sampler values (only the fields the API knows)."""
+    known = set(SamplerParams.model_fields)
+    return {
+        stage: {k: v for k, v in values.items() if k in known}
+        for stage, values in engine.sampler_defaults().items()
+    }
+
+
+def engine_config(entry: EngineEntry, svc, statuses) -> dict[str, Any]:
+    status = statuses.get(entry.name)
+    engine = svc.engines.engines.get(entry.name)
+    return {
+        "label": entry.label,
+        "description": entry.description,
+        "ready": bool(status and status.ready),
+        "reason": status.reason if status else "This server was started without this engine.",
+        "route": entry.route,
+        "image_field": entry.image_field,
+        "min_images": entry.min_images,
+        "max_images": entry.max_images,
+        "params": describe_fields(entry.params),
+        "sampler_defaults": sampler_defaults(engine) if engine is not None else {},
+    }
+
+
+@router.get("/config", response_model=ConfigOut)
+async def read_config(request: Request) -> dict[str, Any]:
+    """Everything a client builds its menus, limits and error hints from: engines, the vocabulary, the
+    parameters' limits and defaults, the error codes with their hints, and the models."""
+    svc = services(request)
+
+    def build() -> dict[str, Any]:
+        statuses = svc.engines.statuses()
+        return {
+            "engines": {name: engine_config(entry, svc, statuses) for name, entry in ENGINES.items()},
+            **vocabulary.vocabulary(),
+            "export": describe_fields(ExportRequest),
+            "errors": error_table(),
+            "models": [
+                ModelInfo(id=m.repo_id, purpose=m.purpose, licence=m.licence, gated=m.gated)
+                for m in model_specs()
+            ],
+            "uploads": {
+                "max_upload_bytes": svc.settings.max_upload_bytes,
+                "max_image_pixels": svc.settings.max_image_pixels,
+            },
+            "events": {"job": SSE_JOB_EVENT, "deleted": SSE_DELETED_EVENT},
+        }
+
+    return await run_in_threadpool(build)
 
 
 # -- submitting jobs ---------------------------------------------------------------------------------------
 async def read_form(request: Request):
     content_type = request.headers.get("content-type", "")
     if not content_type.startswith("multipart/form-data"):
-        raise ApiError(400, "invalid_form", "Send the image(s) as multipart/form-data (file field plus 'params').")
+        raise ApiError("invalid_form", "Send the image(s) as multipart/form-data (file field plus 'params').")
     try:
-        return await request.form(max_files=MAX_VIEWS + 1, max_fields=8)
+        return await request.form(max_files=max(e.max_images for e in ENGINES.values()) + 1, max_fields=8)
     except MultiPartException as exc:
-        raise ApiError(400, "invalid_form", f"The multipart body could not be read: {exc.message}") from exc
+        raise ApiError("invalid_form", f"The multipart body could not be read: {exc.message}") from exc
     except HTTPException as exc:
-        raise ApiError(400, "invalid_form", f"The multipart body could not be read: {exc.detail}") from exc
+        raise ApiError("invalid_form", f"The multipart body could not be read: {exc.detail}") from exc
+
+
+def validated(model, data: dict[str, Any]) -> Any:
+    """`model.model_validate(data)`, or a 422 `invalid_parameters` naming the first bad field."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        errors = [{"loc": list(e["loc"]), "msg": e["msg"]} for e in exc.errors()]
+        where = ".".join(str(p) for p in errors[0]["loc"]) or "params"
+        raise ApiError("invalid_parameters", f"{where}: {errors[0]['msg']}", errors=errors) from exc
 
 
 def parse_params(engine: str, raw: Any) -> Any:
@@ -98,43 +187,52 @@ def parse_params(engine: str, raw: Any) -> Any:
         try:
             data = json.loads(raw)
         except json.JSONDecodeError as exc:
-            raise ApiError(400, "invalid_json", f"'params' is not valid JSON: {exc.msg} (at character {exc.pos}).") from exc
+            raise ApiError(
+                "invalid_json", f"'params' is not valid JSON: {exc.msg} (at character {exc.pos})."
+            ) from exc
     else:
-        raise ApiError(400, "invalid_form", "'params' must be a text field holding JSON, not a file.")
+        raise ApiError("invalid_form", "'params' must be a text field holding JSON, not a file.")
     if not isinstance(data, dict):
-        raise ApiError(400, "invalid_json", "'params' must be a JSON object.")
-    try:
-        return PARAMS_BY_ENGINE[engine].model_validate(data)
-    except ValidationError as exc:
-        errors = [{"loc": list(e["loc"]), "msg": e["msg"]} for e in exc.errors()]
-        first = errors[0]
-        where = ".".join(str(p) for p in first["loc"]) or "params"
-        raise ApiError(422, "invalid_parameters", f"{where}: {first['msg']}", errors=errors) from exc
+        raise ApiError("invalid_json", "'params' must be a JSON object.")
+    return validated(ENGINES[engine].params, data)
 
 
-async def submit(request: Request, engine: str, field: str, min_files: int, max_files: int) -> JSONResponse:
+async def submit(request: Request, entry: EngineEntry) -> JSONResponse:
     svc = services(request)
+    engine, field = entry.name, entry.image_field
     known = engine in svc.engines.engines
     status = await run_in_threadpool(svc.engines.engines[engine].status) if known else None
     if status is None or not status.ready:
         reason = status.reason if status else f"There is no engine called {engine!r}."
-        raise ApiError(503, "engine_not_installed", reason, engine=engine)
+        raise ApiError("engine_not_installed", reason, engine=engine)
     form = await read_form(request)
     uploads = [v for v in form.getlist(field) if isinstance(v, UploadFile)]
     unexpected = [k for k in form.keys() if k not in (field, "params")]
     if unexpected:
-        raise ApiError(400, "invalid_form", f"Unexpected form field(s): {', '.join(sorted(set(unexpected)))[:200]}. "
-                                            f"Send '{field}' and 'params'.")
-    if not (min_files <= len(uploads) <= max_files):
-        wanted = f"exactly {min_files}" if min_files == max_files else f"{min_files} to {max_files}"
-        raise ApiError(400, "wrong_image_count",
-                       f"This endpoint takes {wanted} image(s) in the '{field}' field; got {len(uploads)}.")
+        raise ApiError(
+            "invalid_form",
+            f"Unexpected form field(s): {', '.join(sorted(set(unexpected)))[:200]}. "
+            f"Send '{field}' and 'params'.",
+        )
+    if not (entry.min_images <= len(uploads) <= entry.max_images):
+        wanted = (
+            f"exactly {entry.min_images}"
+            if entry.min_images == entry.max_images
+            else f"{entry.min_images} to {entry.max_images}"
+        )
+        raise ApiError(
+            "wrong_image_count",
+            f"This endpoint takes {wanted} image(s) in the '{field}' field; got {len(uploads)}.",
+        )
     params = parse_params(engine, form.get("params"))
     datas = [await upload.read() for upload in uploads]
     max_pixels = svc.settings.max_image_pixels
     images = await run_in_threadpool(
-        lambda: [decode_upload(d, f"Image {i + 1}" if len(datas) > 1 else "The image", max_pixels)
-                 for i, d in enumerate(datas)])
+        lambda: [
+            decode_upload(d, f"Image {i + 1}" if len(datas) > 1 else "The image", max_pixels)
+            for i, d in enumerate(datas)
+        ]
+    )
     job_id = uuid.uuid4().hex
     names = await run_in_threadpool(store_inputs, svc.folders, job_id, images)
     svc.store.create(engine, params.model_dump(), names, job_id=job_id)
@@ -142,29 +240,43 @@ async def submit(request: Request, engine: str, field: str, min_files: int, max_
     return JSONResponse({"job_id": job_id}, status_code=202)
 
 
-@router.post("/generate/image", status_code=202)
-async def generate_image(request: Request):
-    return await submit(request, "trellis2", "image", 1, 1)
+def add_generate_route(entry: EngineEntry) -> None:
+    """`POST /api/generate/<route>` for one engine of the registry."""
+
+    async def generate(request: Request) -> JSONResponse:
+        return await submit(request, entry)
+
+    images = (
+        f"'{entry.image_field}' ×{entry.min_images}–{entry.max_images}"
+        if entry.max_images > 1
+        else f"'{entry.image_field}'"
+    )
+    router.add_api_route(
+        f"/generate/{entry.route}",
+        generate,
+        methods=["POST"],
+        status_code=202,
+        response_model=JobCreated,
+        name=f"generate_{entry.name}",
+        summary=f"{entry.label}: queue a job",
+        description=f"{entry.description}. Multipart: {images} and 'params' (JSON of "
+        f"{entry.params.__name__}; see GET /api/config).",
+        responses={503: {"model": ErrorOut}, 413: {"model": ErrorOut}},
+    )
 
 
-@router.post("/generate/multiview", status_code=202)
-async def generate_multiview(request: Request):
-    return await submit(request, "multiview", "images", MIN_VIEWS, MAX_VIEWS)
-
-
-@router.post("/generate/fast", status_code=202)
-async def generate_fast(request: Request):
-    return await submit(request, "fresnel", "image", 1, 1)
+for _entry in ENGINES.values():
+    add_generate_route(_entry)
 
 
 # -- jobs --------------------------------------------------------------------------------------------------
-@router.get("/jobs")
+@router.get("/jobs", response_model=list[JobOut])
 async def list_jobs(request: Request, limit: int = 200) -> JSONResponse:
     svc = services(request)
     return JSONResponse([job_payload(svc, job) for job in svc.store.list(limit=max(1, min(limit, 1000)))])
 
 
-@router.get("/jobs/{job_id}")
+@router.get("/jobs/{job_id}", response_model=JobOut)
 async def read_job(request: Request, job_id: str) -> JSONResponse:
     """Polled often by every client: answered straight from one indexed SQLite read, no model validation."""
     svc = services(request)
@@ -195,11 +307,11 @@ async def job_events(request: Request, job_id: str) -> StreamingResponse:
         while True:
             text, final = shared_job_text(svc, job_id)
             if text is None:
-                yield "event: deleted\ndata: {}\n\n"
+                yield f"event: {SSE_DELETED_EVENT}\ndata: {{}}\n\n"
                 return
             if text != last:
                 last, last_sent = text, time.monotonic()
-                yield f"event: job\ndata: {text}\n\n"
+                yield f"event: {SSE_JOB_EVENT}\ndata: {text}\n\n"
             elif time.monotonic() - last_sent > SSE_HEARTBEAT_S:
                 last_sent = time.monotonic()
                 yield ": keep-alive\n\n"
@@ -207,24 +319,27 @@ async def job_events(request: Request, job_id: str) -> StreamingResponse:
                 return
             await asyncio.sleep(SSE_INTERVAL_S)
 
-    return StreamingResponse(stream(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return StreamingResponse(
+        stream(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
 
 
-@router.post("/jobs/{job_id}/cancel")
+@router.post("/jobs/{job_id}/cancel", response_model=JobOut)
 async def cancel_job(request: Request, job_id: str) -> dict[str, Any]:
     svc = services(request)
     job = get_job(svc, job_id)
     if job.is_final:
-        raise ApiError(409, "job_finished", f"The job has already {job.state}; there is nothing to cancel.")
+        raise ApiError("job_finished", f"The job has already {job.state}; there is nothing to cancel.")
     if not svc.worker.cancel(job_id):
         job = get_job(svc, job_id)
         if job.is_final:
-            raise ApiError(409, "job_finished", f"The job has already {job.state}; there is nothing to cancel.")
+            raise ApiError("job_finished", f"The job has already {job.state}; there is nothing to cancel.")
     return job_payload(svc, get_job(svc, job_id))
 
 
-@router.post("/jobs/{job_id}/export")
+@router.post("/jobs/{job_id}/export", response_model=ExportResult)
 async def export_job(request: Request, job_id: str) -> dict[str, Any]:
     svc = services(request)
     job = get_job(svc, job_id)
@@ -232,20 +347,15 @@ async def export_job(request: Request, job_id: str) -> dict[str, Any]:
     try:
         data = json.loads(body) if body.strip() else {}
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ApiError(400, "invalid_json", "The request body must be JSON, e.g. {\"format\": \"obj\"}.") from exc
+        raise ApiError("invalid_json", 'The request body must be JSON, e.g. {"format": "obj"}.') from exc
     if not isinstance(data, dict):
-        raise ApiError(400, "invalid_json", "The request body must be a JSON object.")
-    try:
-        req = ExportRequest.model_validate(data)
-    except ValidationError as exc:
-        errors = [{"loc": list(e["loc"]), "msg": e["msg"]} for e in exc.errors()]
-        raise ApiError(422, "invalid_parameters", f"{'.'.join(map(str, errors[0]['loc']))}: {errors[0]['msg']}",
-                       errors=errors) from exc
+        raise ApiError("invalid_json", "The request body must be a JSON object.")
+    req = validated(ExportRequest, data)
     if job.state != SUCCEEDED:
-        raise ApiError(409, "job_not_succeeded", f"Only a finished job can be exported; this one is {job.state}.")
+        raise ApiError("job_not_succeeded", f"Only a finished job can be exported; this one is {job.state}.")
     generation = svc.folders.path(job_id, GENERATION_FILE)
     if not generation.is_file():
-        raise ApiError(409, "generation_missing", "The stored generation of this job is missing; run it again.")
+        raise ApiError("generation_missing", "The stored generation of this job is missing; run it again.")
     name = export_file_name(req.format, req)
 
     def do_export() -> dict[str, Any]:
@@ -262,7 +372,12 @@ async def export_job(request: Request, job_id: str) -> dict[str, Any]:
     if svc.store.get(job_id) is None:  # deleted while exporting
         svc.folders.remove(job_id)
         raise job_not_found(job_id)
-    return {**result, "url": f"/api/jobs/{job_id}/files/{name}"}
+    ext = vocabulary.export_formats()[req.format].extension
+    return {
+        **result,
+        "url": f"/api/jobs/{job_id}/files/{name}",
+        "download_name": download_name(job_id, job.engine, int(job.params.get("seed", 0)), ext),
+    }
 
 
 def export_device(preferred: str | None) -> str:
@@ -276,24 +391,26 @@ async def job_file(request: Request, job_id: str, name: str) -> FileResponse:
     svc = services(request)
     job = get_job(svc, job_id)
     if name not in job.files and name not in job.inputs:
-        raise ApiError(404, "file_not_found", "This job has no file of that name.")
+        raise ApiError("file_not_found", "This job has no file of that name.")
     path = svc.folders.path(job_id, name)
     if not path.is_file():
-        raise ApiError(404, "file_not_found", "The file is missing from the job folder.")
+        raise ApiError("file_not_found", "The file is missing from the job folder.")
     suffix = path.suffix.lower()
     headers = {}
-    if suffix in (".glb", ".obj", ".stl", ".ply", ".zip"):
+    if name not in job.inputs and suffix != ".png":
         seed = int(job.params.get("seed", 0))
-        headers["Content-Disposition"] = f'attachment; filename="{download_name(job_id, job.engine, seed, suffix[1:])}"'
-    return FileResponse(path, media_type=MEDIA_TYPES.get(suffix, "application/octet-stream"), headers=headers)
+        headers["Content-Disposition"] = (
+            f'attachment; filename="{download_name(job_id, job.engine, seed, suffix[1:])}"'
+        )
+    return FileResponse(path, media_type=media_type(suffix), headers=headers)
 
 
-@router.delete("/jobs/{job_id}")
+@router.delete("/jobs/{job_id}", response_model=JobDeleted)
 async def delete_job(request: Request, job_id: str) -> dict[str, Any]:
     svc = services(request)
     job = get_job(svc, job_id)
     if not job.is_final:
-        raise ApiError(409, "job_active", f"The job is {job.state}; cancel it before deleting it.")
+        raise ApiError("job_active", f"The job is {job.state}; cancel it before deleting it.")
     svc.store.delete(job_id)
     await run_in_threadpool(svc.folders.remove, job_id)
     return {"deleted": job_id}

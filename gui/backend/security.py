@@ -62,8 +62,9 @@ class UploadLimitMiddleware:
 
 
 def too_large(limit: int):
-    return error_response(413, "upload_too_large",
-                          f"The upload is larger than the limit of {limit / 2**20:.1f} MiB.")
+    return error_response(
+        "upload_too_large", f"The upload is larger than the limit of {limit / 2**20:.1f} MiB."
+    )
 
 
 class TokenMiddleware:
@@ -85,12 +86,17 @@ class TokenMiddleware:
         return (query.get("token") or [None])[0]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (self.token and scope["type"] == "http" and scope["path"].startswith("/api")
-                and scope.get("method") != "OPTIONS"):
+        if (
+            self.token
+            and scope["type"] == "http"
+            and scope["path"].startswith("/api")
+            and scope.get("method") != "OPTIONS"
+        ):
             presented = self._presented(scope) or ""
             if not secrets.compare_digest(presented.encode(), self.token.encode()):
-                response = error_response(401, "unauthorized",
-                                          "This server requires its access token (Authorization: Bearer ...).")
+                response = error_response(
+                    "unauthorized", "This server requires its access token (Authorization: Bearer ...)."
+                )
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)

@@ -9,12 +9,15 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
-QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "queued", "running", "succeeded", "failed", "cancelled"
+from .errors import error_hint, error_info
+from .files import MODEL_FILE, PREVIEW_FILE
+
+JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = get_args(JobState)
 ACTIVE_STATES = (QUEUED, RUNNING)
 FINAL_STATES = (SUCCEEDED, FAILED, CANCELLED)
-CRASH_REASON = "The server stopped while this job was running (crash or restart); please run it again."
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -70,27 +73,40 @@ class Job:
         """The job as the REST API shows it (DESIGN.md)."""
         base = f"/api/jobs/{self.id}/files/"
         out: dict[str, Any] = {
-            "id": self.id, "engine": self.engine, "state": self.state, "stage": self.stage,
-            "step": self.step, "total": self.total, "progress": round(self.progress, 4),
+            "id": self.id,
+            "engine": self.engine,
+            "state": self.state,
+            "stage": self.stage,
+            "step": self.step,
+            "total": self.total,
+            "progress": round(self.progress, 4),
             "eta_s": None if self.eta_s is None else round(self.eta_s, 1),
-            "created_at": self.created_at, "started_at": self.started_at, "finished_at": self.finished_at,
-            "params": self.params, "inputs": [base + name for name in self.inputs],
+            "created_at": self.created_at,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "params": self.params,
+            "inputs": [base + name for name in self.inputs],
+            "preview": base + PREVIEW_FILE if PREVIEW_FILE in self.inputs else None,
         }
         if self.state == FAILED or self.error_code:
-            out["error"] = {"code": self.error_code or "failed", "message": self.error_message or ""}
+            code = self.error_code or "engine_error"
+            out["error"] = {"code": code, "message": self.error_message or "", "hint": error_hint(code)}
         if self.state == SUCCEEDED:
-            out["result"] = {"files": {name: base + name for name in self.files}, "stats": self.stats}
+            out["result"] = {
+                "files": {name: base + name for name in self.files},
+                "model": base + MODEL_FILE,
+                "stats": self.stats,
+            }
         return out
 
 
+JSON_COLUMNS = ("params", "inputs", "files", "stats")
+
+
 def _row_to_job(row: sqlite3.Row) -> Job:
-    return Job(
-        id=row["id"], engine=row["engine"], state=row["state"], params=json.loads(row["params"]),
-        inputs=json.loads(row["inputs"]), created_at=row["created_at"], stage=row["stage"],
-        step=row["step"], total=row["total"], progress=row["progress"], eta_s=row["eta_s"],
-        started_at=row["started_at"], finished_at=row["finished_at"], files=json.loads(row["files"]),
-        stats=json.loads(row["stats"]), error_code=row["error_code"], error_message=row["error_message"],
-    )
+    """A row of `jobs` as a `Job` (every field of `Job` is a column of the same name)."""
+    values = {name: row[name] for name in Job.__dataclass_fields__}
+    return Job(**{k: json.loads(v) if k in JSON_COLUMNS else v for k, v in values.items()})
 
 
 class JobStore:
@@ -123,9 +139,17 @@ class JobStore:
         with self._write_lock:
             return self._conn().execute(sql, args).rowcount
 
-    def create(self, engine: str, params: dict[str, Any], inputs: list[str], job_id: str | None = None) -> Job:
-        job = Job(id=job_id or uuid.uuid4().hex, engine=engine, state=QUEUED, params=params,
-                  inputs=inputs, created_at=time.time())
+    def create(
+        self, engine: str, params: dict[str, Any], inputs: list[str], job_id: str | None = None
+    ) -> Job:
+        job = Job(
+            id=job_id or uuid.uuid4().hex,
+            engine=engine,
+            state=QUEUED,
+            params=params,
+            inputs=inputs,
+            created_at=time.time(),
+        )
         self._write(
             "INSERT INTO jobs (id, engine, state, created_at, params, inputs) VALUES (?, ?, ?, ?, ?, ?)",
             (job.id, engine, QUEUED, job.created_at, json.dumps(params), json.dumps(inputs)),
@@ -141,27 +165,37 @@ class JobStore:
         return [_row_to_job(r) for r in rows]
 
     def next_queued(self) -> Job | None:
-        row = self._conn().execute(
-            "SELECT * FROM jobs WHERE state = ? ORDER BY seq LIMIT 1", (QUEUED,)
-        ).fetchone()
+        row = (
+            self._conn()
+            .execute("SELECT * FROM jobs WHERE state = ? ORDER BY seq LIMIT 1", (QUEUED,))
+            .fetchone()
+        )
         return _row_to_job(row) if row else None
 
     def queue_position(self, job_id: str) -> int:
-        row = self._conn().execute(
-            "SELECT COUNT(*) FROM jobs WHERE state = ? AND seq < (SELECT seq FROM jobs WHERE id = ?)",
-            (QUEUED, job_id),
-        ).fetchone()
+        row = (
+            self._conn()
+            .execute(
+                "SELECT COUNT(*) FROM jobs WHERE state = ? AND seq < (SELECT seq FROM jobs WHERE id = ?)",
+                (QUEUED, job_id),
+            )
+            .fetchone()
+        )
         return int(row[0])
 
     def start(self, job_id: str) -> bool:
         """Queued → running; False when the job was cancelled or deleted meanwhile."""
-        return self._write(
-            "UPDATE jobs SET state = ?, started_at = ?, stage = 'starting' WHERE id = ? AND state = ?",
-            (RUNNING, time.time(), job_id, QUEUED),
-        ) == 1
+        return (
+            self._write(
+                "UPDATE jobs SET state = ?, started_at = ?, stage = 'starting' WHERE id = ? AND state = ?",
+                (RUNNING, time.time(), job_id, QUEUED),
+            )
+            == 1
+        )
 
-    def update_progress(self, job_id: str, stage: str, step: int, total: int, progress: float,
-                        eta_s: float | None) -> None:
+    def update_progress(
+        self, job_id: str, stage: str, step: int, total: int, progress: float, eta_s: float | None
+    ) -> None:
         self._write(
             "UPDATE jobs SET stage = ?, step = ?, total = ?, progress = ?, eta_s = ? WHERE id = ? AND state = ?",
             (stage, step, total, progress, eta_s, job_id, RUNNING),
@@ -184,15 +218,21 @@ class JobStore:
         )
 
     def cancel_queued(self, job_id: str) -> bool:
-        return self._write(
-            "UPDATE jobs SET state = ?, finished_at = ?, error_code = 'cancelled', "
-            "error_message = 'Cancelled before it started.' WHERE id = ? AND state = ?",
-            (CANCELLED, time.time(), job_id, QUEUED),
-        ) == 1
+        return (
+            self._write(
+                "UPDATE jobs SET state = ?, finished_at = ?, error_code = 'cancelled', "
+                "error_message = 'Cancelled before it started.' WHERE id = ? AND state = ?",
+                (CANCELLED, time.time(), job_id, QUEUED),
+            )
+            == 1
+        )
 
     def request_cancel(self, job_id: str) -> bool:
         """Ask the worker (in whichever process) to stop the running job at its next step."""
-        return self._write("UPDATE jobs SET cancel_requested = 1 WHERE id = ? AND state = ?", (job_id, RUNNING)) == 1
+        return (
+            self._write("UPDATE jobs SET cancel_requested = 1 WHERE id = ? AND state = ?", (job_id, RUNNING))
+            == 1
+        )
 
     def cancel_requested(self, job_id: str) -> bool:
         row = self._conn().execute("SELECT cancel_requested FROM jobs WHERE id = ?", (job_id,)).fetchone()
@@ -220,10 +260,11 @@ class JobStore:
     def delete(self, job_id: str) -> bool:
         return self._write("DELETE FROM jobs WHERE id = ?", (job_id,)) == 1
 
-    def recover_after_crash(self, code: str = "interrupted", reason: str = CRASH_REASON) -> list[str]:
-        """Jobs left `running` by a crash become failed with that reason; queued jobs stay queued."""
+    def recover_after_crash(self, code: str = "interrupted") -> list[str]:
+        """Jobs left `running` by a crash become failed with `code` (and its message); queued jobs stay queued."""
+
         rows = self._conn().execute("SELECT id FROM jobs WHERE state = ?", (RUNNING,)).fetchall()
         ids = [r["id"] for r in rows]
         for job_id in ids:
-            self.finish(job_id, FAILED, code, reason)
+            self.finish(job_id, FAILED, code, error_info(code).message)
         return ids

@@ -16,18 +16,18 @@ except Exception:  # noqa: BLE001 - a broken engine package must not stop the se
     class JobCancelled(Exception):  # type: ignore[no-redef]
         """Stand-in while the pipeline package cannot be imported."""
 
+
+from .engines import ENGINES
 from .engines.base import EngineManager, EngineRequest, free_accelerator_memory
-from .export import DEFAULT_MODEL_FILE, Converter, export_generation
-from .files import JobFolders
+from .errors import error_info
+from .export import Converter, export_generation
+from .files import MODEL_FILE, JobFolders
 from .generation import GENERATION_FILE, save_generation
 from .images import load_job_images
-from .params import PARAMS_BY_ENGINE
 from .progress import ProgressSnapshot, ProgressTracker
 from .store import CANCELLED, FAILED, Job, JobStore
 
 log = logging.getLogger("genesis.worker")
-OOM_ADVICE = ("The GPU ran out of memory. Try a lower pipeline type (\"512\" or \"1024\" instead of a cascade), "
-              "a smaller texture size, or close other programs that use the GPU.")
 DB_PROGRESS_INTERVAL_S = 0.2
 CANCEL_POLL_S = 0.1
 
@@ -59,7 +59,7 @@ def classify_failure(exc: BaseException) -> JobFailure:
     if isinstance(exc, JobFailure):
         return exc
     if is_out_of_memory(exc):
-        return JobFailure("out_of_memory", OOM_ADVICE)
+        return JobFailure("out_of_memory", error_info("out_of_memory").message)
     kind = type(exc).__name__
     if kind == "ModelNotFoundError":
         return JobFailure("model_missing", str(exc))
@@ -86,7 +86,9 @@ class CancelFlag:
     """Set here (in-process cancel) or through the store's `cancel_requested` (from the server process),
     which is read at most every `CANCEL_POLL_S`. When the parent process is gone, it exits at once."""
 
-    def __init__(self, store: JobStore | None = None, job_id: str = "", parent_pid: int | None = None) -> None:
+    def __init__(
+        self, store: JobStore | None = None, job_id: str = "", parent_pid: int | None = None
+    ) -> None:
         self._event = threading.Event()
         self._store = store
         self._job_id = job_id
@@ -118,9 +120,18 @@ class JobWorker:
     """Owns the only thread that touches the accelerator. The database is the queue, so a restart
     resumes queued jobs; `live` holds the running job's fresh progress for the API."""
 
-    def __init__(self, store: JobStore, folders: JobFolders, engines: EngineManager,
-                 poll_s: float = 0.5, device: str | None = None, converter: Converter | None = None,
-                 wake=None, stop=None, parent_pid: int | None = None) -> None:
+    def __init__(
+        self,
+        store: JobStore,
+        folders: JobFolders,
+        engines: EngineManager,
+        poll_s: float = 0.5,
+        device: str | None = None,
+        converter: Converter | None = None,
+        wake=None,
+        stop=None,
+        parent_pid: int | None = None,
+    ) -> None:
         self.store = store
         self.folders = folders
         self.engines = engines
@@ -200,7 +211,7 @@ class JobWorker:
             engine = self.engines.engines.get(engine_name)
             if engine is None:
                 raise JobFailure("engine_not_installed", f"There is no engine called {engine_name!r}.")
-            params = PARAMS_BY_ENGINE[engine_name].model_validate(job.params)
+            params = ENGINES[engine_name].params.model_validate(job.params)
             tracker = ProgressTracker(engine.stage_plan(params))
             last_write = [0.0]
 
@@ -212,13 +223,15 @@ class JobWorker:
                 now = time.monotonic()
                 if now - last_write[0] >= DB_PROGRESS_INTERVAL_S:
                     last_write[0] = now
-                    self.store.update_progress(job.id, snap.stage, snap.step, snap.total, snap.fraction, snap.eta_s)
+                    self.store.update_progress(
+                        job.id, snap.stage, snap.step, snap.total, snap.fraction, snap.eta_s
+                    )
                 if on_progress is not None:
                     on_progress(snap)
 
             self._execute(job, engine_name, params, progress, flag)
         except JobCancelled:
-            self.store.finish(job.id, CANCELLED, "cancelled", "Cancelled while running.")
+            self.store.finish(job.id, CANCELLED, "cancelled", error_info("cancelled").message)
         except BaseException as exc:  # noqa: BLE001 - every failure becomes a failed job
             failure = classify_failure(exc)
             if failure.code == "out_of_memory":
@@ -253,11 +266,16 @@ class JobWorker:
         with self.folders.atomic(job.id, GENERATION_FILE) as tmp:
             save_generation(meshes, tmp)
         progress("saving", 1, 1)
-        with self.folders.atomic(job.id, DEFAULT_MODEL_FILE) as tmp:
-            stats = export_generation(meshes, params.export_params(), "glb", tmp,
-                                      lambda stage, step, total: progress(f"export:{stage}", step, total),
-                                      self.converter)
-        stats["file_bytes"] = self.folders.path(job.id, DEFAULT_MODEL_FILE).stat().st_size
+        with self.folders.atomic(job.id, MODEL_FILE) as tmp:
+            stats = export_generation(
+                meshes,
+                params.export_params(),
+                "glb",
+                tmp,
+                lambda stage, step, total: progress(f"export:{stage}", step, total),
+                self.converter,
+            )
+        stats["file_bytes"] = self.folders.path(job.id, MODEL_FILE).stat().st_size
         stats["seconds"] = round(time.monotonic() - started, 2)
         stats["texture_size"] = params.texture_size
         peak = peak_memory_bytes()
@@ -266,4 +284,4 @@ class JobWorker:
         progress("export", 1, 1)
         if flag.is_set():
             raise JobCancelled("the job was cancelled")
-        self.store.succeed(job.id, {DEFAULT_MODEL_FILE: DEFAULT_MODEL_FILE}, stats)
+        self.store.succeed(job.id, {MODEL_FILE: MODEL_FILE}, stats)

@@ -19,9 +19,6 @@ from .export import Converter
 from .store import JobStore
 
 log = logging.getLogger("genesis.worker")
-WORKER_CRASHED = ("The engine process stopped unexpectedly while running this job (a crash in a native library "
-                  "or the system running out of memory). The server restarted it; please try again, perhaps with "
-                  "a lower pipeline type or texture size.")
 WATCHDOG_INTERVAL_S = 0.5
 FLAG_POLL_S = 0.02
 
@@ -83,9 +80,17 @@ def worker_main(settings: Settings, spec: EngineSpec, wake, stop, loaded, parent
         loaded.value = (name or "").encode()[:63]
 
     manager.on_change = publish
-    worker = JobWorker(JobStore(settings.data_dir), JobFolders(settings.data_dir), manager, poll_s=0.5,
-                       device=settings.device, converter=spec.build_converter(), wake=wake, stop=stop,
-                       parent_pid=parent_pid)
+    worker = JobWorker(
+        JobStore(settings.data_dir),
+        JobFolders(settings.data_dir),
+        manager,
+        poll_s=0.5,
+        device=settings.device,
+        converter=spec.build_converter(),
+        wake=wake,
+        stop=stop,
+        parent_pid=parent_pid,
+    )
     try:
         worker.run_forever()
     finally:
@@ -110,7 +115,9 @@ class WorkerProcess:
 
     def _spawn(self) -> None:
         self._proc = self._ctx.Process(
-            target=worker_main, name="genesis-worker", daemon=True,
+            target=worker_main,
+            name="genesis-worker",
+            daemon=True,
             args=(self.settings, self.spec, self._wake, self._stop, self._loaded, os.getpid()),
         )
         self._proc.start()
@@ -124,7 +131,7 @@ class WorkerProcess:
         while not self._closing.wait(WATCHDOG_INTERVAL_S):
             if self._proc is not None and not self._proc.is_alive() and not self._closing.is_set():
                 code = self._proc.exitcode
-                failed = self.store.recover_after_crash("worker_crashed", WORKER_CRASHED)
+                failed = self.store.recover_after_crash("worker_crashed")
                 log.error("the worker process exited (code %s); failed job(s): %s; restarting", code, failed)
                 self._loaded.value = b""
                 self.restarts += 1

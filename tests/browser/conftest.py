@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser.harness import missing_browser_tooling, start_ui_server, write_input_image
+from tools.browser_harness import missing_browser_tooling, start_ui_server, write_input_image
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,7 @@ import { createRequire } from 'node:module';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
+import { CHROMIUM_ARGS, dropFile } from '../../tools/browser_page.mjs';
 
 const ROOT = resolve(fileURLToPath(import.meta.url), '..', '..', '..');
 const require = createRequire(join(ROOT, 'package.json'));
@@ -35,9 +36,6 @@ function check(condition, message) {
   if (!condition) throw new Error(`check failed: ${message}`);
 }
 
-export const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync', '--use-gl=angle',
-  '--use-angle=swiftshader', '--enable-unsafe-swiftshader'];
 
 const browser = await chromium.launch({ executablePath: opts.chromium, args: CHROMIUM_ARGS });
 const context = await browser.newContext({ viewport: { width: 1440, height: 900 }, acceptDownloads: true });
@@ -95,15 +93,7 @@ async function axeCheck(label) {
 }
 
 async function dropImage(selector, file) {
-  const data = readFileSync(file).toString('base64');
-  await page.evaluate(async ([sel, b64, name]) => {
-    const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
-    const transfer = new DataTransfer();
-    transfer.items.add(new File([bytes], name, { type: 'image/png' }));
-    const target = document.querySelector(sel);
-    target.dispatchEvent(new DragEvent('dragover', { dataTransfer: transfer, bubbles: true, cancelable: true }));
-    target.dispatchEvent(new DragEvent('drop', { dataTransfer: transfer, bubbles: true, cancelable: true }));
-  }, [selector, data, 'object.png']);
+  await dropFile(page, selector, file);
 }
 
 const jobItem = (list, state) => page.locator(`#${list} li.job${state ? `[data-state="${state}"]` : ''}`);

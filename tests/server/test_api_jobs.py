@@ -56,15 +56,20 @@ def test_reexport_without_resampling_and_delete(fake_server: LiveServer):
     generation = fake_server.data_dir / "jobs" / job_id / "generation.npz"
     stamp = generation.stat().st_mtime_ns
     for fmt, magic in (("obj", b""), ("stl", b""), ("ply", b"ply")):  # OBJ: .obj, or a .zip with its textures
-        r = fake_server.client.post(f"/api/jobs/{job_id}/export",
-                                    json={"format": fmt, "decimation_target": 20000, "texture_size": 512})
+        r = fake_server.client.post(
+            f"/api/jobs/{job_id}/export",
+            json={"format": fmt, "decimation_target": 20000, "texture_size": 512},
+        )
         assert r.status_code == 200, r.text
         body = r.json()
-        assert body["format"] == fmt and body["url"].endswith((f".{fmt}", ".zip" if fmt == "obj" else f".{fmt}"))
+        assert body["format"] == fmt and body["url"].endswith(
+            (f".{fmt}", ".zip" if fmt == "obj" else f".{fmt}")
+        )
         data = fake_server.client.get(body["url"])
         assert data.status_code == 200 and len(data.content) > 0 and data.content.startswith(magic)
-    again = fake_server.client.post(f"/api/jobs/{job_id}/export",
-                                    json={"format": "obj", "decimation_target": 20000, "texture_size": 512})
+    again = fake_server.client.post(
+        f"/api/jobs/{job_id}/export", json={"format": "obj", "decimation_target": 20000, "texture_size": 512}
+    )
     assert again.json()["name"].startswith("model-obj-d20000-t512")
     assert generation.stat().st_mtime_ns == stamp, "the stored generation is reused, never rewritten"
     files = fake_server.client.get(f"/api/jobs/{job_id}").json()["result"]["files"]
@@ -81,7 +86,7 @@ def test_out_of_memory_fails_the_job_with_advice_and_the_worker_carries_on(fake_
     oom = submit(fake_server, {"seed": OOM_SEED})
     job = fake_server.wait_state(oom, ("failed", "succeeded"))
     assert job["state"] == "failed" and job["error"]["code"] == "out_of_memory"
-    assert "pipeline type" in job["error"]["message"] and "texture size" in job["error"]["message"]
+    assert "pipeline type" in job["error"]["hint"] and "texture size" in job["error"]["hint"]
     crash = submit(fake_server, {"seed": CRASH_SEED})
     job = fake_server.wait_state(crash, ("failed", "succeeded"))
     assert job["error"]["code"] == "engine_error" and "Traceback" not in job["error"]["message"]
@@ -93,7 +98,7 @@ def test_a_crashing_engine_process_fails_only_its_job(fake_server: LiveServer):
     crash = submit(fake_server, {"seed": PROCESS_CRASH_SEED})
     queued = submit(fake_server, {"seed": 2})
     job = fake_server.wait_state(crash, ("failed", "succeeded"), timeout=30)
-    assert job["error"]["code"] == "worker_crashed" and "try again" in job["error"]["message"]
+    assert job["error"]["code"] == "worker_crashed" and "again" in job["error"]["hint"]
     assert fake_server.wait_state(queued, ("succeeded", "failed"), timeout=60)["state"] == "succeeded"
     assert fake_server.client.get("/api/health").json()["status"] == "ok"
 
@@ -150,7 +155,9 @@ def test_restart_keeps_finished_jobs_and_a_killed_run_comes_back_failed(tmp_path
         job = server.client.get(f"/api/jobs/{victim}").json()
         assert job["state"] == "failed" and job["error"]["code"] == "interrupted"
         assert "stopped while this job was running" in job["error"]["message"]
-        assert server.wait_state(waiting, ("succeeded",))["state"] == "succeeded", "queued jobs survive a crash"
+        assert server.wait_state(waiting, ("succeeded",))["state"] == "succeeded", (
+            "queued jobs survive a crash"
+        )
         assert not list((data / "jobs").glob("*/.tmp-*")), "no half-written files remain"
     finally:
         server.stop()

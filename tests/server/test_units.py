@@ -14,27 +14,39 @@ from gui.backend.engines.base import EngineManager
 from gui.backend.files import JobFolders
 from gui.backend.generation import load_generation, save_generation
 from gui.backend.images import store_inputs
+from gui.backend.models_download import git_blob_sha1, verify
 from gui.backend.params import ExportRequest, GenerateParams, MultiViewParams
 from gui.backend.progress import ProgressTracker
 from gui.backend.store import FAILED, QUEUED, RUNNING, JobStore
 from gui.backend.worker import JobWorker, classify_failure
-from tools.download_models import git_blob_sha1, verify
 
 from .fake_engine import OOM_SEED, FakeEngine, cube_mesh, fake_engines
 
 
 def test_parameters_follow_the_official_names_defaults_and_ranges():
     p = GenerateParams()
-    assert (p.seed, p.pipeline_type, p.texture_size, p.decimation_target, p.remesh) == (0, "1024_cascade", 2048,
-                                                                                        500_000, True)
+    assert (p.seed, p.pipeline_type, p.texture_size, p.decimation_target, p.remesh) == (
+        0,
+        "1024_cascade",
+        2048,
+        500_000,
+        True,
+    )
     assert p.shape_slat_sampler_params.overrides() == {}
     p = GenerateParams.model_validate({"tex_slat_sampler_params": {"steps": 50, "rescale_t": 6}})
     assert p.tex_slat_sampler_params.overrides() == {"steps": 50, "rescale_t": 6}
-    bad = [{"seed": 2**31}, {"sparse_structure_sampler_params": {"steps": 0}},
-           {"shape_slat_sampler_params": {"guidance_strength": 10.5}},
-           {"shape_slat_sampler_params": {"guidance_rescale": 1.5}}, {"tex_slat_sampler_params": {"rescale_t": 0.5}},
-           {"decimation_target": 9_999}, {"decimation_target": 2_000_001}, {"texture_size": 511},
-           {"pipeline_type": "256"}, {"unknown": 1}]
+    bad = [
+        {"seed": 2**31},
+        {"sparse_structure_sampler_params": {"steps": 0}},
+        {"shape_slat_sampler_params": {"guidance_strength": 10.5}},
+        {"shape_slat_sampler_params": {"guidance_rescale": 1.5}},
+        {"tex_slat_sampler_params": {"rescale_t": 0.5}},
+        {"decimation_target": 9_999},
+        {"decimation_target": 2_000_001},
+        {"texture_size": 511},
+        {"pipeline_type": "256"},
+        {"unknown": 1},
+    ]
     for case in bad:
         with pytest.raises(ValidationError):
             GenerateParams.model_validate(case)
@@ -117,7 +129,9 @@ def make_worker(tmp_path, engines=None):
 def test_worker_turns_oom_into_advice_unloads_and_carries_on(tmp_path):
     worker, queue = make_worker(tmp_path)
     job = worker.run_job(queue(seed=OOM_SEED))
-    assert job.state == FAILED and job.error_code == "out_of_memory" and "512" in job.error_message
+    assert (
+        job.state == FAILED and job.error_code == "out_of_memory" and "512" in job.to_api()["error"]["hint"]
+    )
     assert worker.engines.active is None, "models are unloaded after an out-of-memory error"
     assert worker.run_job(queue(seed=1)).state == "succeeded"
 

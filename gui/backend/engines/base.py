@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 from PIL import Image
 
 if TYPE_CHECKING:
-    from trellis2.progress import CancelFlag, ProgressCallback
     from o_voxel.asset import MeshWithVoxel
+    from trellis2.progress import CancelFlag, ProgressCallback
 
 
 @dataclass
@@ -60,12 +60,18 @@ class Engine(ABC):
         """Drop every model reference and free accelerator memory."""
 
     @abstractmethod
-    def run(self, request: EngineRequest, progress: ProgressCallback, cancel: CancelFlag) -> list[MeshWithVoxel]:
-        ...
+    def run(
+        self, request: EngineRequest, progress: ProgressCallback, cancel: CancelFlag
+    ) -> list[MeshWithVoxel]: ...
 
     def stage_plan(self, params: Any) -> list[tuple[str, float]]:
         """Expected stages and their relative cost, for the overall fraction and the ETA."""
         return []
+
+    def sampler_defaults(self) -> dict[str, dict[str, Any]]:
+        """`{<stage>_sampler_params: {steps, ...}}`: what unset sampler values mean for this engine's models
+        (read from its models folder without loading anything); empty when it has none or cannot tell."""
+        return {}
 
 
 def free_accelerator_memory() -> None:

@@ -3,38 +3,22 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
+from ..errors import DOWNLOAD_COMMAND
 from .base import Engine, EngineRequest, EngineStatus, free_accelerator_memory
 
-DOWNLOAD_HINT = "Run `genesis models download` (or `python -m tools.download_models`) to fetch them."
+DOWNLOAD_HINT = f"Run `{DOWNLOAD_COMMAND}` to fetch them."
 BACKGROUND_MODEL = "briaai/RMBG-2.0"
 STATUS_TTL_S = 5.0
-
-
-REQUIRED_REPOS = ("microsoft/TRELLIS.2-4B", "microsoft/TRELLIS-image-large",
-                  "facebook/dinov3-vitl16-pretrain-lvd1689m", BACKGROUND_MODEL)
+SAMPLER_STAGES = ("sparse_structure_sampler", "shape_slat_sampler", "tex_slat_sampler")
 
 
 def model_check(models_dir) -> list[tuple[str, bool, str]]:
-    """`check_models` of the pipeline package: `[(model id, present, reason)]`; until that exists, a check
-    that each model's folder is present (the pipeline's folder with its `pipeline.json`)."""
-    pipeline_module()  # ImportError when the pipeline code is absent
-    try:
-        from trellis2.pipelines import check_models
-    except ImportError:
-        check_models = None
-    if check_models is not None:
-        return [tuple(entry) for entry in check_models(models_dir)]
-    out = []
-    for repo in REQUIRED_REPOS:
-        folder = Path(models_dir) / repo
-        present = folder.is_dir() and any(folder.iterdir())
-        if repo == REQUIRED_REPOS[0]:
-            present = (folder / "pipeline.json").is_file()
-        out.append((repo, present, "" if present else f"not found at {folder}"))
-    return out
+    """`[(model id, present, reason)]` from the pipeline package's own check (ImportError without it)."""
+    from trellis2.pipelines import check_models
+
+    return [tuple(entry) for entry in check_models(models_dir)]
 
 
 def pipeline_module():
@@ -61,8 +45,11 @@ def readiness(models_dir, needs: str) -> EngineStatus:
         names = "; ".join(f"{mid}: {reason}" if reason else mid for mid, reason in blocking)
         return EngineStatus(False, f"Models missing in {models_dir}: {names}. {DOWNLOAD_HINT}")
     if missing:
-        return EngineStatus(True, f"{BACKGROUND_MODEL} is missing: only images with a transparent background "
-                                  f"can be used. {DOWNLOAD_HINT}")
+        return EngineStatus(
+            True,
+            f"{BACKGROUND_MODEL} is missing: only images with a transparent background "
+            f"can be used. {DOWNLOAD_HINT}",
+        )
     return EngineStatus(True, "")
 
 
@@ -82,8 +69,13 @@ def trellis_stage_plan(params: Any) -> list[tuple[str, float]]:
     ss = params.sparse_structure_sampler_params.steps or 12
     shape = params.shape_slat_sampler_params.steps or 12
     tex = params.tex_slat_sampler_params.steps or 12
-    plan = [("loading", 1.0), ("preprocess", 0.5), ("conditioning", 1.0), ("sparse_structure", float(ss)),
-            ("shape_slat", float(shape))]
+    plan = [
+        ("loading", 1.0),
+        ("preprocess", 0.5),
+        ("conditioning", 1.0),
+        ("sparse_structure", float(ss)),
+        ("shape_slat", float(shape)),
+    ]
     if params.pipeline_type.endswith("cascade"):
         plan.append(("shape_slat_hr", 1.5 * shape))
     return plan + [("tex_slat", float(tex)), ("decode", 3.0), ("saving", 0.2), ("export", 6.0)]
@@ -122,7 +114,23 @@ class Trellis2Engine(Engine):
     def stage_plan(self, params: Any) -> list[tuple[str, float]]:
         return trellis_stage_plan(params)
 
+    def sampler_defaults(self) -> dict[str, dict[str, Any]]:
+        """The sampler `params` of the models folder's `pipeline.json` (the official values)."""
+        from trellis2.pipelines.model_check import PIPELINE_REPO
+        from trellis2.pipelines.model_paths import find_repository
+        from trellis2.pipelines.pipeline_config import PipelineConfig, PipelineConfigError
+
+        folder = find_repository(self.models_dir, PIPELINE_REPO)
+        if folder is None or not (folder / "pipeline.json").is_file():
+            return {}
+        try:
+            config = PipelineConfig.load(folder / "pipeline.json")
+        except (PipelineConfigError, OSError):
+            return {}
+        return {f"{stage}_params": dict(getattr(config, stage).params) for stage in SAMPLER_STAGES}
+
     def run(self, request: EngineRequest, progress, cancel):
         self.load()
-        return self._pipeline.run(request.images[0], **sampler_kwargs(request.params),
-                                  progress=progress, cancel=cancel)
+        return self._pipeline.run(
+            request.images[0], **sampler_kwargs(request.params), progress=progress, cancel=cancel
+        )

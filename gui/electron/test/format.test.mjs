@@ -27,10 +27,12 @@ test('server timestamps: epoch seconds or ISO text', () => {
   assert.equal(toDate('not a date'), null);
 });
 
-test('errors come with a fix a person can act on', () => {
-  const oom = explainError({ code: 'engine_error', message: 'CUDA out of memory. Tried to allocate 2 GiB' });
-  assert.match(oom.fix, /512 pipeline type/);
-  assert.match(explainError({ code: 'engine_not_installed', message: 'x' }).fix, /Image or Multi-view/);
-  assert.equal(explainError({ code: 'whatever', message: 'The image is empty.' }).text, 'The image is empty.');
+test('errors come with the hint of the server\'s error table', () => {
+  const table = { out_of_memory: { status: null, message: 'The GPU ran out of memory.', hint: 'Choose 512.' } };
+  assert.deepEqual(explainError({ code: 'out_of_memory', message: 'CUDA OOM at step 3' }, table),
+    { text: 'CUDA OOM at step 3', fix: 'Choose 512.' });
+  assert.equal(explainError({ code: 'out_of_memory' }, table).text, 'The GPU ran out of memory.');
+  assert.deepEqual(explainError({ code: 'whatever', message: 'The image is empty.' }, table),
+    { text: 'The image is empty.', fix: '' });
   assert.equal(explainError(null).text, 'Something went wrong.');
 });

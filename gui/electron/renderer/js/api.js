@@ -16,10 +16,11 @@ const token = readToken();
 
 /** An error the server (or the network) reported, in words a person understands. */
 export class ApiError extends Error {
-  constructor(status, code, message) {
+  constructor(status, code, message, hint = '') {
     super(message);
     this.status = status;
     this.code = code;
+    this.hint = hint;
   }
 }
 
@@ -48,21 +49,14 @@ async function request(method, path, { body, json } = {}) {
     const type = res.headers.get('content-type') || '';
     return type.includes('application/json') ? res.json() : res;
   }
-  let code = `http_${res.status}`;
-  let message = `The server answered ${res.status} ${res.statusText}.`;
-  try {
-    const data = await res.json();
-    if (data?.error) {
-      code = data.error.code || code;
-      message = data.error.message || message;
-    } else if (data?.detail) {
-      message = typeof data.detail === 'string' ? data.detail : JSON.stringify(data.detail);
-    }
-  } catch { /* not JSON: keep the generic message */ }
-  throw new ApiError(res.status, code, message);
+  // Every error of the server is {"error": {"code", "message", "hint"}} (GET /api/config lists the codes).
+  const data = await res.json().catch(() => null);
+  if (data?.error) throw new ApiError(res.status, data.error.code, data.error.message, data.error.hint);
+  throw new ApiError(res.status, 'http_error', `The server answered ${res.status} ${res.statusText}.`);
 }
 
 export const api = {
+  config: () => request('GET', '/api/config'),
   health: () => request('GET', '/api/health'),
   jobs: () => request('GET', '/api/jobs'),
   job: (id) => request('GET', `/api/jobs/${encodeURIComponent(id)}`),
@@ -70,13 +64,12 @@ export const api = {
   remove: (id) => request('DELETE', `/api/jobs/${encodeURIComponent(id)}`),
   exportJob: (id, settings) => request('POST', `/api/jobs/${encodeURIComponent(id)}/export`, { json: settings }),
 
-  /** Queue a job: `engine` is image | multiview | fast; `files` are File/Blob objects in order. */
-  generate(engine, files, params) {
+  /** Queue a job with `entry` of the config's engines (its route and image field); `files` in order. */
+  generate(entry, files, params) {
     const form = new FormData();
-    const field = engine === 'multiview' ? 'images' : 'image';
-    for (const file of files) form.append(field, file, file.name || 'image.png');
+    for (const file of files) form.append(entry.image_field, file, file.name || 'image.png');
     form.append('params', JSON.stringify(params));
-    return request('POST', `/api/generate/${engine}`, { body: form });
+    return request('POST', `/api/generate/${entry.route}`, { body: form });
   },
 
   /** Fetch a file of a job as bytes (for the viewer and exports). */
@@ -86,18 +79,17 @@ export const api = {
     return new Uint8Array(await res.arrayBuffer());
   },
 
-  /** Server-sent events of one job; `onJob(job)` for each update. Returns a function that stops it. */
-  watch(id, onJob) {
+  /**
+   * Server-sent events of one job: `onJob(job)` for each `events.job` event, `onDeleted()` for `events.deleted`
+   * (the event names of GET /api/config). The server ends the stream when the job is final. Returns a stop function.
+   */
+  watch(id, events, { onJob, onDeleted }) {
     const source = new EventSource(withToken(`/api/jobs/${encodeURIComponent(id)}/events`));
-    const handle = (event) => {
-      try {
-        const job = JSON.parse(event.data);
-        if (job && job.id) onJob(job);
-        if (job && ['succeeded', 'failed', 'cancelled'].includes(job.state)) source.close();
-      } catch { /* keep-alive or a non-JSON event */ }
-    };
-    source.onmessage = handle;
-    for (const name of ['job', 'progress', 'update', 'end', 'done']) source.addEventListener(name, handle);
+    source.addEventListener(events.job, (event) => onJob(JSON.parse(event.data)));
+    source.addEventListener(events.deleted, () => {
+      source.close();
+      onDeleted();
+    });
     source.onerror = () => {
       if (source.readyState === EventSource.CLOSED) return;
       source.close(); // the job list poll takes over

@@ -91,30 +91,13 @@ export function clock(value) {
     : d.toLocaleDateString([], { month: 'short', day: 'numeric' });
 }
 
-const FIXES = {
-  out_of_memory: 'Try the 512 pipeline type or a smaller texture size, and close other programs using the GPU.',
-  oom: 'Try the 512 pipeline type or a smaller texture size, and close other programs using the GPU.',
-  model_not_found: 'Download the models with "genesis models download", then try again.',
-  models_missing: 'Download the models with "genesis models download", then try again.',
-  engine_not_installed: 'This engine is not installed on the server; use the Image or Multi-view mode.',
-  engine_unavailable: 'This engine is not ready on the server; use the Image or Multi-view mode.',
-  invalid_image: 'Use a PNG, JPEG or WebP picture of one object.',
-  bad_image: 'Use a PNG, JPEG or WebP picture of one object.',
-  image_too_large: 'Use a smaller picture (a few thousand pixels on each side is plenty).',
-  upload_too_large: 'Use a smaller picture file.',
-  interrupted: 'The server stopped while this job ran; generate it again.',
-  server_restarted: 'The server stopped while this job ran; generate it again.',
-  network: 'Check that the Genesis server is running, then reload this page.',
-  unauthorized: 'Open the address with its access token (…/?token=…) as given by the person running the server.',
-};
-
-/** `{ text, fix }` for an error object `{code, message}` from the server. */
-export function explainError(error) {
+/**
+ * `{ text, fix }` for an error object `{code, message}` from the server; `hints` is the server's error table
+ * (`GET /api/config` → `errors`: code → `{status, message, hint}`).
+ */
+export function explainError(error, hints = {}) {
   if (!error) return { text: 'Something went wrong.', fix: '' };
-  const code = String(error.code || '');
-  const text = error.message || 'The job failed without a message.';
-  let fix = FIXES[code] || '';
-  if (!fix && /out of memory|CUDA OOM|OutOfMemory/i.test(text)) fix = FIXES.out_of_memory;
-  if (!fix && /genesis models download|download/i.test(text)) fix = '';
-  return { text, fix };
+  const entry = hints[String(error.code || '')];
+  const text = error.message || entry?.message || 'The job failed without a message.';
+  return { text, fix: error.hint || entry?.hint || '' };
 }

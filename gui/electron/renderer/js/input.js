@@ -4,17 +4,15 @@
 import { desktop } from './desktop.js';
 
 const ACCEPTED = ['image/png', 'image/jpeg', 'image/webp'];
-const MAX_BYTES = 64 * 2 ** 20;
 const NAMED_VIEWS = ['Front', 'Back', 'Left', 'Right'];
-const MAX_VIEWS = 8;
 const $ = (id) => document.getElementById(id);
 
-/** Check a file is an image we can send; returns an error sentence or null. */
-export function rejectReason(file) {
+/** Check a file is an image we can send (at most `maxBytes`); returns an error sentence or null. */
+export function rejectReason(file, maxBytes) {
   if (!file) return 'No file was given.';
   if (!ACCEPTED.includes(file.type)) return `${file.name || 'This file'} is not a PNG, JPEG or WebP image.`;
   if (file.size === 0) return `${file.name || 'This file'} is empty.`;
-  if (file.size > MAX_BYTES) return `${file.name || 'This file'} is larger than 64 MB.`;
+  if (file.size > maxBytes) return `${file.name || 'This file'} is larger than the server's limit of ${Math.round(maxBytes / 2 ** 20)} MB.`;
   return null;
 }
 
@@ -48,9 +46,12 @@ function imageFilesFrom(dataTransfer) {
 }
 
 export class ImageInput {
-  constructor({ onChange, onError }) {
+  /** `maxBytes`: the server's upload limit; the view counts come with `setMode`. */
+  constructor({ onChange, onError, maxBytes }) {
     this.onChange = onChange;
     this.onError = onError;
+    this.maxBytes = maxBytes;
+    this.views = { min: 1, max: 1 };
     this.mode = 'image';
     this.file = null;
     this.slots = NAMED_VIEWS.map((label) => ({ label, file: null, url: null }));
@@ -70,8 +71,11 @@ export class ImageInput {
     this.renderSlots();
   }
 
-  setMode(mode) {
+  /** `mode`: image (one picture) or multiview (`views.min` to `views.max` slots). */
+  setMode(mode, views = { min: 1, max: 1 }) {
     this.mode = mode;
+    this.views = views;
+    this.renderSlots();
     $('single-input').hidden = mode === 'multiview';
     $('multi-input').hidden = mode !== 'multiview';
     this.onChange();
@@ -125,7 +129,7 @@ export class ImageInput {
 
   async setSingle(file) {
     if (!file) return;
-    const reason = rejectReason(file);
+    const reason = rejectReason(file, this.maxBytes);
     if (reason) return this.onError(reason);
     const note = $('image-note');
     const preview = $('preview');
@@ -165,7 +169,7 @@ export class ImageInput {
   // ---- multi-view -------------------------------------------------------------------------------
   bindMulti() {
     $('add-view').addEventListener('click', () => {
-      if (this.slots.length >= MAX_VIEWS) return;
+      if (this.slots.length >= this.views.max) return;
       this.slots.push({ label: `Extra ${this.slots.length - NAMED_VIEWS.length + 1}`, file: null, url: null });
       this.renderSlots();
       this.onChange();
@@ -173,7 +177,7 @@ export class ImageInput {
   }
 
   setSlot(index, file) {
-    const reason = rejectReason(file);
+    const reason = rejectReason(file, this.maxBytes);
     if (reason) return this.onError(reason);
     const slot = this.slots[index];
     if (slot.url) URL.revokeObjectURL(slot.url);
@@ -191,7 +195,7 @@ export class ImageInput {
         index += 1;
         while (index < this.slots.length && this.slots[index].file) index += 1;
       }
-      if (index >= MAX_VIEWS) return;
+      if (index >= this.views.max) return;
       if (index >= this.slots.length) {
         this.slots.push({ label: `Extra ${this.slots.length - NAMED_VIEWS.length + 1}`, file: null, url: null });
       }
@@ -307,8 +311,8 @@ export class ImageInput {
       });
       list.append(li);
     });
-    $('add-view').disabled = this.slots.length >= MAX_VIEWS;
+    $('add-view').disabled = this.slots.length >= this.views.max;
     const count = this.slots.filter((s) => s.file).length;
-    $('multi-note').textContent = `${count} of ${this.slots.length} views filled · at least 2 needed, up to ${MAX_VIEWS}.`;
+    $('multi-note').textContent = `${count} of ${this.slots.length} views filled · at least ${this.views.min} needed, up to ${this.views.max}.`;
   }
 }

@@ -2,10 +2,10 @@
 // finished jobs (thumbnail, reopen, export, reuse settings, delete, errors with their fix).
 
 import { withToken } from './api.js';
-import { clock, duration, elapsedSeconds, explainError, stageName, toDate } from './format.js';
+import { engine, explain } from './config.js';
+import { clock, duration, elapsedSeconds, stageName, toDate } from './format.js';
 
 const ACTIVE = new Set(['queued', 'running']);
-const ENGINE_NAMES = { trellis2: 'Image', image: 'Image', multiview: 'Multi-view', fresnel: 'Fast', fast: 'Fast' };
 const STATE_NAMES = { queued: 'Queued', running: 'Running', succeeded: 'Done', failed: 'Failed', cancelled: 'Cancelled' };
 const $ = (id) => document.getElementById(id);
 
@@ -28,14 +28,13 @@ function button(text, label, onClick, kind = 'secondary') {
 }
 
 export function jobTitle(job) {
-  const engine = ENGINE_NAMES[job.engine] || job.engine;
+  const name = engine(job.engine)?.label || job.engine;
   const seed = job.params?.seed;
-  return seed === undefined ? engine : `${engine} · seed ${seed}`;
+  return seed === undefined ? name : `${name} · seed ${seed}`;
 }
 
 function thumbnail(job) {
-  const urls = [...Object.values(job.result?.files || {}), ...(job.inputs || [])];
-  const src = urls.find((u) => /\/preview\.(png|jpe?g|webp)$/i.test(u)) || job.inputs?.[0];
+  const src = job.preview || job.inputs?.[0];
   const img = el('img', { className: 'thumb checker', alt: '', loading: 'lazy', decoding: 'async' });
   if (src) img.src = withToken(src);
   return img;
@@ -116,7 +115,7 @@ export class JobList {
         el('span', { className: `badge ${job.state}`, textContent: STATE_NAMES[job.state] || job.state })),
       el('div', { className: 'meta', textContent: meta }));
     if (job.state === 'failed') {
-      const { text, fix } = explainError(job.error);
+      const { text, fix } = explain(job.error);
       body.append(el('p', { className: 'error', role: 'note' }, text, fix ? el('br') : null,
         fix ? el('strong', { textContent: 'What to do: ' }) : null, fix || null));
     }

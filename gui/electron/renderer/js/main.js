@@ -1,21 +1,18 @@
 // Genesis renderer: wires the input, the settings form, the job list and the viewer to the REST API.
 
 import { api, ApiError } from './api.js';
+import { applyLimits, config, engine, explain, fillSelect, loadConfig } from './config.js';
 import { desktop } from './desktop.js';
-import { bytes, count, duration, elapsedSeconds, explainError } from './format.js';
+import { bytes, count, duration, elapsedSeconds } from './format.js';
 import { ImageInput } from './input.js';
 import { ACTIVE, JobList, jobTitle } from './jobs.js';
-import { buildSamplerFields, randomSeed, readParams, resetSamplerFields, writeParams } from './params.js';
-import { ENVIRONMENTS, Viewer } from './viewer.js';
+import { buildSamplerFields, numberIn, prepareForm, randomSeed, readParams, resetSamplerFields, writeParams } from './params.js';
+import { ENVIRONMENTS, VIEW_MODES, Viewer } from './viewer.js';
 
 const $ = (id) => document.getElementById(id);
-const ENGINE_OF_MODE = { image: 'image', multiview: 'multiview', fast: 'fast' };
-const MODE_OF_ENGINE = { trellis2: 'image', image: 'image', multiview: 'multiview', fresnel: 'fast', fast: 'fast' };
-const SERVER_ENGINE = { image: 'trellis2', multiview: 'multiview', fast: 'fresnel' };
-const EXTENSIONS = { glb: 'glb', obj: 'zip', stl: 'stl', ply: 'ply' };
 
 const app = {
-  mode: 'image',
+  mode: null, // the engine name of the selected tab (a key of the config's engines)
   health: null,
   viewer: null,
   current: null,
@@ -36,8 +33,13 @@ function toast(message, { error = false } = {}) {
   toastTimer = setTimeout(() => { box.hidden = true; }, error ? 8000 : 3500);
 }
 
+function errorOf(err) {
+  return err instanceof ApiError ? { code: err.code, message: err.message, hint: err.hint }
+    : { message: String(err?.message || err) };
+}
+
 function reportError(err, context) {
-  const { text, fix } = explainError(err instanceof ApiError ? { code: err.code, message: err.message } : { message: String(err?.message || err) });
+  const { text, fix } = explain(errorOf(err));
   toast(`${context}: ${text}${fix ? ` ${fix}` : ''}`, { error: true });
 }
 
@@ -59,16 +61,16 @@ async function refreshHealth() {
   validate();
 }
 
-function engineState(mode) {
-  const engines = app.health?.engines || {};
-  return engines[SERVER_ENGINE[mode]] || { ready: false, reason: 'The server has not reported this engine.' };
+function engineState(name) {
+  return app.health?.engines?.[name] || config().engines[name];
 }
 
 function updateModeAvailability() {
-  const fast = engineState('fast');
-  const tab = $('mode-fast');
-  tab.setAttribute('aria-disabled', String(!fast.ready));
-  tab.title = fast.ready ? 'Fresnel: a fast one-step model' : `Not available: ${fast.reason || 'not ready'}`;
+  for (const tab of document.querySelectorAll('#mode-tabs [role="tab"]')) {
+    const state = engineState(tab.dataset.mode);
+    tab.setAttribute('aria-disabled', String(!state.ready));
+    tab.title = state.ready ? engine(tab.dataset.mode).description : `Not available: ${state.reason || 'not ready'}`;
+  }
   const note = $('fast-note');
   const state = engineState(app.mode);
   note.hidden = state.ready || !app.health;
@@ -76,28 +78,50 @@ function updateModeAvailability() {
 }
 
 // ---- modes --------------------------------------------------------------------------------------------
-function setMode(mode, { focus = false } = {}) {
-  if (mode === 'fast' && !engineState('fast').ready) {
-    toast(`Fast mode is not available: ${engineState('fast').reason || 'the server says it is not ready'}.`);
+/** The engine's `params` fields as GET /api/config describes them. */
+const fields = () => engine(app.mode).params;
+
+function setMode(mode, { focus = false, force = false } = {}) {
+  const entry = engine(mode);
+  if (!force && !engineState(mode).ready) {
+    toast(`${entry.label} mode is not available: ${engineState(mode).reason || 'the server says it is not ready'}.`);
     return;
   }
   app.mode = mode;
-  for (const tab of document.querySelectorAll('[role="tab"]')) {
+  let selectedTab = null;
+  for (const tab of document.querySelectorAll('#mode-tabs [role="tab"]')) {
     const selected = tab.dataset.mode === mode;
     tab.setAttribute('aria-selected', String(selected));
     tab.tabIndex = selected ? 0 : -1;
+    if (selected) selectedTab = tab;
     if (selected && focus) tab.focus();
   }
-  $('input-panel').setAttribute('aria-labelledby', `mode-${mode}`);
-  $('pipeline-field').hidden = mode === 'fast';
-  $('advanced').hidden = mode === 'fast';
-  app.input.setMode(mode === 'multiview' ? 'multiview' : 'image');
+  $('input-panel').setAttribute('aria-labelledby', selectedTab.id);
+  prepareForm(entry.params);
+  buildSamplerFields($('sampler-fields'), entry.params, entry.sampler_defaults);
+  const multi = entry.max_images > 1;
+  app.input.setMode(multi ? 'multiview' : 'image', { min: entry.min_images, max: entry.max_images });
   updateModeAvailability();
   validate();
 }
 
+/** One tab per engine of the server's registry: `#mode-<route>`, labelled as the registry says. */
+function buildTabs() {
+  const list = $('mode-tabs');
+  list.replaceChildren(...Object.entries(config().engines).map(([name, entry]) => {
+    const tab = document.createElement('button');
+    Object.assign(tab, { type: 'button', id: `mode-${entry.route}`, textContent: entry.label, tabIndex: -1 });
+    tab.dataset.mode = name;
+    tab.setAttribute('role', 'tab');
+    tab.setAttribute('aria-selected', 'false');
+    tab.setAttribute('aria-controls', 'input-panel');
+    return tab;
+  }));
+}
+
 function bindTabs() {
-  const tabs = [...document.querySelectorAll('[role="tab"]')];
+  buildTabs();
+  const tabs = [...document.querySelectorAll('#mode-tabs [role="tab"]')];
   for (const tab of tabs) {
     tab.addEventListener('click', () => setMode(tab.dataset.mode));
     tab.addEventListener('keydown', (e) => {
@@ -114,11 +138,12 @@ function bindTabs() {
 
 // ---- form ---------------------------------------------------------------------------------------------
 function validate() {
-  const { errors } = readParams(app.mode);
+  if (!app.mode) return false;
+  const { errors } = readParams(fields());
   const files = app.input?.files() || [];
+  const { min_images: least } = engine(app.mode);
   let problem = errors[0]?.message || '';
-  if (!problem && app.mode === 'multiview' && files.length < 2) problem = 'Add at least two views.';
-  if (!problem && app.mode !== 'multiview' && !files.length) problem = 'Add an image to start.';
+  if (!problem && files.length < least) problem = least > 1 ? `Add at least ${least} views.` : 'Add an image to start.';
   if (!problem && app.health && !engineState(app.mode).ready) problem = 'This engine is not ready on the server.';
   if (!problem && !app.health) problem = 'Waiting for the server…';
   $('form-error').textContent = problem;
@@ -129,20 +154,20 @@ function validate() {
 async function submit(event) {
   event.preventDefault();
   if (!validate()) return;
-  const { params } = readParams(app.mode);
+  const { params } = readParams(fields());
   const button = $('generate');
   button.disabled = true;
   try {
-    const { job_id: id } = await api.generate(ENGINE_OF_MODE[app.mode], app.input.files(), params);
+    const { job_id: id } = await api.generate(engine(app.mode), app.input.files(), params);
     app.lastSeed = params.seed;
     $('seed-reuse').disabled = false;
     app.pendingOpen = id;
-    jobs.update({ id, engine: SERVER_ENGINE[app.mode], state: 'queued', params, created_at: Date.now() / 1000, progress: 0 });
+    jobs.update(await api.job(id));
     watch(id);
     toast('Queued. You can keep working while it runs.');
-    if ($('seed-auto').checked) $('seed').value = String(randomSeed());
+    if ($('seed-auto').checked) $('seed').value = String(randomSeed(fields()));
   } catch (err) {
-    $('form-error').textContent = explainError({ code: err.code, message: err.message }).text;
+    $('form-error').textContent = explain(errorOf(err)).text;
     reportError(err, 'Could not start the job');
   } finally {
     validate();
@@ -156,7 +181,7 @@ function pipelineHint() {
     .map((j) => elapsedSeconds(j));
   const memory = [...jobs.jobs.values()]
     .filter((j) => j.params?.pipeline_type === type)
-    .map((j) => Object.entries(j.result?.stats || {}).find(([k]) => /peak.*(mem|vram)/i.test(k))?.[1])
+    .map((j) => j.result?.stats?.peak_vram_bytes)
     .filter(Number.isFinite);
   const parts = [];
   if (times.length) {
@@ -170,13 +195,12 @@ function pipelineHint() {
 }
 
 function bindForm() {
-  buildSamplerFields($('sampler-fields'));
   const form = $('generate-form');
   form.addEventListener('submit', submit);
   form.addEventListener('input', validate);
   form.addEventListener('change', validate);
   $('seed-random').addEventListener('click', () => {
-    $('seed').value = String(randomSeed());
+    $('seed').value = String(randomSeed(fields()));
     validate();
   });
   $('seed-reuse').addEventListener('click', () => {
@@ -184,7 +208,7 @@ function bindForm() {
     validate();
   });
   $('sampler-reset').addEventListener('click', () => {
-    resetSamplerFields();
+    resetSamplerFields($('sampler-fields'));
     validate();
   });
   $('pipeline-type').addEventListener('change', pipelineHint);
@@ -203,8 +227,7 @@ const jobs = new JobList({
   },
   remove: (job) => removeJob(job),
   useSettings: (job) => {
-    const mode = MODE_OF_ENGINE[job.engine] || 'image';
-    if (mode !== app.mode) setMode(mode);
+    if (job.engine !== app.mode && engine(job.engine)) setMode(job.engine);
     writeParams(job.params);
     validate();
     toast(`Settings of ${jobTitle(job)} copied into the form.`);
@@ -246,19 +269,24 @@ function onJobUpdate(job) {
     }
   }
   if (before?.state !== job.state && job.state === 'failed') {
-    toast(`${jobTitle(job)} failed: ${explainError(job.error).text}`, { error: true });
+    toast(`${jobTitle(job)} failed: ${explain(job.error).text}`, { error: true });
   }
 }
 
 function watch(id) {
   if (app.watched.has(id)) return;
-  app.watched.set(id, api.watch(id, onJobUpdate));
+  app.watched.set(id, api.watch(id, config().events, {
+    onJob: onJobUpdate,
+    onDeleted: () => {
+      app.watched.delete(id);
+      jobs.remove(id);
+    },
+  }));
 }
 
 async function poll() {
   try {
-    const list = await api.jobs();
-    const items = Array.isArray(list) ? list : list.jobs || [];
+    const items = await api.jobs();
     const known = new Map(jobs.jobs);
     jobs.setAll(items);
     for (const job of items) {
@@ -281,8 +309,7 @@ async function poll() {
 
 // ---- viewer -------------------------------------------------------------------------------------------
 function modelUrl(job) {
-  const files = job.result?.files || {};
-  return files['model.glb'] || Object.entries(files).find(([name]) => name.endsWith('.glb'))?.[1];
+  return job.result?.model;
 }
 
 async function openJob(job) {
@@ -331,6 +358,7 @@ function showStats(stats) {
 }
 
 function bindViewer() {
+  fillSelect($('view-mode'), Object.entries(VIEW_MODES).map(([value, label]) => ({ value, label })), 'pbr');
   const env = $('environment');
   for (const [value, label] of Object.entries(ENVIRONMENTS)) env.append(new Option(label, value));
   try {
@@ -358,6 +386,14 @@ function bindViewer() {
 }
 
 // ---- export -------------------------------------------------------------------------------------------
+function prepareExport() {
+  const { export: exportFields, export_formats: formats, texture_sizes: sizes } = config();
+  fillSelect($('export-format'), formats, exportFields.format.default);
+  fillSelect($('ex-format'), formats, exportFields.format.default);
+  fillSelect($('ex-texture'), sizes, exportFields.texture_size.default);
+  applyLimits($('ex-decimation'), exportFields.decimation_target);
+}
+
 function openExport(job) {
   app.exportJob = job;
   const p = job.params || {};
@@ -370,49 +406,29 @@ function openExport(job) {
   $('export-dialog').showModal();
 }
 
-function fileNameFor(job, ext) {
-  return `genesis-${job.engine}-seed${job.params?.seed ?? 0}-${String(job.id).slice(0, 8)}.${ext}`;
-}
-
-function exportedUrl(result, job, format) {
-  if (typeof result === 'string') return result;
-  const direct = result?.url || result?.file_url || result?.file || result?.path;
-  if (typeof direct === 'string' && direct.startsWith('/')) return direct;
-  const files = result?.files || result?.result?.files || {};
-  const name = result?.name || result?.file_name || result?.filename;
-  if (name && files[name]) return files[name];
-  if (name) return `/api/jobs/${encodeURIComponent(job.id)}/files/${encodeURIComponent(name)}`;
-  const ext = EXTENSIONS[format];
-  const match = Object.entries(files).filter(([n]) => n.endsWith(`.${ext}`) || n.endsWith(`.${format}`));
-  return match.at(-1)?.[1];
-}
-
 async function runExport(event) {
   event.preventDefault();
   const job = app.exportJob;
   const status = $('export-status');
-  const decimation = Number($('ex-decimation').value);
-  if (!Number.isInteger(decimation) || decimation < 10000 || decimation > 2000000) {
-    status.textContent = 'Target faces must be a whole number between 10,000 and 2,000,000.';
+  const decimation = numberIn($('ex-decimation'), config().export.decimation_target);
+  if (decimation.error) {
+    status.textContent = decimation.error;
     return;
   }
-  const settings = { format: $('ex-format').value, decimation_target: decimation,
+  const settings = { format: $('ex-format').value, decimation_target: decimation.value,
     texture_size: Number($('ex-texture').value), remesh: $('ex-remesh').checked };
   const run = $('export-run');
   run.disabled = true;
   status.textContent = 'Exporting… (no re-sampling: the stored generation is re-exported)';
   try {
     const result = await api.exportJob(job.id, settings);
-    const url = exportedUrl(result, job, settings.format);
-    if (!url) throw new Error('The server did not say where the exported file is.');
-    const data = await api.fileBytes(url);
-    const name = fileNameFor(job, EXTENSIONS[settings.format]);
-    const saved = await desktop.saveFile(name, data);
-    status.textContent = saved ? `Saved ${desktop.available ? saved : name} (${bytes(data.byteLength)}).` : 'Not saved.';
+    const data = await api.fileBytes(result.url);
+    const saved = await desktop.saveFile(result.download_name, data);
+    status.textContent = saved ? `Saved ${desktop.available ? saved : result.download_name} (${bytes(data.byteLength)}).` : 'Not saved.';
     $('export-folder').hidden = !(desktop.available && saved);
     api.job(job.id).then((j) => jobs.update(j)).catch(() => {});
   } catch (err) {
-    const { text, fix } = explainError(err instanceof ApiError ? { code: err.code, message: err.message } : { message: err.message });
+    const { text, fix } = explain(errorOf(err));
     status.textContent = `Export failed: ${text}${fix ? ` ${fix}` : ''}`;
   } finally {
     run.disabled = false;
@@ -420,6 +436,7 @@ async function runExport(event) {
 }
 
 function bindExport() {
+  prepareExport();
   $('export-open').addEventListener('click', () => app.current && openExport(app.current));
   $('export-form').addEventListener('submit', runExport);
   $('export-cancel').addEventListener('click', () => $('export-dialog').close());
@@ -427,14 +444,24 @@ function bindExport() {
 }
 
 // ---- start --------------------------------------------------------------------------------------------
-function start() {
-  app.input = new ImageInput({ onChange: validate, onError: (message) => toast(message, { error: true }) });
+async function start() {
+  try {
+    await loadConfig();
+  } catch (err) {
+    $('server-status').textContent = 'Server not reachable';
+    $('server-status').className = 'server-status bad';
+    $('form-error').textContent = `${explain(errorOf(err)).text} Retrying…`;
+    setTimeout(start, 3000);
+    return;
+  }
+  app.input = new ImageInput({ onChange: validate, onError: (message) => toast(message, { error: true }),
+    maxBytes: config().uploads.max_upload_bytes });
   bindTabs();
   bindForm();
   bindViewer();
   bindExport();
-  setMode('image');
-  refreshHealth();
+  setMode(Object.keys(config().engines)[0], { force: true });
+  await refreshHealth();
   setInterval(refreshHealth, 15000);
   poll();
   pipelineHint();

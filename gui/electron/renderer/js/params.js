@@ -1,50 +1,79 @@
-// Generation parameters: official defaults and ranges (TRELLIS.2 pipeline.json; server limits), the
-// Advanced fields, reading the form into an API `params` object and writing a job's params back.
+// Generation parameters, built from the server's description of each engine's `params` (GET /api/config):
+// the inputs' limits and defaults, the Advanced sampler fields, reading the form into an API `params` object
+// and writing a job's params back. A field without an input here is left to the server's default.
 
-export const MAX_SEED = 2 ** 31 - 1;
-
-export const STAGES = [
-  { key: 'sparse_structure_sampler_params', label: 'Sparse structure',
-    defaults: { steps: 12, guidance_strength: 7.5, guidance_rescale: 0.7, rescale_t: 5.0 } },
-  { key: 'shape_slat_sampler_params', label: 'Shape',
-    defaults: { steps: 12, guidance_strength: 7.5, guidance_rescale: 0.5, rescale_t: 3.0 } },
-  { key: 'tex_slat_sampler_params', label: 'Texture',
-    defaults: { steps: 12, guidance_strength: 1.0, guidance_rescale: 0.0, rescale_t: 3.0 } },
-];
-
-export const SAMPLER_FIELDS = [
-  { name: 'steps', label: 'Steps', min: 1, max: 50, step: 1, integer: true },
-  { name: 'guidance_strength', label: 'Guidance', min: 1, max: 10, step: 0.1 },
-  { name: 'guidance_rescale', label: 'Rescale', min: 0, max: 1, step: 0.05 },
-  { name: 'rescale_t', label: 'Rescale t', min: 1, max: 6, step: 0.1 },
-];
-
-export const EXPORT_LIMITS = { decimation_target: [10000, 2000000], texture_sizes: [512, 1024, 2048, 4096] };
+import { applyLimits, config, fillSelect } from './config.js';
 
 const $ = (id) => document.getElementById(id);
-const samplerId = (stage, field) => `${stage.key.replace('_sampler_params', '')}-${field.name}`.replace(/_/g, '-');
+const inputId = (name) => name.replace(/_/g, '-');
+const samplerId = (stage, name) => `${stage.replace('_sampler_params', '')}-${name}`.replace(/_/g, '-');
+const stagesOf = (fields) => Object.entries(fields).filter(([, f]) => f.type === 'object');
 
-/** Build the Advanced fold: one fieldset per stage, four number inputs each. */
-export function buildSamplerFields(container) {
+/** The menus whose choices depend on the field: `pipeline_type`, `texture_size`, `mode`. */
+const CHOICES = {
+  pipeline_type: () => config().pipeline_types,
+  texture_size: () => config().texture_sizes,
+  mode: () => config().multiview_modes,
+};
+
+/** Fill the menus and limits of the form for an engine's `fields` (keeps what the user already chose). */
+export function prepareForm(fields) {
+  for (const [name, field] of Object.entries(fields)) {
+    const input = $(inputId(name));
+    if (name === 'mode') buildRadios($('mode-choices'), field);
+    else if (input?.tagName === 'SELECT' && !input.options.length) fillSelect(input, CHOICES[name](), field.default);
+    else if (input?.type === 'number') applyLimits(input, field, { value: input.value === '' });
+    else if (input?.type === 'checkbox' && !input.dataset.prepared) {
+      input.checked = Boolean(field.default);
+      input.dataset.prepared = 'true';
+    }
+  }
+  for (const box of document.querySelectorAll('[data-param]')) {
+    const param = box.dataset.param;
+    box.hidden = param === 'sampler' ? stagesOf(fields).length === 0 : !(param in fields);
+  }
+}
+
+function buildRadios(fieldset, field) {
+  if (fieldset.querySelector('input')) return;
+  $('mode-legend').textContent = field.label;
+  fieldset.setAttribute('aria-label', field.label);
+  for (const choice of CHOICES.mode()) {
+    const label = document.createElement('label');
+    const radio = Object.assign(document.createElement('input'), { type: 'radio', name: 'mode', value: choice.value,
+      checked: choice.value === field.default });
+    label.append(radio, ` ${choice.label}`);
+    fieldset.append(label);
+  }
+}
+
+/**
+ * The Advanced fold: one fieldset per sampler stage of `fields`, one number input per sampler field. Empty
+ * means "the model's own value", shown as the placeholder (`defaults`: the models' pipeline.json values).
+ */
+export function buildSamplerFields(container, fields, defaults = {}) {
+  const kept = new Map([...container.querySelectorAll('input')].map((i) => [i.id, i.value]));
   container.replaceChildren();
-  for (const stage of STAGES) {
+  for (const [stage, spec] of stagesOf(fields)) {
     const set = document.createElement('fieldset');
     const legend = document.createElement('legend');
-    legend.textContent = stage.label;
+    legend.textContent = spec.label;
     const grid = document.createElement('div');
     grid.className = 'grid4';
-    for (const field of SAMPLER_FIELDS) {
-      const id = samplerId(stage, field);
+    for (const [name, field] of Object.entries(spec.fields)) {
+      const id = samplerId(stage, name);
       const wrap = document.createElement('div');
       wrap.className = 'field';
       const label = document.createElement('label');
       label.htmlFor = id;
       label.textContent = field.label;
-      label.title = `${stage.label}: ${field.label} (${field.min}–${field.max})`;
-      const input = document.createElement('input');
-      Object.assign(input, { type: 'number', id, min: field.min, max: field.max, step: field.step, required: true });
-      input.value = stage.defaults[field.name];
-      input.setAttribute('aria-label', `${stage.label} ${field.label}, ${field.min} to ${field.max}`);
+      label.title = `${spec.label}: ${field.label} (${field.minimum}–${field.maximum})`;
+      const input = Object.assign(document.createElement('input'), { type: 'number', id,
+        step: field.type === 'integer' ? '1' : 'any', value: kept.get(id) ?? '' });
+      applyLimits(input, field, { value: false });
+      const official = defaults[stage]?.[name];
+      input.placeholder = official === undefined ? 'model default' : String(official);
+      input.setAttribute('aria-label', `${spec.label} ${field.label}, ${field.minimum} to ${field.maximum}`);
       wrap.append(label, input);
       grid.append(wrap);
     }
@@ -53,78 +82,86 @@ export function buildSamplerFields(container) {
   }
 }
 
-export function resetSamplerFields() {
-  for (const stage of STAGES) {
-    for (const field of SAMPLER_FIELDS) $(samplerId(stage, field)).value = stage.defaults[field.name];
-  }
+/** Back to the models' own values: every sampler field empty. */
+export function resetSamplerFields(container) {
+  for (const input of container.querySelectorAll('input')) input.value = '';
 }
 
-function numberIn(input, { min, max, integer = false, label }) {
+/** Check one number input against its field; `{ value }`, `{ error }` or `{}` (empty and nullable). */
+export function numberIn(input, field, label = field.label) {
   const text = input.value.trim();
+  if (text === '' && field.nullable) return {};
   const value = Number(text);
   if (text === '' || !Number.isFinite(value)) return { error: `${label} must be a number.` };
-  if (integer && !Number.isInteger(value)) return { error: `${label} must be a whole number.` };
-  if (value < min || value > max) return { error: `${label} must be between ${min} and ${max}.` };
+  if (field.type === 'integer' && !Number.isInteger(value)) return { error: `${label} must be a whole number.` };
+  if (value < field.minimum || value > field.maximum) {
+    return { error: `${label} must be between ${field.minimum.toLocaleString('en-US')} and ${field.maximum.toLocaleString('en-US')}.` };
+  }
   return { value };
 }
 
-/**
- * Read the form into `{ params, errors }` for `mode` (image | multiview | fast). Every value is
- * checked against the server's ranges, so nothing invalid is ever submitted.
- */
-export function readParams(mode) {
-  const errors = [];
-  const take = (input, spec) => {
-    const r = numberIn(input, spec);
-    if (r.error) {
-      errors.push({ input, message: r.error });
-      return undefined;
+function readField(name, field, take) {
+  if (field.type === 'object') {
+    const out = {};
+    for (const [sub, subField] of Object.entries(field.fields)) {
+      const value = take($(samplerId(name, sub)), subField, `${field.label} ${subField.label.toLowerCase()}`);
+      if (value !== undefined) out[sub] = value;
     }
+    return out;
+  }
+  if (name === 'mode') return document.querySelector('input[name="mode"]:checked')?.value;
+  const input = $(inputId(name));
+  if (!input) return undefined;
+  if (field.type === 'boolean') return input.checked;
+  if (input.tagName === 'SELECT') return field.type === 'string' ? input.value : Number(input.value);
+  return take(input, field, field.label);
+}
+
+/**
+ * Read the form into `{ params, errors }` for an engine's `fields`. Every value is checked against the
+ * server's limits, so nothing invalid is submitted; fields without an input keep the server's default.
+ */
+export function readParams(fields) {
+  const errors = [];
+  const take = (input, field, label) => {
+    const r = numberIn(input, field, label);
+    if (r.error) errors.push({ input, message: r.error });
     return r.value;
   };
-  const params = {
-    seed: take($('seed'), { min: 0, max: MAX_SEED, integer: true, label: 'Seed' }),
-    decimation_target: take($('decimation-target'),
-      { min: EXPORT_LIMITS.decimation_target[0], max: EXPORT_LIMITS.decimation_target[1], integer: true, label: 'Target faces' }),
-    texture_size: Number($('texture-size').value),
-    remesh: $('remesh').checked,
-  };
-  if (mode !== 'fast') {
-    params.pipeline_type = $('pipeline-type').value;
-    for (const stage of STAGES) {
-      params[stage.key] = {};
-      for (const field of SAMPLER_FIELDS) {
-        params[stage.key][field.name] = take($(samplerId(stage, field)),
-          { ...field, label: `${stage.label} ${field.label.toLowerCase()}` });
-      }
-    }
+  const params = {};
+  for (const [name, field] of Object.entries(fields)) {
+    const value = readField(name, field, take);
+    if (value !== undefined) params[name] = value;
   }
-  if (mode === 'multiview') params.mode = document.querySelector('input[name="mv-mode"]:checked').value;
   return { params, errors };
 }
 
 /** Put a job's parameters back into the form (the "Use these settings" action). */
 export function writeParams(params) {
   if (!params) return;
-  const set = (id, value) => {
-    if (value !== undefined && value !== null) $(id).value = String(value);
+  const set = (input, value) => {
+    if (!input || value === undefined || value === null) return;
+    if (input.type === 'checkbox') input.checked = Boolean(value);
+    else if (input.tagName !== 'SELECT' || [...input.options].some((o) => o.value === String(value))) input.value = String(value);
   };
-  set('seed', params.seed);
-  set('decimation-target', params.decimation_target);
-  if (EXPORT_LIMITS.texture_sizes.includes(Number(params.texture_size))) set('texture-size', params.texture_size);
-  if (typeof params.remesh === 'boolean') $('remesh').checked = params.remesh;
-  if ([...$('pipeline-type').options].some((o) => o.value === params.pipeline_type)) set('pipeline-type', params.pipeline_type);
-  for (const stage of STAGES) {
-    for (const field of SAMPLER_FIELDS) set(samplerId(stage, field), params[stage.key]?.[field.name]);
-  }
-  if (params.mode) {
-    const radio = document.querySelector(`input[name="mv-mode"][value="${CSS.escape(params.mode)}"]`);
-    if (radio) radio.checked = true;
+  for (const [name, value] of Object.entries(params)) {
+    if (value && typeof value === 'object') {
+      for (const [sub, v] of Object.entries(value)) {
+        const input = $(samplerId(name, sub));
+        if (input) input.value = v === null ? '' : String(v); // null: the model's own value
+      }
+    } else if (name === 'mode') {
+      const radio = document.querySelector(`input[name="mode"][value="${CSS.escape(String(value))}"]`);
+      if (radio) radio.checked = true;
+    } else {
+      set($(inputId(name)), value);
+    }
   }
 }
 
-export function randomSeed() {
+/** A random seed within the engine's `seed` field. */
+export function randomSeed(fields) {
   const buf = new Uint32Array(1);
   crypto.getRandomValues(buf);
-  return buf[0] % (MAX_SEED + 1);
+  return buf[0] % (fields.seed.maximum + 1);
 }

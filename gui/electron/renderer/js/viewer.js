@@ -7,7 +7,9 @@ import { GLTFLoader } from '../vendor/three/addons/GLTFLoader.js';
 import { OrbitControls } from '../vendor/three/addons/OrbitControls.js';
 import { RoomEnvironment } from '../vendor/three/addons/RoomEnvironment.js';
 
-export const VIEW_MODES = ['pbr', 'basecolor', 'roughness', 'metallic', 'normals', 'clay', 'wireframe', 'uv'];
+// The viewer's modes (id → the label of the View menu); `displayMaterial` makes each one's material.
+export const VIEW_MODES = { pbr: 'PBR', basecolor: 'Base colour', roughness: 'Roughness', metallic: 'Metallic',
+  normals: 'Normals', clay: 'Clay', wireframe: 'Wireframe', uv: 'UV checker' };
 export const ENVIRONMENTS = { studio: 'Studio', sunset: 'Sunset', overcast: 'Overcast', neutral: 'Neutral' };
 
 const CHANNEL_VERTEX = `
@@ -317,7 +319,7 @@ export class Viewer {
   }
 
   setMode(mode) {
-    if (!VIEW_MODES.includes(mode)) throw new Error(`Unknown view mode ${mode}`);
+    if (!(mode in VIEW_MODES)) throw new Error(`Unknown view mode ${mode}`);
     this.mode = mode;
     this.applyMode();
   }

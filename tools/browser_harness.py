@@ -1,5 +1,5 @@
-"""What the browser tests and the screenshot tool share: finding Chromium and node, starting the real
-job server on a free port, and running a playwright-core script."""
+"""Driving the app in a browser, for the tools (screenshots, viewer benchmark) and the browser tests: finding
+Chromium and node, starting the real job server on a free port, and running a playwright-core script."""
 
 from __future__ import annotations
 
@@ -14,10 +14,9 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-ARTIFACTS = REPO_ROOT / "test-artifacts"
-E2E_SCRIPT = Path(__file__).with_name("e2e.mjs")
+REPO_ROOT = Path(__file__).resolve().parents[1]
 SCREENSHOT_SCRIPT = Path(__file__).with_name("screenshots.mjs")
+BENCH_VIEWER_SCRIPT = Path(__file__).with_name("bench_viewer.mjs")
 READY_PREFIX = "Genesis is running at "
 
 
@@ -73,10 +72,22 @@ class UiServer:
 
 def start_ui_server(models_dir: Path, data_dir: Path, timeout_s: float = 120.0) -> UiServer:
     """Start the real server and wait for its 'Genesis is running at URL' line."""
-    cmd = [sys.executable, "-m", "gui.backend.launcher", "--no-window", "--port", str(free_port()),
-           "--models-dir", str(models_dir), "--data-dir", str(data_dir)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "gui.backend.launcher",
+        "--no-window",
+        "--port",
+        str(free_port()),
+        "--models-dir",
+        str(models_dir),
+        "--data-dir",
+        str(data_dir),
+    ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    process = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(
+        cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     server = UiServer(process)
     ready = threading.Event()
 
@@ -84,7 +95,7 @@ def start_ui_server(models_dir: Path, data_dir: Path, timeout_s: float = 120.0) 
         for line in process.stdout:
             server.lines.append(line.rstrip())
             if line.startswith(READY_PREFIX) and not server.url:
-                server.url = line[len(READY_PREFIX):].strip()
+                server.url = line[len(READY_PREFIX) :].strip()
                 ready.set()
 
     threading.Thread(target=read, daemon=True).start()
@@ -98,8 +109,14 @@ def start_ui_server(models_dir: Path, data_dir: Path, timeout_s: float = 120.0) 
 
 def run_node_script(script: Path, *args: str, timeout_s: float) -> subprocess.CompletedProcess:
     env = {**os.environ, "GENESIS_CHROMIUM": find_chromium() or ""}
-    return subprocess.run(["node", str(script), *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
-                          timeout=timeout_s)
+    return subprocess.run(
+        ["node", str(script), *args],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+    )
 
 
 def write_input_image(path: Path) -> Path:

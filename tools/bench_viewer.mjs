@@ -1,14 +1,14 @@
 // Viewer benchmark page driver (run by tools/bench_viewer.py): loads a GLB into the real Viewer class
 // in headless Chromium and reports parse time, first frame, frame time per view mode and JS heap.
 //
-//   node tests/browser/bench_viewer.mjs --url http://127.0.0.1:PORT --glb /model.glb --frames 60 --gl swiftshader
+//   node tools/bench_viewer.mjs --url http://127.0.0.1:PORT --glb /model.glb --frames 60 --gl swiftshader
 
 import { createRequire } from 'node:module';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
 
-const ROOT = resolve(fileURLToPath(import.meta.url), '..', '..', '..');
+const ROOT = resolve(fileURLToPath(import.meta.url), '..', '..');
 const require = createRequire(join(ROOT, 'package.json'));
 const { chromium } = require('playwright-core');
 
@@ -50,7 +50,7 @@ try {
     finish();
     const firstFrameMs = performance.now() - t;
     const perMode = {};
-    for (const mode of VIEW_MODES) {
+    for (const mode of Object.keys(VIEW_MODES)) {
       viewer.setMode(mode);
       viewer.renderer.render(viewer.scene, viewer.camera); // compile outside the timing
       finish();

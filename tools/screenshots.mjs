@@ -1,15 +1,16 @@
 // Takes the README screenshots from the real app (driven by tools/take_screenshots.py):
 //   main-window.png (a model loaded), multiview.png (the view slots), history.png (finished jobs).
 //
-//   node tests/browser/screenshots.mjs --url URL --image object.png --views a.png,b.png,c.png,d.png --out docs/screenshots
+//   node tools/screenshots.mjs --url URL --image object.png --views a.png,b.png,c.png,d.png --out docs/screenshots
 
-import { mkdirSync, readFileSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
+import { CHROMIUM_ARGS, dropFile } from './browser_page.mjs';
 
-const ROOT = resolve(fileURLToPath(import.meta.url), '..', '..', '..');
+const ROOT = resolve(fileURLToPath(import.meta.url), '..', '..');
 const require = createRequire(join(ROOT, 'package.json'));
 const { chromium } = require('playwright-core');
 
@@ -21,21 +22,11 @@ const { values: opts } = parseArgs({ options: {
 if (!opts.url || !opts.image || !opts.views) throw new Error('usage: screenshots.mjs --url URL --image PNG --views A,B,C,D');
 mkdirSync(opts.out, { recursive: true });
 
-const browser = await chromium.launch({ executablePath: opts.chromium, args: ['--headless', '--no-sandbox', '--disable-gpu',
-  '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync',
-  '--use-gl=angle', '--use-angle=swiftshader', '--enable-unsafe-swiftshader'] });
+const browser = await chromium.launch({ executablePath: opts.chromium, args: CHROMIUM_ARGS });
 const page = await browser.newPage({ viewport: { width: 1440, height: 900 } });
 const log = (m) => console.log(`[screenshots] ${m}`);
 
-async function drop(selector, file) {
-  const data = readFileSync(file).toString('base64');
-  await page.evaluate(async ([sel, b64, name]) => {
-    const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
-    const transfer = new DataTransfer();
-    transfer.items.add(new File([bytes], name, { type: 'image/png' }));
-    document.querySelector(sel).dispatchEvent(new DragEvent('drop', { dataTransfer: transfer, bubbles: true, cancelable: true }));
-  }, [selector, data, file.split('/').pop()]);
-}
+const drop = (selector, file) => dropFile(page, selector, file);
 
 async function generate(seed) {
   await page.fill('#seed', String(seed));
@@ -47,6 +38,13 @@ async function generate(seed) {
 
 async function hideToast() {
   await page.evaluate(() => { document.getElementById('toast').hidden = true; });
+}
+
+/** A screenshot of the whole window (without the toast) into --out. */
+async function snap(name) {
+  await hideToast();
+  await page.screenshot({ path: join(opts.out, name) });
+  log(name);
 }
 
 try {
@@ -65,26 +63,20 @@ try {
   await page.selectOption('#environment', 'sunset');
   await page.click('#reset-view');
   await page.waitForTimeout(800);
-  await hideToast();
-  await page.screenshot({ path: join(opts.out, 'main-window.png') });
-  log('main-window.png');
+  await snap('main-window.png');
 
   await page.click('#mode-multiview');
   const views = opts.views.split(',');
   for (let i = 0; i < views.length; i += 1) await drop(`.slot[data-index="${i}"]`, views[i]);
   await page.click('#add-view');
   await page.waitForTimeout(300);
-  await hideToast();
-  await page.screenshot({ path: join(opts.out, 'multiview.png') });
-  log('multiview.png');
+  await snap('multiview.png');
 
   await page.click('#mode-image');
   await page.selectOption('#view-mode', 'clay');
   await page.locator('#history-list li.job').last().getByRole('button', { name: /^Open/ }).click();
   await page.waitForTimeout(800);
-  await hideToast();
-  await page.screenshot({ path: join(opts.out, 'history.png') });
-  log('history.png');
+  await snap('history.png');
 } finally {
   await browser.close();
 }

@@ -1,0 +1,74 @@
+"""The words every layer shares, read from the module that owns each one (never copied here):
+
+| fact | owner |
+| --- | --- |
+| pipeline types | `trellis2.pipelines.pipeline_config.PIPELINE_TYPES` |
+| multi-view modes | `trellis2.pipelines.multiview.MULTIVIEW_MODES` |
+| export formats (label, extension, media type) | `o_voxel.formats.EXPORT_FORMATS` |
+| texture sizes | `o_voxel.validation.SUPPORTED_TEXTURE_SIZES` |
+
+Each accessor reads its owner at call time, so the API, the CLI and the renderer (through `GET /api/config`)
+follow a change in the owning module. The engine packages are imported on first use, so a broken engine
+package does not stop the server from starting. Only the words people read (labels) live here.
+"""
+
+from __future__ import annotations
+
+from o_voxel import formats, validation
+from o_voxel.formats import ExportFormat
+
+# What a person choosing a pipeline type should know about it (shown after its name in menus).
+PIPELINE_TYPE_NOTES = {
+    "512": "fastest",
+    "1024": "detailed, one pass",
+    "1024_cascade": "balanced",
+    "1536_cascade": "most detail",
+}
+
+
+def pipeline_types() -> tuple[str, ...]:
+    from trellis2.pipelines import pipeline_config
+
+    return tuple(pipeline_config.PIPELINE_TYPES)
+
+
+def pipeline_type_label(name: str) -> str:
+    """`1024_cascade` → `1024 cascade — balanced` (a type without a note shows its name alone)."""
+    words = name.replace("_", " ")
+    note = PIPELINE_TYPE_NOTES.get(name)
+    return f"{words} — {note}" if note else words
+
+
+def multiview_modes() -> tuple[str, ...]:
+    from trellis2.pipelines import multiview
+
+    return tuple(multiview.MULTIVIEW_MODES)
+
+
+def export_formats() -> dict[str, ExportFormat]:
+    return dict(formats.EXPORT_FORMATS)
+
+
+def export_format_names() -> tuple[str, ...]:
+    return tuple(formats.EXPORT_FORMATS)
+
+
+def texture_sizes() -> tuple[int, ...]:
+    return tuple(int(size) for size in validation.SUPPORTED_TEXTURE_SIZES)
+
+
+def choice(name: str, label: str) -> dict[str, str]:
+    return {"value": name, "label": label}
+
+
+def vocabulary() -> dict[str, list[dict]]:
+    """The menus of `GET /api/config`: every choice with the label a person reads."""
+    return {
+        "pipeline_types": [choice(t, pipeline_type_label(t)) for t in pipeline_types()],
+        "multiview_modes": [choice(m, m.capitalize()) for m in multiview_modes()],
+        "export_formats": [
+            {"value": f.name, "label": f.label, "extension": f.extension, "media_type": f.media_type}
+            for f in export_formats().values()
+        ],
+        "texture_sizes": [{"value": size, "label": f"{size} px"} for size in texture_sizes()],
+    }
