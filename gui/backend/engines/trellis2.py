@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
 from .base import Engine, EngineRequest, EngineStatus, free_accelerator_memory
@@ -13,48 +12,17 @@ BACKGROUND_MODEL = "briaai/RMBG-2.0"
 STATUS_TTL_S = 5.0
 
 
-REQUIRED_REPOS = ("microsoft/TRELLIS.2-4B", "microsoft/TRELLIS-image-large",
-                  "facebook/dinov3-vitl16-pretrain-lvd1689m", BACKGROUND_MODEL)
-
-
 def model_check(models_dir) -> list[tuple[str, bool, str]]:
-    """`check_models` of the pipeline package: `[(model id, present, reason)]`; until that exists, a check
-    that each model's folder is present (the pipeline's folder with its `pipeline.json`)."""
-    pipeline_module()  # ImportError when the pipeline code is absent
-    try:
-        from trellis2.pipelines import check_models
-    except ImportError:
-        check_models = None
-    if check_models is not None:
-        return [tuple(entry) for entry in check_models(models_dir)]
-    out = []
-    for repo in REQUIRED_REPOS:
-        folder = Path(models_dir) / repo
-        present = folder.is_dir() and any(folder.iterdir())
-        if repo == REQUIRED_REPOS[0]:
-            present = (folder / "pipeline.json").is_file()
-        out.append((repo, present, "" if present else f"not found at {folder}"))
-    return out
+    """`check_models` of the pipeline package: `[(model id, present, reason)]`."""
+    from trellis2.pipelines import check_models
 
-
-def pipeline_module():
-    """The module that defines the pipelines (the package re-exports them once it is complete)."""
-    import trellis2.pipelines as package
-
-    if hasattr(package, "Trellis2ImageTo3DPipeline"):
-        return package
-    from trellis2.pipelines import trellis2_image_to_3d
-
-    return trellis2_image_to_3d
+    return [tuple(entry) for entry in check_models(models_dir)]
 
 
 def readiness(models_dir, needs: str) -> EngineStatus:
-    """Ready when the pipeline code imports and every model is on disk (the background-removal model is
-    optional: images with real transparency do not need it)."""
-    try:
-        entries = model_check(models_dir)
-    except Exception as exc:  # noqa: BLE001 - a broken or missing pipeline package
-        return EngineStatus(False, f"The {needs} pipeline code is not installed ({exc}).")
+    """Ready when every model is on disk (the background-removal model is optional: images with real
+    transparency do not need it)."""
+    entries = model_check(models_dir)
     missing = [(mid, reason) for mid, present, reason in entries if not present]
     blocking = [(mid, reason) for mid, reason in missing if mid != BACKGROUND_MODEL]
     if blocking:
@@ -109,7 +77,9 @@ class Trellis2Engine(Engine):
         return self._pipeline is not None
 
     def _pipeline_class(self):
-        return pipeline_module().Trellis2ImageTo3DPipeline
+        from trellis2.pipelines import Trellis2ImageTo3DPipeline
+
+        return Trellis2ImageTo3DPipeline
 
     def load(self) -> None:
         if self._pipeline is None:
