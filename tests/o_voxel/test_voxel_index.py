@@ -38,15 +38,10 @@ def test_xyz_index_agrees_with_a_single_batch_index(mode):
     bxyz = torch.cat([torch.zeros(xyz.shape[0], 1, dtype=xyz.dtype), xyz], dim=1)
     index3, index4 = VoxelIndex(xyz, reach=2, mode=mode), VoxelIndex(bxyz, reach=2, mode=mode)
     d = torch.arange(-2, 3)
-    x, y, z = (
-        xyz[:, 0, None, None, None] + d[:, None, None],
-        xyz[:, 1, None, None] + d[:, None],
-        xyz[:, 2, None] + d,
-    )
-    box3 = index3.lookup(x[:, :, None, None], y[:, None, :, None], z[:, None, None, :])
-    box4 = index4.lookup(
-        torch.zeros(1, dtype=torch.int64), x[:, :, None, None], y[:, None, :, None], z[:, None, None, :]
-    )
+    x, y, z = (xyz[:, axis, None] + d for axis in range(3))  # [n, 5] each
+    x, y, z = x[:, :, None, None], y[:, None, :, None], z[:, None, None, :]
+    box3 = index3.lookup(x, y, z)
+    box4 = index4.lookup(torch.zeros(1, dtype=torch.int64), x, y, z)
     assert box3.shape == (200, 5, 5, 5) and torch.equal(box3, box4)
     assert box3[:, 2, 2, 2].tolist() == list(range(200))  # the centre of each box is the voxel itself
 
