@@ -8,6 +8,7 @@ import shutil
 import pytest
 import torch
 
+from o_voxel.asset import MeshWithVoxel
 from tests.pipelines.images import object_image
 from trellis2.pipelines import (
     JobCancelled,
@@ -15,7 +16,6 @@ from trellis2.pipelines import (
     Trellis2ImageTo3DPipeline,
     check_models,
 )
-from o_voxel.asset import MeshWithVoxel
 
 EXPECTED_RESOLUTION = {"512": 512, "1024": 1024, "1024_cascade": 1024, "1536_cascade": 1536}
 
