@@ -11,19 +11,17 @@ from collections.abc import Sequence
 
 import torch
 
+from o_voxel.voxel_index import VoxelIndex
+
 _CORNERS = torch.tensor([[i, j, k] for i in (0, 1) for j in (0, 1) for k in (0, 1)], dtype=torch.int64)
 
 
-_BLOCK = 8  # voxels per block side in the two-level lookup table
-_MAX_COARSE_CELLS = 1 << 26  # beyond this the coarse table would be too large: use sorted keys instead
-
-
 class SparseVoxelGrid:
-    """Index of a sparse voxel set: coordinate -> row lookups in O(1).
+    """A sparse voxel set inside a bounded grid `[0, grid_size)`: coordinate -> row lookups in O(1).
 
-    Two-level table: a dense coarse grid of 8^3 blocks holds the id of each occupied block, and every
-    occupied block stores its 512 voxel rows (-1 where absent). For grids too large for the coarse table or
-    voxels too scattered for blocks (`use_table=None` decides), lookups use binary search over sorted keys.
+    Checks the voxels against the grid and answers lookups with `VoxelIndex`, the project's one voxel
+    index (a two-level brick table, or sorted keys for scattered sets). `use_table` forces the brick
+    table (True) or sorted keys (False); None lets the index choose.
     """
 
     def __init__(self, coords: torch.Tensor, grid_size: Sequence[int], use_table: bool | None = None):
@@ -37,52 +35,12 @@ class SparseVoxelGrid:
         coords = coords.to(torch.int64)
         if bool((coords < 0).any()) or bool((coords >= self.grid_size).any()):
             raise ValueError(f"voxel coords must lie in [0, grid_size) = [0, {self.grid_size.tolist()})")
-        sorted_keys, order = torch.sort(self._keys(coords, self.grid_size))
-        if sorted_keys.numel() > 1 and bool((sorted_keys[1:] == sorted_keys[:-1]).any()):
-            raise ValueError("voxel coords contain duplicates; each voxel must appear once")
-        self.blocks = (self.grid_size + _BLOCK - 1) // _BLOCK
-        automatic = use_table is None
-        rows = torch.arange(coords.shape[0], dtype=torch.int32, device=device)
-        if use_table is None:
-            use_table = int(self.blocks.prod()) <= _MAX_COARSE_CELLS
-        if use_table:
-            block_keys = self._keys(coords // _BLOCK, self.blocks)
-            occupied, block_id = torch.unique(block_keys, return_inverse=True)
-            if automatic and occupied.numel() * _BLOCK**3 > 64 * coords.shape[0] + (1 << 20):
-                use_table = False  # too scattered: the block table would waste memory
-        if use_table:
-            self.coarse = torch.full((int(self.blocks.prod()),), -1, dtype=torch.int32, device=device)
-            self.coarse[occupied] = torch.arange(occupied.numel(), dtype=torch.int32, device=device)
-            self.fine = torch.full((occupied.numel(), _BLOCK**3), -1, dtype=torch.int32, device=device)
-            self.fine[block_id, self._local(coords)] = rows
-            self.sorted_keys = self.order = None
-        else:
-            self.coarse = self.fine = None
-            self.sorted_keys, self.order = sorted_keys, order
-
-    @staticmethod
-    def _keys(coords: torch.Tensor, size: torch.Tensor) -> torch.Tensor:
-        return (coords[..., 0] * size[1] + coords[..., 1]) * size[2] + coords[..., 2]
-
-    @staticmethod
-    def _local(coords: torch.Tensor) -> torch.Tensor:
-        local = coords % _BLOCK
-        return (local[..., 0] * _BLOCK + local[..., 1]) * _BLOCK + local[..., 2]
+        mode = None if use_table is None else ("bricks" if use_table else "sorted")
+        self.index = VoxelIndex(coords, reach=0, mode=mode)
 
     def find(self, coords: torch.Tensor) -> torch.Tensor:
-        """Row index of each coordinate (any leading shape, last dim 3), -1 where absent or outside the grid."""
-        coords = coords.to(torch.int64)
-        size = self.grid_size.to(coords.device)
-        inside = ((coords >= 0) & (coords < size)).all(-1)
-        coords = torch.where(inside[..., None], coords, torch.zeros_like(coords))
-        if self.coarse is not None:
-            block = self.coarse[self._keys(coords // _BLOCK, self.blocks.to(coords.device))].to(torch.int64)
-            row = self.fine[block.clamp(min=0), self._local(coords)].to(torch.int64)
-            return torch.where(inside & (block >= 0), row, torch.full_like(row, -1))
-        keys = self._keys(coords, size)
-        pos = torch.searchsorted(self.sorted_keys, keys).clamp(max=self.sorted_keys.numel() - 1)
-        hit = inside & (self.sorted_keys[pos] == keys)
-        return torch.where(hit, self.order[pos], torch.full_like(pos, -1))
+        """Row index (int64) of each coordinate (any leading shape, last dim 3), -1 where absent or outside."""
+        return self.index.find(coords).to(torch.int64)
 
 
 def sample_trilinear(
@@ -120,7 +78,9 @@ def sample_trilinear(
         idx_axis = base[..., None] + torch.arange(2, device=device)  # (l, 3, 2)
         ok_axis = (idx_axis >= 0) & (idx_axis < g[None, :, None])
         w_axis = torch.where(ok_axis, w_axis, torch.zeros_like(w_axis))
-        w = (w_axis[:, 0, :, None, None] * w_axis[:, 1, None, :, None] * w_axis[:, 2, None, None, :]).reshape(-1, 8)
+        w = (w_axis[:, 0, :, None, None] * w_axis[:, 1, None, :, None] * w_axis[:, 2, None, None, :]).reshape(
+            -1, 8
+        )
         rows = grid.find(base[:, None, :] + corners)  # (l, 8)
         w = torch.where(rows >= 0, w, torch.zeros_like(w))
         total = w.sum(-1)

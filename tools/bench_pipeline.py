@@ -36,22 +36,60 @@ from make_tiny_models import calibration_image, make_tiny_models, pipeline_json 
 from trellis2.pipelines.pipeline_config import PipelineConfig  # noqa: E402
 from trellis2.pipelines.trellis2_image_to_3d import Trellis2ImageTo3DPipeline  # noqa: E402
 
-FLOW = {"model_channels": 1536, "cond_channels": 1024, "num_blocks": 30, "num_heads": 12, "mlp_ratio": 5.3334,
-        "pe_mode": "rope", "share_mod": True, "initialization": "scaled", "qk_rms_norm": True,
-        "qk_rms_norm_cross": True, "dtype": "bfloat16"}
-DECODER = {"model_channels": [1024, 512, 256, 128, 64], "latent_channels": 32, "num_blocks": [4, 16, 8, 4, 0],
-           "block_type": ["SparseConvNeXtBlock3d"] * 5, "up_block_type": ["SparseResBlockC2S3d"] * 4,
-           "block_args": [{"use_checkpoint": False}] * 5, "use_fp16": True}
+FLOW = {
+    "model_channels": 1536,
+    "cond_channels": 1024,
+    "num_blocks": 30,
+    "num_heads": 12,
+    "mlp_ratio": 5.3334,
+    "pe_mode": "rope",
+    "share_mod": True,
+    "initialization": "scaled",
+    "qk_rms_norm": True,
+    "qk_rms_norm_cross": True,
+    "dtype": "bfloat16",
+}
+DECODER = {
+    "model_channels": [1024, 512, 256, 128, 64],
+    "latent_channels": 32,
+    "num_blocks": [4, 16, 8, 4, 0],
+    "block_type": ["SparseConvNeXtBlock3d"] * 5,
+    "up_block_type": ["SparseResBlockC2S3d"] * 4,
+    "block_args": [{"use_checkpoint": False}] * 5,
+    "use_fp16": True,
+}
 REAL_MODELS: dict[str, tuple[str, dict[str, Any]]] = {
-    "sparse_structure_flow_model": ("SparseStructureFlowModel",
-                                    {"resolution": 16, "in_channels": 8, "out_channels": 8, **FLOW}),
-    "sparse_structure_decoder": ("SparseStructureDecoder", {
-        "out_channels": 1, "latent_channels": 8, "num_res_blocks": 2, "num_res_blocks_middle": 2,
-        "channels": [512, 128, 32], "use_fp16": True}),
-    "shape_slat_flow_model_512": ("SLatFlowModel", {"resolution": 32, "in_channels": 32, "out_channels": 32, **FLOW}),
-    "shape_slat_flow_model_1024": ("SLatFlowModel", {"resolution": 64, "in_channels": 32, "out_channels": 32, **FLOW}),
-    "tex_slat_flow_model_512": ("SLatFlowModel", {"resolution": 32, "in_channels": 64, "out_channels": 32, **FLOW}),
-    "tex_slat_flow_model_1024": ("SLatFlowModel", {"resolution": 64, "in_channels": 64, "out_channels": 32, **FLOW}),
+    "sparse_structure_flow_model": (
+        "SparseStructureFlowModel",
+        {"resolution": 16, "in_channels": 8, "out_channels": 8, **FLOW},
+    ),
+    "sparse_structure_decoder": (
+        "SparseStructureDecoder",
+        {
+            "out_channels": 1,
+            "latent_channels": 8,
+            "num_res_blocks": 2,
+            "num_res_blocks_middle": 2,
+            "channels": [512, 128, 32],
+            "use_fp16": True,
+        },
+    ),
+    "shape_slat_flow_model_512": (
+        "SLatFlowModel",
+        {"resolution": 32, "in_channels": 32, "out_channels": 32, **FLOW},
+    ),
+    "shape_slat_flow_model_1024": (
+        "SLatFlowModel",
+        {"resolution": 64, "in_channels": 32, "out_channels": 32, **FLOW},
+    ),
+    "tex_slat_flow_model_512": (
+        "SLatFlowModel",
+        {"resolution": 32, "in_channels": 64, "out_channels": 32, **FLOW},
+    ),
+    "tex_slat_flow_model_1024": (
+        "SLatFlowModel",
+        {"resolution": 64, "in_channels": 64, "out_channels": 32, **FLOW},
+    ),
     "shape_slat_decoder": ("FlexiDualGridVaeDecoder", {"resolution": 256, **DECODER}),
     "tex_slat_decoder": ("SparseUnetVaeDecoder", {"out_channels": 6, **DECODER, "pred_subdiv": False}),
 }
@@ -68,7 +106,9 @@ def mug_mesh() -> trimesh.Trimesh:
     outer = trimesh.creation.cylinder(radius=0.30, height=0.70, sections=96)
     inner = trimesh.creation.cylinder(radius=0.26, height=0.64, sections=96)
     inner.apply_translation([0, 0, 0.04])
-    handle = trimesh.creation.torus(major_radius=0.16, minor_radius=0.04, major_sections=64, minor_sections=24)
+    handle = trimesh.creation.torus(
+        major_radius=0.16, minor_radius=0.04, major_sections=64, minor_sections=24
+    )
     handle.apply_transform(trimesh.transformations.rotation_matrix(np.pi / 2, [1, 0, 0]))
     handle.apply_translation([0.36, 0, 0])
     mesh = trimesh.util.concatenate([outer, inner, handle])
@@ -101,14 +141,11 @@ class BenchPipeline(Trellis2ImageTo3DPipeline):
     lr_coords: torch.Tensor
     hr_coords: torch.Tensor | None = None
 
-    def checkpoint_path(self, key: str) -> Path:
-        if key in self._models:  # built in memory, no file
-            return Path(key)
-        return super().checkpoint_path(key)
-
     def sample_sparse_structure(self, cond, resolution, generator, params, progress, cancel, num_samples=1):
         try:
-            super().sample_sparse_structure(cond, resolution, generator, params, progress, cancel, num_samples)
+            super().sample_sparse_structure(
+                cond, resolution, generator, params, progress, cancel, num_samples
+            )
         except RuntimeError:  # random weights may decode an empty structure; the work was still done
             pass
         return self.lr_coords
@@ -145,8 +182,16 @@ def random_model(name: str, args: dict[str, Any], init_device: torch.device) -> 
     return model.to("cpu").eval()
 
 
-REAL_DINO = {"hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24, "num_attention_heads": 16,
-             "num_register_tokens": 4, "patch_size": 16, "rope_theta": 100.0, "layer_norm_eps": 1e-5}
+REAL_DINO = {
+    "hidden_size": 1024,
+    "intermediate_size": 4096,
+    "num_hidden_layers": 24,
+    "num_attention_heads": 16,
+    "num_register_tokens": 4,
+    "patch_size": 16,
+    "rope_theta": 100.0,
+    "layer_norm_eps": 1e-5,
+}
 
 
 def random_dinov3(init_device: torch.device, dino: dict[str, Any]) -> torch.nn.Module:
@@ -169,16 +214,21 @@ def real_pipeline(
     """Random networks (real sizes by default) in a pipeline; `models`/`dino` allow a dry run."""
     raw = pipeline_json()
     for key, (steps, strength, rescale, interval, rescale_t) in REAL_SAMPLERS.items():
-        raw["args"][key]["params"] = {"steps": steps, "guidance_strength": strength, "guidance_rescale": rescale,
-                                      "guidance_interval": interval, "rescale_t": rescale_t}
+        raw["args"][key]["params"] = {
+            "steps": steps,
+            "guidance_strength": strength,
+            "guidance_rescale": rescale,
+            "guidance_interval": interval,
+            "rescale_t": rescale_t,
+        }
     for key in ("shape_slat_normalization", "tex_slat_normalization"):
         raw["args"][key] = {"mean": [0.0] * latent_channels, "std": [1.0] * latent_channels}
     pipe = BenchPipeline(PipelineConfig.parse(raw), REPO_ROOT, None, device)
     init_device = device if device.type == "cuda" else torch.device("cpu")
     for key, (name, args) in models.items():
         print(f"building {key} ({name}) ...", flush=True)
-        pipe._models[key] = random_model(name, args, init_device)
-    pipe._image_cond_model = random_dinov3(init_device, dino)
+        pipe.models.add(key, random_model(name, args, init_device))
+    pipe.models.add("image_cond_model", random_dinov3(init_device, dino))
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return pipe
@@ -222,7 +272,9 @@ def bench_case(pipe: BenchPipeline, pipeline_type: str, image, device: torch.dev
     return {
         "pipeline_type": pipeline_type,
         "lr_tokens": int(pipe.lr_coords.shape[0]),
-        "hr_tokens": int(pipe.hr_coords.shape[0]) if pipe.hr_coords is not None and "cascade" in pipeline_type else None,
+        "hr_tokens": int(pipe.hr_coords.shape[0])
+        if pipe.hr_coords is not None and "cascade" in pipeline_type
+        else None,
         "decoded_voxels": int(asset.coords.shape[0]),
         "faces": int(asset.faces.shape[0]),
         "stages": clock.rows,
@@ -234,8 +286,12 @@ def bench_case(pipe: BenchPipeline, pipeline_type: str, image, device: torch.dev
 
 
 def hardware(device: torch.device) -> dict[str, str]:
-    info = {"torch": torch.__version__, "python": platform.python_version(), "device": str(device),
-            "cpu": platform.processor() or platform.machine()}
+    info = {
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "device": str(device),
+        "cpu": platform.processor() or platform.machine(),
+    }
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
         info["cuda"] = str(torch.version.cuda)
@@ -243,17 +299,25 @@ def hardware(device: torch.device) -> dict[str, str]:
 
 
 def markdown(report: dict[str, Any]) -> str:
-    lines = [f"# bench_pipeline ({'quick' if report['quick'] else 'real-size'})", "",
-             "hardware: " + ", ".join(f"{k} {v}" for k, v in report["hardware"].items()), ""]
+    lines = [
+        f"# bench_pipeline ({'quick' if report['quick'] else 'real-size'})",
+        "",
+        "hardware: " + ", ".join(f"{k} {v}" for k, v in report["hardware"].items()),
+        "",
+    ]
     for case in report["cases"]:
-        lines.append(f"## {case['pipeline_type']} - LR tokens {case['lr_tokens']}, HR tokens {case['hr_tokens']}, "
-                     f"decoded voxels {case['decoded_voxels']}, faces {case['faces']}")
+        lines.append(
+            f"## {case['pipeline_type']} - LR tokens {case['lr_tokens']}, HR tokens {case['hr_tokens']}, "
+            f"decoded voxels {case['decoded_voxels']}, faces {case['faces']}"
+        )
         lines += ["", "| stage | steps | seconds | peak GB |", "| --- | ---: | ---: | ---: |"]
         for stage, row in case["stages"].items():
             lines.append(f"| {stage} | {row['steps']} | {row['seconds']:.2f} | {row['peak_gb']:.2f} |")
         lines.append(f"| **generation (without decode)** | | {case['generation_seconds']:.2f} | |")
         lines.append(f"| **total** | | {case['total_seconds']:.2f} | {case['peak_gb']:.2f} |")
-        lines.append(f"\nparameters left on the device after run: {case['params_on_device_after_run'] or 'none'}\n")
+        lines.append(
+            f"\nparameters left on the device after run: {case['params_on_device_after_run'] or 'none'}\n"
+        )
     return "\n".join(lines)
 
 
@@ -262,8 +326,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--quick", action="store_true", help="tiny models and structures (CPU smoke test)")
     parser.add_argument("--types", nargs="+", default=["512", "1024_cascade"])
-    parser.add_argument("--hr-tokens", nargs="+", type=int, default=[10000, 17000],
-                        help="high-resolution token counts for the cascade types")
+    parser.add_argument(
+        "--hr-tokens",
+        nargs="+",
+        type=int,
+        default=[10000, 17000],
+        help="high-resolution token counts for the cascade types",
+    )
     parser.add_argument("--runs", type=int, default=2, help="runs per case; the last one is reported (warm)")
     parser.add_argument("--out", type=Path, help="write the report as JSON (and Markdown next to it)")
     args = parser.parse_args(argv)
@@ -288,9 +357,14 @@ def main(argv: list[str] | None = None) -> int:
             scale = scale_for_tokens(mesh, 64, target)
             pipe.lr_coords = surface_voxels(mesh, 32, scale).to(device)
             pipe.hr_coords = surface_voxels(mesh, 64, scale).to(device) if cascade else None
-            print(f"running {pipeline_type} with {pipe.lr_coords.shape[0]} LR tokens"
-                  + (f" and {pipe.hr_coords.shape[0]} HR tokens" if cascade else ""), flush=True)
-            cold = [bench_case(pipe, pipeline_type, image, device)["total_seconds"] for _ in range(args.runs - 1)]
+            print(
+                f"running {pipeline_type} with {pipe.lr_coords.shape[0]} LR tokens"
+                + (f" and {pipe.hr_coords.shape[0]} HR tokens" if cascade else ""),
+                flush=True,
+            )
+            cold = [
+                bench_case(pipe, pipeline_type, image, device)["total_seconds"] for _ in range(args.runs - 1)
+            ]
             case = bench_case(pipe, pipeline_type, image, device)
             case["earlier_runs_total_seconds"] = cold
             report["cases"].append(case)

@@ -9,12 +9,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-try:
-    from trellis2.progress import JobCancelled
-except Exception:  # noqa: BLE001 - a broken engine package must not stop the server; engines report it
-
-    class JobCancelled(Exception):  # type: ignore[no-redef]
-        """Stand-in while the pipeline package cannot be imported."""
+from trellis2.progress import JobCancelled
 
 
 from .engines import ENGINES

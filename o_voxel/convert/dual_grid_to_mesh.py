@@ -8,7 +8,7 @@ picks `q0-q2`), or, without split weights, with the official "min-angle" rule â€
 keeps the `q0-q2` diagonal unless triangle `(q0, q1, q2)` is exactly degenerate. `train=True` instead
 adds a weighted centre vertex per quad and fans four triangles around it.
 
-Voxel lookup uses sorted int64 linear keys and `searchsorted` (no hash map, no CUDA extension).
+Voxel lookup uses `o_voxel.voxel_index.VoxelIndex` (no hash map, no CUDA extension).
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+
+from o_voxel.voxel_index import VoxelIndex
 
 # Offsets of the four voxels around the edge owned by a voxel, per axis, in quad order.
 EDGE_QUAD_OFFSETS = (
@@ -91,28 +93,23 @@ def _check_inputs(coords, dual_vertices, intersected_flag, split_weight, train) 
 
 
 def find_quads(coords: torch.Tensor, intersected_flag: torch.Tensor, grid_size: torch.Tensor) -> torch.Tensor:
-    """Vertex indices `[L, 4]` (int64) of the quads around every flagged edge whose 4 voxels exist."""
+    """Vertex indices `[L, 4]` (int64) of the quads around every flagged edge whose 4 voxels exist.
+
+    `coords` lie in the grid `[0, grid_size)`, so a corner outside it is never a voxel.
+    """
     device = coords.device
-    c = coords.to(torch.int64)
-    n = c.shape[0]
-    gx, gy, gz = (int(v) for v in grid_size.tolist())
-    if n == 0:
+    if coords.shape[0] == 0:
         return torch.empty(0, 4, dtype=torch.int64, device=device)
-    keys = (c[:, 0] * gy + c[:, 1]) * gz + c[:, 2]
-    sorted_keys, order = torch.sort(keys)
+    index = VoxelIndex(coords, reach=1)  # the quad corners lie at offsets 0 or +1 of a voxel
     offsets = torch.tensor(EDGE_QUAD_OFFSETS, dtype=torch.int64, device=device)  # [3, 4, 3]
     edges = intersected_flag.to(torch.bool).reshape(-1).nonzero().squeeze(1)  # row-major (voxel, axis)
-    upper = torch.tensor([gx, gy, gz], dtype=torch.int64, device=device)
+    c = coords.to(torch.int64)
     quads = []
     for s in range(0, edges.shape[0], QUAD_CHUNK):
         e = edges[s : s + QUAD_CHUNK]
         corner = c.index_select(0, e // 3)[:, None, :] + offsets.index_select(0, e % 3)  # [m, 4, 3]
-        inside = ((corner >= 0) & (corner < upper)).all(dim=2)
-        q = (corner[..., 0] * gy + corner[..., 1]) * gz + corner[..., 2]
-        pos = torch.searchsorted(sorted_keys, q).clamp_max_(n - 1)
-        found = inside & (sorted_keys[pos] == q)
-        keep = found.all(dim=1)
-        quads.append(order[pos[keep]])
+        rows = index.lookup(corner[..., 0], corner[..., 1], corner[..., 2])
+        quads.append(rows[(rows >= 0).all(dim=1)].to(torch.int64))
     return torch.cat(quads) if quads else torch.empty(0, 4, dtype=torch.int64, device=device)
 
 

@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from o_voxel import voxel_index
 from trellis2.modules.sparse import (
     SparseConv3d,
     SparseTensor,
@@ -14,7 +15,6 @@ from trellis2.modules.sparse import (
     neighbors_of,
     spatial_to_channel,
     submanifold_neighbor_map,
-    voxel_index,
 )
 from trellis2.modules.sparse import conv as conv_module
 
@@ -29,7 +29,9 @@ def random_voxels(generator: torch.Generator, counts: list[int], extent: int) ->
     return torch.cat(rows).to(torch.int32)
 
 
-def dense_reference(x: SparseTensor, weight: torch.Tensor, bias: torch.Tensor, dilation: int = 1) -> torch.Tensor:
+def dense_reference(
+    x: SparseTensor, weight: torch.Tensor, bias: torch.Tensor, dilation: int = 1
+) -> torch.Tensor:
     """Scatter into a zero grid, dense cross-correlation, read back at the active voxels (float64)."""
     b = x.batch_size
     sx, sy, sz = x.spatial_shape
@@ -38,7 +40,11 @@ def dense_reference(x: SparseTensor, weight: torch.Tensor, bias: torch.Tensor, d
     grid[c[:, 0], :, c[:, 1], c[:, 2], c[:, 3]] = x.feats.double()
     k = weight.shape[1]
     out = F.conv3d(
-        grid, weight.permute(0, 4, 1, 2, 3).double(), bias.double(), padding=(k // 2) * dilation, dilation=dilation
+        grid,
+        weight.permute(0, 4, 1, 2, 3).double(),
+        bias.double(),
+        padding=(k // 2) * dilation,
+        dilation=dilation,
     )
     return out[c[:, 0], :, c[:, 1], c[:, 2], c[:, 3]]
 
@@ -192,7 +198,8 @@ def test_neighbour_map_on_a_large_grid_matches_brute_force(mode, monkeypatch):
     index = {tuple(c): i for i, c in enumerate(coords.tolist())}
     offsets = [(a - 1, b - 1, c - 1) for a in range(3) for b in range(3) for c in range(3)]
     expected = [
-        [index.get((c[0], c[1] + dx, c[2] + dy, c[3] + dz), -1) for dx, dy, dz in offsets] for c in coords.tolist()
+        [index.get((c[0], c[1] + dx, c[2] + dy, c[3] + dz), -1) for dx, dy, dz in offsets]
+        for c in coords.tolist()
     ]
     assert nmap.tolist() == expected
 

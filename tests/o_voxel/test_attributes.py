@@ -26,7 +26,9 @@ def test_voxel_centre_returns_its_value_and_missing_neighbours_are_renormalised(
     coords = torch.tensor([[1, 1, 1], [2, 1, 1], [5, 5, 5]])
     feats = torch.tensor([[0.2], [0.8], [0.5]])
     grid = SparseVoxelGrid(coords, (8, 8, 8))
-    pts = torch.tensor([[1.5, 1.5, 1.5], [1.75, 1.5, 1.5], [2.0, 1.9, 1.2], [7.9, 0.1, 0.1], [float("nan"), 1, 1]])
+    pts = torch.tensor(
+        [[1.5, 1.5, 1.5], [1.75, 1.5, 1.5], [2.0, 1.9, 1.2], [7.9, 0.1, 0.1], [float("nan"), 1, 1]]
+    )
     values, weight = sample_trilinear(feats, grid, pts)
     assert values[0, 0] == pytest.approx(0.2)
     assert values[1, 0] == pytest.approx(0.2 * 0.75 + 0.8 * 0.25)
@@ -40,11 +42,13 @@ def test_voxel_centre_returns_its_value_and_missing_neighbours_are_renormalised(
 @pytest.mark.parametrize("use_table", [True, False])
 def test_find_and_errors(use_table):
     grid = SparseVoxelGrid(torch.tensor([[0, 0, 0], [3, 2, 1], [19, 0, 7]]), (20, 9, 9), use_table=use_table)
-    rows = grid.find(torch.tensor([[3, 2, 1], [0, 0, 0], [1, 1, 1], [-1, 0, 0], [20, 0, 0], [19, 0, 7], [19, 0, 8]]))
+    rows = grid.find(
+        torch.tensor([[3, 2, 1], [0, 0, 0], [1, 1, 1], [-1, 0, 0], [20, 0, 0], [19, 0, 7], [19, 0, 8]])
+    )
     assert rows.tolist() == [1, 0, -1, -1, -1, 2, -1]
     with pytest.raises(ValueError, match="no voxels"):
         SparseVoxelGrid(torch.zeros(0, 3, dtype=torch.long), (4, 4, 4))
-    with pytest.raises(ValueError, match="duplicates"):
+    with pytest.raises(ValueError, match="duplicate"):
         SparseVoxelGrid(torch.tensor([[1, 1, 1], [1, 1, 1]]), (4, 4, 4))
     with pytest.raises(ValueError, match=r"\[0, grid_size\)"):
         SparseVoxelGrid(torch.tensor([[4, 0, 0]]), (4, 4, 4))

@@ -8,6 +8,7 @@ import shutil
 import pytest
 import torch
 
+from o_voxel.asset import MeshWithVoxel
 from tests.pipelines.images import object_image
 from trellis2.pipelines import (
     JobCancelled,
@@ -15,7 +16,6 @@ from trellis2.pipelines import (
     Trellis2ImageTo3DPipeline,
     check_models,
 )
-from o_voxel.asset import MeshWithVoxel
 
 EXPECTED_RESOLUTION = {"512": 512, "1024": 1024, "1024_cascade": 1024, "1536_cascade": 1536}
 
@@ -116,8 +116,9 @@ class CancelAt:
 def test_cancel_stops_within_one_step(tiny_pipeline, stage, step):
     cancel = CancelAt(stage, step)
     with pytest.raises(JobCancelled):
-        tiny_pipeline.run(object_image(), seed=2, pipeline_type="1024_cascade", progress=cancel.progress,
-                          cancel=cancel)
+        tiny_pipeline.run(
+            object_image(), seed=2, pipeline_type="1024_cascade", progress=cancel.progress, cancel=cancel
+        )
     assert cancel.log.events[-1][:2] == (stage, step)  # nothing ran after the flag was set
     assert tiny_pipeline.parameters_on_device() == []
 
@@ -135,8 +136,14 @@ def test_bad_run_arguments_are_clear_errors(tiny_pipeline):
 
 def test_sampler_params_override_pipeline_json(tiny_pipeline):
     log = ProgressLog()
-    tiny_pipeline.run(object_image(), seed=3, pipeline_type="512", progress=log,
-                      sparse_structure_sampler_params={"steps": 1}, tex_slat_sampler_params={"steps": 4})
+    tiny_pipeline.run(
+        object_image(),
+        seed=3,
+        pipeline_type="512",
+        progress=log,
+        sparse_structure_sampler_params={"steps": 1},
+        tex_slat_sampler_params={"steps": 4},
+    )
     totals = {stage: total for stage, _, total in log.events}
     assert totals["sparse_structure"] == 1 and totals["tex_slat"] == 4 and totals["shape_slat"] == 3
 
@@ -146,20 +153,22 @@ def test_missing_checkpoint_names_it_and_the_download_command(tiny_models_dir, t
     shutil.copytree(tiny_models_dir, broken)
     (broken / "microsoft/TRELLIS.2-4B/ckpts/slat_flow_img2shape_dit_1_3B_1024_bf16.safetensors").unlink()
     shutil.rmtree(broken / "facebook")
-    pipe = Trellis2ImageTo3DPipeline.from_pretrained(broken, device="cpu")
+    hint = "Download it with: app-cli fetch {repo_id}"
+    pipe = Trellis2ImageTo3DPipeline.from_pretrained(broken, device="cpu", missing_model_hint=hint)
     with pytest.raises(ModelNotFoundError) as error:
         pipe.run(object_image(), pipeline_type="1024_cascade")
     message = str(error.value)
     assert "slat_flow_img2shape_dit_1_3B_1024_bf16" in message
-    assert "genesis models download microsoft/TRELLIS.2-4B" in message
+    assert message.endswith("Download it with: app-cli fetch microsoft/TRELLIS.2-4B")
     with pytest.raises(ModelNotFoundError) as error:
         pipe.run(object_image(), pipeline_type="512")
     message = str(error.value)
     assert "facebook/dinov3-vitl16-pretrain-lvd1689m" in message and "gated" in message
-    assert "genesis models download facebook/dinov3-vitl16-pretrain-lvd1689m" in message
-    status = {model_id: (present, reason) for model_id, present, reason in check_models(broken)}
+    assert message.endswith("Download it with: app-cli fetch facebook/dinov3-vitl16-pretrain-lvd1689m")
+    status = {model_id: (present, reason) for model_id, present, reason in check_models(broken, hint)}
     assert status["microsoft/TRELLIS.2-4B"][0] is False
     assert "slat_flow_img2shape_dit_1_3B_1024_bf16" in status["microsoft/TRELLIS.2-4B"][1]
+    assert status["microsoft/TRELLIS.2-4B"][1].endswith("app-cli fetch microsoft/TRELLIS.2-4B")
     assert status["microsoft/TRELLIS-image-large"] == (True, "ok")
     assert status["facebook/dinov3-vitl16-pretrain-lvd1689m"][0] is False
     assert all(present for _, present, _ in check_models(tiny_models_dir))
@@ -167,8 +176,12 @@ def test_missing_checkpoint_names_it_and_the_download_command(tiny_models_dir, t
 
 def test_models_dir_in_hugging_face_cache_layout(tiny_models_dir, tmp_path):
     cache = tmp_path / "hf"
-    for org, name in [("microsoft", "TRELLIS.2-4B"), ("microsoft", "TRELLIS-image-large"),
-                      ("facebook", "dinov3-vitl16-pretrain-lvd1689m"), ("briaai", "RMBG-2.0")]:
+    for org, name in [
+        ("microsoft", "TRELLIS.2-4B"),
+        ("microsoft", "TRELLIS-image-large"),
+        ("facebook", "dinov3-vitl16-pretrain-lvd1689m"),
+        ("briaai", "RMBG-2.0"),
+    ]:
         repo = cache / f"models--{org}--{name}"
         shutil.copytree(tiny_models_dir / org / name, repo / "snapshots" / "abc123")
         (repo / "refs").mkdir()
@@ -176,10 +189,9 @@ def test_models_dir_in_hugging_face_cache_layout(tiny_models_dir, tmp_path):
     assert all(present for _, present, _ in check_models(cache))
     pipe = Trellis2ImageTo3DPipeline.from_pretrained(cache, device="cpu")
     pipe.load_models("512")
-    assert set(pipe._models) == set(pipe.required_models("512"))
+    assert set(pipe.models.loaded()) == {*pipe.required_models("512"), "image_cond_model"}
     assert pipe.checkpoint_path("sparse_structure_decoder").parts[-4:-2] == ("snapshots", "abc123")
     _check_asset(pipe.run(object_image(), seed=5, pipeline_type="512")[0], 512)
-
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -199,3 +211,14 @@ def test_cuda_run_matches_cpu_and_leaves_no_parameter_on_the_gpu(tiny_models_dir
         gpu.run(object_image(), seed=6, pipeline_type="1024_cascade", progress=cancel.progress, cancel=cancel)
     assert gpu.parameters_on_device() == []
     assert all(t.is_pinned() for m in gpu._models.values() for t in m.parameters())
+
+
+def test_missing_model_without_a_hint_names_only_the_model_and_the_folder(tmp_path):
+    with pytest.raises(ModelNotFoundError) as error:
+        Trellis2ImageTo3DPipeline.from_pretrained(tmp_path, device="cpu")
+    message = str(error.value)
+    assert (
+        message
+        == f"model 'microsoft/TRELLIS.2-4B' was not found in the models folder {tmp_path} (no pipeline.json)."
+    )
+    assert error.value.repo_id == "microsoft/TRELLIS.2-4B" and error.value.hint == ""

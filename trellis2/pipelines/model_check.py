@@ -11,9 +11,8 @@ from .model_paths import (
     resolve_checkpoint,
     resolve_model_folder,
 )
-from .pipeline_config import MODEL_KEYS, PipelineConfig, PipelineConfigError
+from .pipeline_config import MODEL_KEYS, PIPELINE_REPO, PipelineConfig, PipelineConfigError
 
-PIPELINE_REPO = "microsoft/TRELLIS.2-4B"
 DEFAULT_REPOSITORIES = (
     PIPELINE_REPO,
     "microsoft/TRELLIS-image-large",
@@ -23,20 +22,22 @@ DEFAULT_REPOSITORIES = (
 OPTIONAL_NOTE = "needed only for images without transparency (background removal)"
 
 
-def check_models(models_dir: str | Path) -> list[tuple[str, bool, str]]:
+def check_models(models_dir: str | Path, hint: str = "") -> list[tuple[str, bool, str]]:
     """`(model id, present, reason)` for every repository the pipeline needs; nothing is loaded.
 
     A repository is present when every file the pipeline reads from it exists. `reason` is "ok" or
-    a person-readable explanation including the download command.
+    a person-readable explanation ending with `hint` (see `ModelNotFoundError`).
     """
     models_dir = Path(models_dir)
     pipeline_dir = find_repository(models_dir, PIPELINE_REPO)
     if pipeline_dir is None or not (pipeline_dir / "pipeline.json").is_file():
-        error = ModelNotFoundError(PIPELINE_REPO, models_dir, "no pipeline.json")
+        error = ModelNotFoundError(PIPELINE_REPO, models_dir, "no pipeline.json", hint)
         results = [(PIPELINE_REPO, False, str(error))]
         for repo in DEFAULT_REPOSITORIES[1:]:
             present = find_repository(models_dir, repo) is not None
-            results.append((repo, present, "ok" if present else str(ModelNotFoundError(repo, models_dir))))
+            results.append(
+                (repo, present, "ok" if present else str(ModelNotFoundError(repo, models_dir, hint=hint)))
+            )
         return results
     try:
         config = PipelineConfig.load(pipeline_dir / "pipeline.json")
@@ -46,20 +47,23 @@ def check_models(models_dir: str | Path) -> list[tuple[str, bool, str]]:
     problems: dict[str, list[str]] = {PIPELINE_REPO: []}
     for key in MODEL_KEYS:
         reference = config.models.get(key)
-        repo = repo_id_of(reference) if reference and len(reference.split("/")) > 2 and not (
-            pipeline_dir / reference).parent.is_dir() else PIPELINE_REPO
+        repo = (
+            repo_id_of(reference)
+            if reference and len(reference.split("/")) > 2 and not (pipeline_dir / reference).parent.is_dir()
+            else PIPELINE_REPO
+        )
         problems.setdefault(repo, [])
         if reference is None:
             problems[PIPELINE_REPO].append(f"pipeline.json has no '{key}'")
             continue
         try:
-            resolve_checkpoint(reference, pipeline_dir, models_dir, PIPELINE_REPO)
+            resolve_checkpoint(reference, pipeline_dir, models_dir, PIPELINE_REPO, hint)
         except ModelNotFoundError as exc:
             problems[repo].append(str(exc))
     results = [(repo, not issues, "ok" if not issues else issues[0]) for repo, issues in problems.items()]
     for name, note in ((config.image_cond_model, ""), (config.rembg_model, OPTIONAL_NOTE)):
         try:
-            resolve_model_folder(name, pipeline_dir, models_dir)
+            resolve_model_folder(name, pipeline_dir, models_dir, hint)
             results.append((name, True, "ok"))
         except ModelNotFoundError as exc:
             results.append((name, False, f"{exc} ({note})" if note else str(exc)))

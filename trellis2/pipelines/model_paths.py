@@ -1,19 +1,17 @@
 """Where models live on disk: Hugging Face ids and checkpoint references -> local folders.
 
-Nothing is ever downloaded here. A repository `org/name` is found in the models folder either as a
-plain folder `<models>/org/name/` or in the Hugging Face cache layout
+Nothing is ever downloaded here, and nothing here knows where an application keeps its models: every
+function takes the models folder from its caller. A repository `org/name` is found in the models
+folder either as a plain folder `<models>/org/name/` or in the Hugging Face cache layout
 `<models>/models--org--name/snapshots/<revision>/`. A missing model raises `ModelNotFoundError`,
-whose message names the model, says why it may be missing (gated licences) and gives the command
-that downloads it.
+whose message names the model and the folder, says why it may be missing (gated licences) and ends
+with the caller's `hint` (for example how its application downloads models).
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DOWNLOAD_COMMAND = "genesis models download"
 
 # Repositories whose licence must be accepted on huggingface.co before they can be downloaded.
 GATED_REPOSITORIES = {
@@ -23,12 +21,19 @@ GATED_REPOSITORIES = {
 
 
 class ModelNotFoundError(FileNotFoundError):
-    """A model the job needs is not in the models folder."""
+    """A model the job needs is not in the models folder.
 
-    def __init__(self, model_id: str, models_dir: Path | str | None, detail: str = "") -> None:
+    `hint` is appended to the message with `{repo_id}` replaced by the missing repository, so a
+    caller can say how its users fetch exactly that model.
+    """
+
+    def __init__(
+        self, model_id: str, models_dir: Path | str | None, detail: str = "", hint: str = ""
+    ) -> None:
         self.model_id = model_id
         self.repo_id = repo_id_of(model_id)
-        self.download_command = f"{DOWNLOAD_COMMAND} {self.repo_id}"
+        self.models_dir = models_dir
+        self.hint = hint.replace("{repo_id}", self.repo_id)
         where = f" in the models folder {models_dir}" if models_dir is not None else ""
         parts = [f"model '{model_id}' was not found{where}" + (f" ({detail})" if detail else "") + "."]
         if self.repo_id in GATED_REPOSITORIES:
@@ -37,7 +42,8 @@ class ModelNotFoundError(FileNotFoundError):
                 f"https://huggingface.co/{self.repo_id} with your Hugging Face account, log in "
                 "(`hf auth login`), then download it."
             )
-        parts.append(f"Download it with: {self.download_command}")
+        if self.hint:
+            parts.append(self.hint)
         super().__init__(" ".join(parts))
 
 
@@ -45,12 +51,6 @@ def repo_id_of(reference: str) -> str:
     """`org/name/sub/path` -> `org/name` (a bare name is returned unchanged)."""
     parts = reference.replace("\\", "/").strip("/").split("/")
     return "/".join(parts[:2]) if len(parts) >= 2 else reference
-
-
-def default_models_dir() -> Path:
-    """`$GENESIS_MODELS_DIR`, else `models/` at the repository root."""
-    env = os.environ.get("GENESIS_MODELS_DIR")
-    return Path(env).expanduser() if env else REPO_ROOT / "models"
 
 
 def find_repository(models_dir: Path | str, repo_id: str) -> Path | None:
@@ -76,19 +76,24 @@ def find_repository(models_dir: Path | str, repo_id: str) -> Path | None:
 
 
 def checkpoint_exists(prefix: Path) -> bool:
-    return prefix.with_name(prefix.name + ".json").is_file() and prefix.with_name(
-        prefix.name + ".safetensors"
-    ).is_file()
+    return (
+        prefix.with_name(prefix.name + ".json").is_file()
+        and prefix.with_name(prefix.name + ".safetensors").is_file()
+    )
 
 
 def resolve_checkpoint(
-    reference: str, pipeline_dir: Path | str, models_dir: Path | str | None, pipeline_repo: str | None = None
+    reference: str,
+    pipeline_dir: Path | str,
+    models_dir: Path | str | None,
+    pipeline_repo: str | None = None,
+    hint: str = "",
 ) -> Path:
     """Checkpoint prefix (without `.json`/`.safetensors`) for a `pipeline.json` model reference.
 
     Tried in order: relative to the pipeline folder (`ckpts/...`), then as `org/name/sub/path` in
     the models folder (e.g. `microsoft/TRELLIS-image-large/ckpts/ss_dec_conv3d_16l8_fp16`).
-    `pipeline_repo` names the pipeline's own repository in error messages.
+    `pipeline_repo` names the pipeline's own repository in error messages; `hint` ends them.
     """
     local = Path(pipeline_dir) / reference
     if checkpoint_exists(local):
@@ -98,18 +103,24 @@ def resolve_checkpoint(
         repo_id = "/".join(parts[:2])
         repo = find_repository(models_dir, repo_id)
         if repo is None:
-            raise ModelNotFoundError(reference, models_dir, f"repository '{repo_id}' is not downloaded")
+            raise ModelNotFoundError(reference, models_dir, f"repository '{repo_id}' is not downloaded", hint)
         if checkpoint_exists(repo.joinpath(*parts[2:])):
             return repo.joinpath(*parts[2:])
-        raise ModelNotFoundError(reference, models_dir, f"{repo} lacks {'/'.join(parts[2:])}.json/.safetensors")
+        raise ModelNotFoundError(
+            reference, models_dir, f"{repo} lacks {'/'.join(parts[2:])}.json/.safetensors", hint
+        )
     model_id = f"{pipeline_repo}/{reference}" if pipeline_repo else reference
     raise ModelNotFoundError(
-        model_id, models_dir if models_dir is not None else pipeline_dir,
+        model_id,
+        models_dir if models_dir is not None else pipeline_dir,
         f"expected {local}.json and {local}.safetensors",
+        hint,
     )
 
 
-def resolve_model_folder(name: str, pipeline_dir: Path | str, models_dir: Path | str | None) -> Path:
+def resolve_model_folder(
+    name: str, pipeline_dir: Path | str, models_dir: Path | str | None, hint: str = ""
+) -> Path:
     """Folder of a transformers model (DINOv3, BiRefNet): relative to the pipeline, or a hub id."""
     local = Path(pipeline_dir) / name
     if (local / "config.json").is_file():
@@ -119,37 +130,35 @@ def resolve_model_folder(name: str, pipeline_dir: Path | str, models_dir: Path |
         if repo is not None:
             if (repo / "config.json").is_file():
                 return repo
-            raise ModelNotFoundError(name, models_dir, f"{repo} has no config.json (incomplete download?)")
-    raise ModelNotFoundError(name, models_dir if models_dir is not None else pipeline_dir)
+            raise ModelNotFoundError(
+                name, models_dir, f"{repo} has no config.json (incomplete download?)", hint
+            )
+    raise ModelNotFoundError(name, models_dir if models_dir is not None else pipeline_dir, hint=hint)
 
 
-def locate_pipeline(path_or_models_dir: str | os.PathLike | None, repo_id: str) -> tuple[Path, Path | None]:
-    """`(pipeline folder, models folder)` for a pipeline folder, a models folder or a hub id."""
-    if path_or_models_dir is None:
-        models_dir = default_models_dir()
-        path = None
-    else:
-        path = Path(path_or_models_dir).expanduser()
-        models_dir = None
-    if path is not None and (path / "pipeline.json").is_file():
-        return path, _models_dir_above(path)
-    if path is not None and path.is_dir():
-        models_dir = path
-    elif path is not None:
-        # a hub id such as "microsoft/TRELLIS.2-4B", looked up in the default models folder
-        models_dir, repo_id = default_models_dir(), str(path_or_models_dir)
-    folder = find_repository(models_dir, repo_id)
+def locate_pipeline(path: str | os.PathLike, repo_id: str, hint: str = "") -> tuple[Path, Path | None]:
+    """`(pipeline folder, models folder)` for a pipeline folder (with `pipeline.json`) or a models
+    folder holding repository `repo_id`."""
+    path = Path(path).expanduser()
+    if (path / "pipeline.json").is_file():
+        return path, models_dir_above(path)
+    folder = find_repository(path, repo_id) if path.is_dir() else None
     if folder is None or not (folder / "pipeline.json").is_file():
-        raise ModelNotFoundError(repo_id, models_dir, "no pipeline.json")
-    return folder, models_dir
+        raise ModelNotFoundError(repo_id, path, "no pipeline.json", hint)
+    return folder, path
 
 
-def _models_dir_above(pipeline_dir: Path) -> Path | None:
+def models_dir_above(pipeline_dir: Path) -> Path | None:
     """The models folder that holds a pipeline folder (plain `org/name` or HF cache layout)."""
     pipeline_dir = pipeline_dir.resolve()
     if pipeline_dir.parent.name == "snapshots" and pipeline_dir.parent.parent.name.startswith("models--"):
         return pipeline_dir.parents[2]
-    env = os.environ.get("GENESIS_MODELS_DIR")
-    if env and Path(env).expanduser().resolve() in pipeline_dir.parents:
-        return Path(env).expanduser()
     return pipeline_dir.parents[1] if len(pipeline_dir.parents) >= 2 else None
+
+
+def repo_id_of_folder(folder: Path | str) -> str:
+    """The hub id `org/name` of a repository folder (plain `org/name` or HF cache layout)."""
+    folder = Path(folder).resolve()
+    if folder.parent.name == "snapshots" and folder.parent.parent.name.startswith("models--"):
+        return folder.parent.parent.name[len("models--") :].replace("--", "/")
+    return f"{folder.parent.name}/{folder.name}"

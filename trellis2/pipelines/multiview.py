@@ -21,11 +21,13 @@ from typing import Any
 import torch
 from PIL import Image
 
-from ..modules.sparse.tensor import SparseTensor
 from o_voxel.asset import MeshWithVoxel
-from .image_loading import ImageInputError, normalize_image
+
+from ..modules.sparse.tensor import SparseTensor
 from ..progress import CancelFlag, ProgressCallback, no_progress, raise_if_cancelled
-from .trellis2_image_to_3d import Conditioning, Trellis2ImageTo3DPipeline
+from .conditioning import Conditioning
+from .image_loading import ImageInputError, normalize_image
+from .trellis2_image_to_3d import Trellis2ImageTo3DPipeline
 
 MULTIVIEW_MODES = ("stochastic", "multidiffusion")
 MIN_VIEWS, MAX_VIEWS = 2, 8
@@ -76,10 +78,14 @@ class MultiDiffusionViews:
         for start in range(0, num_views, per_forward):
             count = min(per_forward, num_views - start)
             out = model(
-                _repeat(x_t, count), t_model.expand(count), self.views[start : start + count],
+                _repeat(x_t, count),
+                t_model.expand(count),
+                self.views[start : start + count],
                 **{k: _repeat(v, count) for k, v in kwargs.items()},
             )
-            feats = out.feats.reshape(count, -1, out.feats.shape[-1]) if isinstance(out, SparseTensor) else out
+            feats = (
+                out.feats.reshape(count, -1, out.feats.shape[-1]) if isinstance(out, SparseTensor) else out
+            )
             summed = feats.sum(dim=0, keepdim=not isinstance(out, SparseTensor))
             total = summed if total is None else total + summed
         mean = total / num_views
@@ -119,7 +125,9 @@ class Trellis2MultiViewPipeline(Trellis2ImageTo3DPipeline):
             raise ValueError(f"unknown multi-view mode {mode!r}; choose 'stochastic' or 'multidiffusion'")
         images = list(images)
         if not MIN_VIEWS <= len(images) <= MAX_VIEWS:
-            raise ImageInputError(f"multi-view generation needs {MIN_VIEWS} to {MAX_VIEWS} images, got {len(images)}")
+            raise ImageInputError(
+                f"multi-view generation needs {MIN_VIEWS} to {MAX_VIEWS} images, got {len(images)}"
+            )
         for index, image in enumerate(images):
             if not isinstance(image, Image.Image):
                 raise ImageInputError(f"view {index + 1}: expected a PIL image, got {type(image).__name__}")
@@ -129,15 +137,23 @@ class Trellis2MultiViewPipeline(Trellis2ImageTo3DPipeline):
             raise_if_cancelled(cancel)
             try:
                 prepared.append(
-                    self.preprocess_image(image) if preprocess_image else normalize_image(image).convert("RGB")
+                    self.preprocess_image(image)
+                    if preprocess_image
+                    else normalize_image(image).convert("RGB")
                 )
             except ImageInputError as exc:
                 raise ImageInputError(f"view {index + 1}: {exc}") from exc
             progress("preprocess", index + 1, len(images))
         return self.generate(
-            lambda resolution: self.multi_view_cond(prepared, resolution, mode), seed, pipeline_type,
-            sparse_structure_sampler_params or {}, shape_slat_sampler_params or {}, tex_slat_sampler_params or {},
-            max_num_tokens, progress, cancel,
+            lambda resolution: self.multi_view_cond(prepared, resolution, mode),
+            seed,
+            pipeline_type,
+            sparse_structure_sampler_params or {},
+            shape_slat_sampler_params or {},
+            tex_slat_sampler_params or {},
+            max_num_tokens,
+            progress,
+            cancel,
         )
 
 

@@ -11,22 +11,9 @@ class MultiViewEngine(Trellis2Engine):
     label = "multi-view TRELLIS.2"
 
     def _pipeline_class(self):
-        import trellis2.pipelines as package
-
-        if hasattr(package, "Trellis2MultiViewPipeline"):
-            return package.Trellis2MultiViewPipeline
-        from trellis2.pipelines.multi_view import Trellis2MultiViewPipeline
+        from trellis2.pipelines import Trellis2MultiViewPipeline
 
         return Trellis2MultiViewPipeline
-
-    def status(self):
-        try:
-            self._pipeline_class()
-        except Exception as exc:  # noqa: BLE001 - a broken or missing pipeline package
-            from .base import EngineStatus
-
-            return EngineStatus(False, f"The multi-view pipeline is not installed ({exc}).")
-        return super().status()
 
     def run(self, request: EngineRequest, progress, cancel):
         self.load()

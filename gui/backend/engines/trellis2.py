@@ -21,24 +21,10 @@ def model_check(models_dir) -> list[tuple[str, bool, str]]:
     return [tuple(entry) for entry in check_models(models_dir)]
 
 
-def pipeline_module():
-    """The module that defines the pipelines (the package re-exports them once it is complete)."""
-    import trellis2.pipelines as package
-
-    if hasattr(package, "Trellis2ImageTo3DPipeline"):
-        return package
-    from trellis2.pipelines import trellis2_image_to_3d
-
-    return trellis2_image_to_3d
-
-
 def readiness(models_dir, needs: str) -> EngineStatus:
-    """Ready when the pipeline code imports and every model is on disk (the background-removal model is
-    optional: images with real transparency do not need it)."""
-    try:
-        entries = model_check(models_dir)
-    except Exception as exc:  # noqa: BLE001 - a broken or missing pipeline package
-        return EngineStatus(False, f"The {needs} pipeline code is not installed ({exc}).")
+    """Ready when every model is on disk (the background-removal model is optional: images with real
+    transparency do not need it)."""
+    entries = model_check(models_dir)
     missing = [(mid, reason) for mid, present, reason in entries if not present]
     blocking = [(mid, reason) for mid, reason in missing if mid != BACKGROUND_MODEL]
     if blocking:
@@ -101,7 +87,9 @@ class Trellis2Engine(Engine):
         return self._pipeline is not None
 
     def _pipeline_class(self):
-        return pipeline_module().Trellis2ImageTo3DPipeline
+        from trellis2.pipelines import Trellis2ImageTo3DPipeline
+
+        return Trellis2ImageTo3DPipeline
 
     def load(self) -> None:
         if self._pipeline is None:
@@ -116,9 +104,8 @@ class Trellis2Engine(Engine):
 
     def sampler_defaults(self) -> dict[str, dict[str, Any]]:
         """The sampler `params` of the models folder's `pipeline.json` (the official values)."""
-        from trellis2.pipelines.model_check import PIPELINE_REPO
         from trellis2.pipelines.model_paths import find_repository
-        from trellis2.pipelines.pipeline_config import PipelineConfig, PipelineConfigError
+        from trellis2.pipelines.pipeline_config import PIPELINE_REPO, PipelineConfig, PipelineConfigError
 
         folder = find_repository(self.models_dir, PIPELINE_REPO)
         if folder is None or not (folder / "pipeline.json").is_file():

@@ -1,4 +1,7 @@
-"""Sparse voxel tensors and the layers that operate on them (pure PyTorch, CPU and CUDA)."""
+"""Sparse voxel tensors and the layers that operate on them (pure PyTorch, CPU and CUDA).
+
+Voxel lookups (neighbour maps) use `o_voxel.voxel_index.VoxelIndex`, the one voxel index of the project.
+"""
 
 from .conv import (
     SparseConv3d,
@@ -18,7 +21,6 @@ from .spatial import (
     subdivide,
 )
 from .tensor import SparseTensor, sample_std, sparse_cat
-from .voxel_index import VoxelIndex
 
 __all__ = [
     "SparseTensor",
@@ -37,5 +39,4 @@ __all__ = [
     "SubmanifoldNeighbors",
     "submanifold_conv3d",
     "submanifold_neighbor_map",
-    "VoxelIndex",
 ]

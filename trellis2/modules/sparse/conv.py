@@ -23,8 +23,9 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
+from o_voxel.voxel_index import VoxelIndex
+
 from .tensor import SparseTensor
-from .voxel_index import VoxelIndex
 
 # Upper bound on the temporary gathered neighbourhood block of one chunk, in bytes.
 GATHER_BUDGET_BYTES = 256 * 2**20
