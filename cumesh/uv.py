@@ -83,6 +83,7 @@ def uv_unwrap(
     faces: torch.Tensor,
     compute_charts_kwargs: dict | None = None,
     pack_charts_kwargs: dict | None = None,
+    texture_size: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Parameterise a mesh into one atlas.
 
@@ -100,6 +101,8 @@ def uv_unwrap(
     clustering always uses the six axis cones (half-angle <= 54.7 degrees) and ignores them.
     `pack_charts_kwargs`: xatlas `PackOptions` fields (`padding`, `resolution`, `texels_per_unit`,
     `bilinear`, `block_align`, `brute_force`, `rotate_charts`, `rotate_charts_to_axis`, `max_chart_size`).
+    `texture_size`: when given (and `texels_per_unit` is not), the chart scale is chosen so that the packed
+    atlas comes out about `texture_size` texels wide, so `padding` counts texels of that texture.
     """
     vertices, faces = check_mesh(vertices, faces)
     device = vertices.device
@@ -136,6 +139,8 @@ def uv_unwrap(
         sel = dirs == d
         if bool(sel.any()):
             chart_uv[sel] = _project(positions[sel], d)
+    if texture_size is not None and not pack_opts.texels_per_unit:
+        pack_opts.texels_per_unit = _texels_per_unit(chart_uv, inverse.reshape(-1, 3), int(texture_size))
     positions_np = positions.cpu().numpy()
     uv_np = chart_uv.cpu().numpy()
     vstart_l, fstart_l = vstart.tolist(), fstart.tolist()
@@ -164,6 +169,17 @@ def uv_unwrap(
     uvs = torch.from_numpy(np.concatenate(out_uvs)).to(device=device, dtype=torch.float32).clamp(0, 1)
     out_v, out_f, out_uv, out_map = remove_uv_degenerate_faces(vertices[vmap], new_faces, uvs, vmap=vmap)
     return out_v, out_f, out_uv, out_map
+
+
+_ATLAS_FILL = 0.55  # chart area / atlas area that xatlas reaches with padding on many small charts
+
+
+def _texels_per_unit(chart_uv: torch.Tensor, faces: torch.Tensor, texture_size: int) -> float:
+    """xatlas texels per chart unit so the packed charts fill about a `texture_size`^2 atlas."""
+    t = chart_uv.double()[faces]
+    e1, e2 = t[:, 1] - t[:, 0], t[:, 2] - t[:, 0]
+    area = float((0.5 * (e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]).abs()).sum())
+    return math.sqrt(_ATLAS_FILL * texture_size**2 / max(area, 1e-30))
 
 
 def remove_uv_degenerate_faces(
