@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
+import struct
 import tempfile
 import zipfile
 from pathlib import Path
@@ -198,3 +200,166 @@ def _png(image: Image.Image) -> bytes:
     return out.getvalue()
 
 
+
+_LINEAR, _LINEAR_MIPMAP_LINEAR, _CLAMP_TO_EDGE = 9729, 9987, 33071
+_ARRAY_BUFFER, _ELEMENT_ARRAY_BUFFER = 34962, 34963
+
+
+def _glb(mesh: trimesh.Trimesh, name: str) -> bytes:
+    """Binary glTF 2.0 of one mesh: POSITION, NORMAL, TEXCOORD_0 / COLOR_0, uint32 indices, a PBR material.
+
+    Everything is named after `name` (material, textures, images, sampler, mesh, node, scene); one sampler
+    with trilinear (mipmapped) filtering and clamped wrapping serves every texture; no extension is used.
+    """
+    chunks: list[bytes] = []
+    views: list[dict] = []
+    accessors: list[dict] = []
+    offset = 0
+
+    def view(data: bytes, target: int | None = None) -> int:
+        nonlocal offset
+        entry = {"buffer": 0, "byteOffset": offset, "byteLength": len(data)}
+        if target is not None:
+            entry["target"] = target
+        pad = (-len(data)) % 4
+        chunks.append(data + b"\0" * pad)
+        offset += len(data) + pad
+        views.append(entry)
+        return len(views) - 1
+
+    def accessor(array: np.ndarray, kind: str, component: int, target: int, bounds: bool = False, **extra) -> int:
+        entry = {"bufferView": view(np.ascontiguousarray(array).tobytes(), target), "componentType": component,
+                 "count": int(array.shape[0]), "type": kind, **extra}
+        if bounds:
+            entry["min"] = array.min(0).astype(float).tolist()
+            entry["max"] = array.max(0).astype(float).tolist()
+        accessors.append(entry)
+        return len(accessors) - 1
+
+    positions = np.asarray(mesh.vertices, dtype=np.float32)
+    attributes = {
+        "POSITION": accessor(positions, "VEC3", 5126, _ARRAY_BUFFER, bounds=True),
+        "NORMAL": accessor(_unit_normals(mesh).astype(np.float32), "VEC3", 5126, _ARRAY_BUFFER),
+    }
+    uv = _uv(mesh)
+    if uv is not None:
+        gl_uv = np.stack([uv[:, 0], 1.0 - uv[:, 1]], 1).astype(np.float32)  # glTF: v = 0 is the top row
+        attributes["TEXCOORD_0"] = accessor(gl_uv, "VEC2", 5126, _ARRAY_BUFFER)
+    elif (colours := _vertex_colours(mesh)) is not None:
+        attributes["COLOR_0"] = accessor(colours, "VEC4", 5121, _ARRAY_BUFFER, normalized=True)
+    faces = np.asarray(mesh.faces, dtype=np.uint32).reshape(-1)
+    indices = accessor(faces, "SCALAR", 5125, _ELEMENT_ARRAY_BUFFER)
+
+    material = _material(mesh)
+    images: list[dict] = []
+    textures: list[dict] = []
+    pbr: dict = {}
+
+    def texture(image: Image.Image, role: str) -> dict:
+        images.append({"name": f"{name}_{role}", "mimeType": "image/png", "bufferView": view(_png(image))})
+        textures.append({"name": f"{name}_{role}", "sampler": 0, "source": len(images) - 1})
+        return {"index": len(textures) - 1}
+
+    mat: dict = {"name": name}
+    mode = "OPAQUE"
+    if isinstance(material, trimesh.visual.material.PBRMaterial):
+        mode = (material.alphaMode or "OPAQUE").upper()
+        base = material.baseColorTexture
+        if base is not None and uv is not None:
+            pbr["baseColorTexture"] = texture(base.convert("RGBA" if mode != "OPAQUE" else "RGB"), "basecolor")
+        mr = material.metallicRoughnessTexture
+        if mr is not None and uv is not None:
+            pbr["metallicRoughnessTexture"] = texture(mr.convert("RGB"), "metallicRoughness")
+        factor = material.baseColorFactor
+        if factor is not None:
+            factor = np.asarray(factor, dtype=np.float64)
+            factor = factor / 255.0 if factor.max() > 1.0 else factor
+            if not np.allclose(factor, 1.0):
+                pbr["baseColorFactor"] = [float(x) for x in np.clip(factor, 0, 1)]
+        for key in ("metallicFactor", "roughnessFactor"):
+            value = getattr(material, key)
+            if value is not None:
+                pbr[key] = float(np.clip(value, 0.0, 1.0))
+        if material.doubleSided:
+            mat["doubleSided"] = True
+    mat["pbrMetallicRoughness"] = pbr
+    if mode != "OPAQUE":
+        mat["alphaMode"] = mode
+        if mode == "MASK":
+            cutoff = getattr(material, "alphaCutoff", None)
+            mat["alphaCutoff"] = 0.5 if cutoff is None else float(cutoff)
+    gltf: dict = {
+        "asset": {"version": "2.0", "generator": "Genesis o_voxel"},
+        "scene": 0,
+        "scenes": [{"name": name, "nodes": [0]}],
+        "nodes": [{"name": name, "mesh": 0}],
+        "meshes": [{"name": name, "primitives": [{"attributes": attributes, "indices": indices, "material": 0,
+                                                   "mode": 4}]}],
+        "materials": [mat],
+        "accessors": accessors,
+        "bufferViews": views,
+        "buffers": [{"byteLength": offset}],
+    }
+    if textures:
+        gltf["samplers"] = [{"name": f"{name}_sampler", "magFilter": _LINEAR, "minFilter": _LINEAR_MIPMAP_LINEAR,
+                             "wrapS": _CLAMP_TO_EDGE, "wrapT": _CLAMP_TO_EDGE}]
+        gltf["textures"], gltf["images"] = textures, images
+    text = json.dumps(gltf, separators=(",", ":")).encode()
+    text += b" " * ((-len(text)) % 4)
+    binary = b"".join(chunks)
+    total = 12 + 8 + len(text) + 8 + len(binary)
+    return (struct.pack("<III", 0x46546C67, 2, total) + struct.pack("<II", len(text), 0x4E4F534A) + text
+            + struct.pack("<II", len(binary), 0x004E4942) + binary)
+
+
+def export_asset(
+    mesh: trimesh.Trimesh,
+    out_dir: str | os.PathLike,
+    stem: str,
+    fmt: str = "glb",
+    *,
+    name: str | None = None,
+    up_axis: str | None = None,
+    alpha_mode: str | None = None,
+    alpha_cutoff: float | None = None,
+) -> Path:
+    """Write `mesh` (Y-up, as `to_glb` / `to_vertex_colored_mesh` return it) as `<out_dir>/<stem>.<ext>`.
+
+    `fmt`: 'glb' (textured binary glTF 2.0, Y-up), 'obj' (a .zip with .obj + .mtl + PNG maps, Y-up), 'stl'
+    (binary geometry) or 'ply' (binary, normals and RGBA vertex colours - stored ones, else sampled from the
+    base colour texture). `up_axis`: None = the format's convention (GLB/OBJ 'y'; STL/PLY 'z', as Blender,
+    slicers and CAD expect), or 'y' / 'z' where the format allows it. `name` names the material, textures,
+    mesh and node (default: `mesh.metadata['name']`, else `genesis_<stem>`). `alpha_mode` None keeps the
+    material's mode; 'auto' / 'OPAQUE' / 'MASK' / 'BLEND' re-decide it (`resolve_alpha_mode`), with
+    `alpha_cutoff` for MASK. The file appears only once it is complete. Returns its path.
+    """
+    fmt = str(fmt).lower().lstrip(".")
+    if fmt not in FORMATS:
+        raise ValueError(f"unsupported export format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    if not isinstance(mesh, trimesh.Trimesh) or len(mesh.faces) == 0:
+        raise ValueError("nothing to export: the mesh has no faces")
+    up = UP_AXES[fmt][0] if up_axis is None else str(up_axis).lower()
+    if up not in UP_AXES[fmt]:
+        raise ValueError(f"up_axis {up_axis!r} is not available for {fmt}: choose one of {', '.join(UP_AXES[fmt])}")
+    stem = _slug(stem)
+    name = str(name or mesh.metadata.get("name") or f"genesis_{stem}")
+    mesh = _with_alpha_mode(mesh, alpha_mode, alpha_cutoff)
+    vertices = np.asarray(mesh.vertices, dtype=np.float64)
+    normals = _unit_normals(mesh)
+    if up == "z":
+        vertices, normals = vertices @ _Y_TO_Z.T, normals @ _Y_TO_Z.T
+    faces = np.asarray(mesh.faces, dtype=np.int64)
+    if fmt == "glb":
+        data = _glb(mesh, name)
+        path = Path(out_dir) / f"{stem}.glb"
+    elif fmt == "obj":
+        data = _obj_zip(mesh, stem, name, vertices, normals)
+        path = Path(out_dir) / f"{stem}.zip"
+    elif fmt == "stl":
+        data = trimesh.Trimesh(vertices, faces, process=False).export(file_type="stl")
+        path = Path(out_dir) / f"{stem}.stl"
+    else:
+        data = _ply(vertices, faces, normals, _vertex_colours(mesh))
+        path = Path(out_dir) / f"{stem}.ply"
+    _write_atomic(path, data if isinstance(data, bytes) else data.encode())
+    return path

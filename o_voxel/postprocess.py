@@ -197,7 +197,7 @@ def to_glb(
         "smooth_strength": float(mesh_cluster_smooth_strength),
     }
     v2, f2, uvs, vmap = cm.uv_unwrap(
-        v1, f1, compute_charts_kwargs=chart_options, pack_charts_kwargs=atlas_pack_options(size)
+        v1, f1, compute_charts_kwargs=chart_options, pack_charts_kwargs=atlas_pack_options(size), texture_size=size
     )
     voxel = float(vs.min())
     v2, f2, uvs, vmap = cm.remove_uv_degenerate_faces(

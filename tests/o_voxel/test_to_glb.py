@@ -156,7 +156,7 @@ def test_bad_input_is_a_clear_error(small_input):
         with pytest.raises(ValueError, match="unsupported texture size"):
             _call(vertices, faces, attrs, coords, texture_size=size)
     with pytest.raises(ValueError, match="alpha_mode"):
-        _call(vertices, faces, attrs, coords, alpha_mode="MASK")
+        _call(vertices, faces, attrs, coords, alpha_mode="TRANSLUCENT")
     with pytest.raises(ValueError, match="missing 'roughness'"):
         to_glb(vertices, faces, attrs, coords, {"base_color": slice(0, 3), "metallic": slice(3, 4),
                "alpha": slice(5, 6)}, AABB, grid_size=24)
