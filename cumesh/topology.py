@@ -3,8 +3,8 @@
 Both look at the mesh welded by exact vertex position, so seam-split or repair-split copies of a vertex count
 as one point (that is what Blender's Merge by Distance, slicers and the validator see). Defects:
 
-- degenerate: a face with a repeated vertex index or position, or (near-)zero area
-  (`area <= 1e-12 * longest_edge^2`, in float64);
+- degenerate: a face with a repeated vertex index or position, or (near-)zero area: its height over the
+  longest edge at most `1e-6 * longest_edge + 1e-7 * max|coordinate|` (float32 rounding of a point on a line);
 - duplicate: a face with the same vertex-index set as an earlier face (any order or orientation);
 - coincident: a face with the same vertex-position set as an earlier face but other indices;
 - inconsistent winding: a manifold edge (two faces) walked in the same direction by both faces;
@@ -25,7 +25,8 @@ from .connectivity import connected_components, edge_table, manifold_half_edge_p
 from .repair import unify_face_orientations
 from .validation import check_mesh
 
-_REL_AREA = 1e-12
+_REL_HEIGHT = 1e-6
+_ABS_HEIGHT = 1e-7  # times the largest coordinate magnitude: float32 resolution
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,7 @@ def position_ids(vertices: torch.Tensor) -> torch.Tensor:
 
 
 def degenerate_mask(vertices: torch.Tensor, faces: torch.Tensor, pos_faces: torch.Tensor) -> torch.Tensor:
-    """True per face with a repeated index or position, or `area <= 1e-12 * longest_edge^2`."""
+    """True per face with a repeated index or position, or a height below the module's zero-area tolerance."""
     p = vertices.double()[faces]
     e0, e1, e2 = p[:, 1] - p[:, 0], p[:, 2] - p[:, 1], p[:, 0] - p[:, 2]
     area = 0.5 * torch.linalg.norm(torch.linalg.cross(e0, -e2), dim=1)
@@ -68,7 +69,10 @@ def degenerate_mask(vertices: torch.Tensor, faces: torch.Tensor, pos_faces: torc
     repeated = torch.zeros(faces.shape[0], dtype=torch.bool, device=faces.device)
     for g in (faces, pos_faces):
         repeated |= (g[:, 0] == g[:, 1]) | (g[:, 1] == g[:, 2]) | (g[:, 2] == g[:, 0])
-    return repeated | (area <= _REL_AREA * longest)
+    longest = longest.sqrt()
+    scale = float(vertices.abs().max()) if vertices.numel() else 0.0
+    height = 2 * area / longest.clamp_min(1e-300)
+    return repeated | (area <= 0) | (height <= _REL_HEIGHT * longest + _ABS_HEIGHT * scale)
 
 
 def _triple_groups(tri: torch.Tensor, bound: int) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -85,7 +89,9 @@ def _triple_groups(tri: torch.Tensor, bound: int) -> tuple[torch.Tensor, torch.T
     return inverse, sign, int(uniq.shape[0])
 
 
-def _winding_pairs(pos_faces: torch.Tensor, num_points: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _winding_pairs(
+    pos_faces: torch.Tensor, num_points: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Manifold half-edge pairs `[M, 2]`, whether each pair disagrees, and per-face 'on a non-2-face edge'."""
     table = edge_table(pos_faces, num_points)
     pairs = manifold_half_edge_pairs(table)
@@ -182,7 +188,9 @@ def clean_topology(
     majority = sign == torch.sign(net)[group]
     ids = torch.arange(faces.shape[0], device=faces.device)
     first = torch.full((num,), faces.shape[0], dtype=torch.long, device=faces.device)
-    first.scatter_reduce_(0, group, torch.where(majority, ids, torch.full_like(ids, faces.shape[0])), reduce="amin")
+    first.scatter_reduce_(
+        0, group, torch.where(majority, ids, torch.full_like(ids, faces.shape[0])), reduce="amin"
+    )
     keep = torch.zeros(faces.shape[0], dtype=torch.bool, device=faces.device)
     winners = first[first < faces.shape[0]]
     keep[winners] = True

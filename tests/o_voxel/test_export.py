@@ -24,8 +24,11 @@ def _textured(alpha: np.ndarray | None = None) -> trimesh.Trimesh:
     rgba[..., 3] = 255 if alpha is None else alpha
     mr = Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8), "RGB")
     material = trimesh.visual.material.PBRMaterial(
-        baseColorTexture=Image.fromarray(rgba, "RGBA"), metallicRoughnessTexture=mr, metallicFactor=1.0,
-        roughnessFactor=1.0, alphaMode="BLEND",
+        baseColorTexture=Image.fromarray(rgba, "RGBA"),
+        metallicRoughnessTexture=mr,
+        metallicFactor=1.0,
+        roughnessFactor=1.0,
+        alphaMode="BLEND",
     )
     return trimesh.Trimesh(
         box.vertices, box.faces, process=False, visual=trimesh.visual.TextureVisuals(uv=uv, material=material)
@@ -69,9 +72,15 @@ def test_glb_names_sampler_no_extensions(tmp_path, textured_mesh):
 
 def test_alpha_modes(tmp_path):
     solid = _textured()
-    transparent = _textured(alpha=np.where(np.arange(64)[:, None] < 32, 40, 255).repeat(64, 1).astype(np.uint8))
+    transparent = _textured(
+        alpha=np.where(np.arange(64)[:, None] < 32, 40, 255).repeat(64, 1).astype(np.uint8)
+    )
     modes = {}
-    for label, mesh, mode in [("solid", solid, "auto"), ("see", transparent, "auto"), ("cut", transparent, "MASK")]:
+    for label, mesh, mode in [
+        ("solid", solid, "auto"),
+        ("see", transparent, "auto"),
+        ("cut", transparent, "MASK"),
+    ]:
         path = export_asset(mesh, tmp_path, label, "glb", alpha_mode=mode, alpha_cutoff=0.3)
         assert_valid_glb(path)
         modes[label] = glb_json(path)["materials"][0]
@@ -127,7 +136,9 @@ def test_geometry_formats_are_z_up(tmp_path, textured_mesh, fmt):
     np.testing.assert_allclose(loaded.bounds, _z_up_bounds(textured_mesh.bounds), atol=1e-6)
     # a rotation, not a mirror: winding still agrees with the outward normals
     assert loaded.volume > 0
-    kept = trimesh.load(export_asset(textured_mesh, tmp_path, "y", fmt, up_axis="y"), process=False, force="mesh")
+    kept = trimesh.load(
+        export_asset(textured_mesh, tmp_path, "y", fmt, up_axis="y"), process=False, force="mesh"
+    )
     np.testing.assert_allclose(kept.bounds, textured_mesh.bounds, atol=1e-6)
 
 
