@@ -55,8 +55,21 @@ class BakedTextures:
 
 
 def _sample_texels(
-    idx: torch.Tensor, fid: torch.Tensor, bary: torch.Tensor, *, vertices, faces, closest_point, surface,
-    feats, grid, aabb_min, voxel_size, chunk_size: int, channels: torch.Tensor, found: torch.Tensor,
+    idx: torch.Tensor,
+    fid: torch.Tensor,
+    bary: torch.Tensor,
+    *,
+    vertices,
+    faces,
+    closest_point,
+    surface,
+    feats,
+    grid,
+    aabb_min,
+    voxel_size,
+    chunk_size: int,
+    channels: torch.Tensor,
+    found: torch.Tensor,
 ) -> None:
     """Bake texels `idx` at barycentrics `bary` of faces `fid`: project onto the original surface, sample."""
     for start in range(0, idx.numel(), chunk_size):
@@ -67,7 +80,9 @@ def _sample_texels(
             _, hit_face, uvw = closest_point(pos)
             v0, f0 = surface
             hit = hit_face >= 0
-            proj = (uvw[:, :, None].to(torch.float32) * v0[f0[hit_face.clamp(min=0)]].to(torch.float32)).sum(1)
+            proj = (uvw[:, :, None].to(torch.float32) * v0[f0[hit_face.clamp(min=0)]].to(torch.float32)).sum(
+                1
+            )
             ok = hit & torch.isfinite(proj).all(-1)
             pos = torch.where(ok[:, None], proj, pos)
         grid_pos = (pos - aabb_min.to(pos)) / voxel_size.to(pos)
@@ -154,9 +169,18 @@ def bake_attribute_textures(
     channels = torch.zeros(size * size, feats.shape[1], dtype=torch.float32, device=feats.device)
     found = torch.zeros(size * size, dtype=torch.bool, device=feats.device)
     sample = partial(
-        _sample_texels, vertices=vertices, faces=faces, closest_point=closest_point, surface=surface,
-        feats=feats, grid=grid, aabb_min=aabb_min, voxel_size=voxel_size, chunk_size=chunk_size,
-        channels=channels, found=found,
+        _sample_texels,
+        vertices=vertices,
+        faces=faces,
+        closest_point=closest_point,
+        surface=surface,
+        feats=feats,
+        grid=grid,
+        aabb_min=aabb_min,
+        voxel_size=voxel_size,
+        chunk_size=chunk_size,
+        channels=channels,
+        found=found,
     )
     sample(covered_idx, face_id[covered_idx], bary[covered_idx])
     # the band around every chart: bake each texel from the closest point of its nearest covered texel's

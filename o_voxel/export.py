@@ -104,7 +104,9 @@ def _vertex_colours(mesh: trimesh.Trimesh) -> np.ndarray | None:
     return data[row, col]
 
 
-def _with_alpha_mode(mesh: trimesh.Trimesh, alpha_mode: str | None, alpha_cutoff: float | None) -> trimesh.Trimesh:
+def _with_alpha_mode(
+    mesh: trimesh.Trimesh, alpha_mode: str | None, alpha_cutoff: float | None
+) -> trimesh.Trimesh:
     """A shallow copy of a textured mesh whose material uses the requested alpha mode (None keeps it)."""
     material = _material(mesh)
     if alpha_mode is None or not isinstance(material, trimesh.visual.material.PBRMaterial):
@@ -146,8 +148,16 @@ def _obj_zip(mesh: trimesh.Trimesh, stem: str, name: str, vertices: np.ndarray, 
     metallic = float(getattr(material, "metallicFactor", None) or 0.0)
     roughness = getattr(material, "roughnessFactor", None)
     roughness = 1.0 if roughness is None else float(roughness)
-    mtl = [f"newmtl {name}", "Ka 1.000 1.000 1.000", "Kd 1.000 1.000 1.000", "Ks 0.000 0.000 0.000",
-           f"Pm {metallic:.3f}", f"Pr {roughness:.3f}", "d 1.000", "illum 2"]
+    mtl = [
+        f"newmtl {name}",
+        "Ka 1.000 1.000 1.000",
+        "Kd 1.000 1.000 1.000",
+        "Ks 0.000 0.000 0.000",
+        f"Pm {metallic:.3f}",
+        f"Pr {roughness:.3f}",
+        "d 1.000",
+        "illum 2",
+    ]
     files: dict[str, bytes] = {}
     base = getattr(material, "baseColorTexture", None)
     if base is not None:
@@ -187,8 +197,12 @@ def _ply(vertices: np.ndarray, faces: np.ndarray, normals: np.ndarray, colours: 
     tris = np.empty(len(faces), dtype=[("n", "u1"), ("idx", "<i4", (3,))])
     tris["n"], tris["idx"] = 3, faces
     kind = {"<f4": "float", "u1": "uchar"}
-    header = ["ply", "format binary_little_endian 1.0", "comment Genesis O-Voxel export (z-up unless asked)",
-              f"element vertex {len(vertices)}"]
+    header = [
+        "ply",
+        "format binary_little_endian 1.0",
+        "comment Genesis O-Voxel export (z-up unless asked)",
+        f"element vertex {len(vertices)}",
+    ]
     header += [f"property {kind[t]} {n}" for n, t in fields]
     header += [f"element face {len(faces)}", "property list uchar int vertex_indices", "end_header"]
     return ("\n".join(header) + "\n").encode() + rows.tobytes() + tris.tobytes()
@@ -198,7 +212,6 @@ def _png(image: Image.Image) -> bytes:
     out = io.BytesIO()
     image.save(out, format="PNG")
     return out.getvalue()
-
 
 
 _LINEAR, _LINEAR_MIPMAP_LINEAR, _CLAMP_TO_EDGE = 9729, 9987, 33071
@@ -227,9 +240,16 @@ def _glb(mesh: trimesh.Trimesh, name: str) -> bytes:
         views.append(entry)
         return len(views) - 1
 
-    def accessor(array: np.ndarray, kind: str, component: int, target: int, bounds: bool = False, **extra) -> int:
-        entry = {"bufferView": view(np.ascontiguousarray(array).tobytes(), target), "componentType": component,
-                 "count": int(array.shape[0]), "type": kind, **extra}
+    def accessor(
+        array: np.ndarray, kind: str, component: int, target: int, bounds: bool = False, **extra
+    ) -> int:
+        entry = {
+            "bufferView": view(np.ascontiguousarray(array).tobytes(), target),
+            "componentType": component,
+            "count": int(array.shape[0]),
+            "type": kind,
+            **extra,
+        }
         if bounds:
             entry["min"] = array.min(0).astype(float).tolist()
             entry["max"] = array.max(0).astype(float).tolist()
@@ -266,7 +286,9 @@ def _glb(mesh: trimesh.Trimesh, name: str) -> bytes:
         mode = (material.alphaMode or "OPAQUE").upper()
         base = material.baseColorTexture
         if base is not None and uv is not None:
-            pbr["baseColorTexture"] = texture(base.convert("RGBA" if mode != "OPAQUE" else "RGB"), "basecolor")
+            pbr["baseColorTexture"] = texture(
+                base.convert("RGBA" if mode != "OPAQUE" else "RGB"), "basecolor"
+            )
         mr = material.metallicRoughnessTexture
         if mr is not None and uv is not None:
             pbr["metallicRoughnessTexture"] = texture(mr.convert("RGB"), "metallicRoughness")
@@ -293,23 +315,39 @@ def _glb(mesh: trimesh.Trimesh, name: str) -> bytes:
         "scene": 0,
         "scenes": [{"name": name, "nodes": [0]}],
         "nodes": [{"name": name, "mesh": 0}],
-        "meshes": [{"name": name, "primitives": [{"attributes": attributes, "indices": indices, "material": 0,
-                                                   "mode": 4}]}],
+        "meshes": [
+            {
+                "name": name,
+                "primitives": [{"attributes": attributes, "indices": indices, "material": 0, "mode": 4}],
+            }
+        ],
         "materials": [mat],
         "accessors": accessors,
         "bufferViews": views,
         "buffers": [{"byteLength": offset}],
     }
     if textures:
-        gltf["samplers"] = [{"name": f"{name}_sampler", "magFilter": _LINEAR, "minFilter": _LINEAR_MIPMAP_LINEAR,
-                             "wrapS": _CLAMP_TO_EDGE, "wrapT": _CLAMP_TO_EDGE}]
+        gltf["samplers"] = [
+            {
+                "name": f"{name}_sampler",
+                "magFilter": _LINEAR,
+                "minFilter": _LINEAR_MIPMAP_LINEAR,
+                "wrapS": _CLAMP_TO_EDGE,
+                "wrapT": _CLAMP_TO_EDGE,
+            }
+        ]
         gltf["textures"], gltf["images"] = textures, images
     text = json.dumps(gltf, separators=(",", ":")).encode()
     text += b" " * ((-len(text)) % 4)
     binary = b"".join(chunks)
     total = 12 + 8 + len(text) + 8 + len(binary)
-    return (struct.pack("<III", 0x46546C67, 2, total) + struct.pack("<II", len(text), 0x4E4F534A) + text
-            + struct.pack("<II", len(binary), 0x004E4942) + binary)
+    return (
+        struct.pack("<III", 0x46546C67, 2, total)
+        + struct.pack("<II", len(text), 0x4E4F534A)
+        + text
+        + struct.pack("<II", len(binary), 0x004E4942)
+        + binary
+    )
 
 
 def export_asset(
@@ -340,7 +378,9 @@ def export_asset(
         raise ValueError("nothing to export: the mesh has no faces")
     up = UP_AXES[fmt][0] if up_axis is None else str(up_axis).lower()
     if up not in UP_AXES[fmt]:
-        raise ValueError(f"up_axis {up_axis!r} is not available for {fmt}: choose one of {', '.join(UP_AXES[fmt])}")
+        raise ValueError(
+            f"up_axis {up_axis!r} is not available for {fmt}: choose one of {', '.join(UP_AXES[fmt])}"
+        )
     stem = _slug(stem)
     name = str(name or mesh.metadata.get("name") or f"genesis_{stem}")
     mesh = _with_alpha_mode(mesh, alpha_mode, alpha_cutoff)

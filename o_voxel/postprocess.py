@@ -78,8 +78,19 @@ class _Surface:
 
 
 def _export_surface(
-    vertices, faces, attr_volume, coords, attr_layout, aabb, voxel_size, grid_size, decimation_target: int,
-    remesh: bool, remesh_band: float, remesh_project: float, step: Callable[[int], None],
+    vertices,
+    faces,
+    attr_volume,
+    coords,
+    attr_layout,
+    aabb,
+    voxel_size,
+    grid_size,
+    decimation_target: int,
+    remesh: bool,
+    remesh_band: float,
+    remesh_project: float,
+    step: Callable[[int], None],
 ) -> _Surface:
     """Steps 1-2 of the export (shared by `to_glb` and `to_vertex_colored_mesh`): original surface, export mesh."""
     if int(decimation_target) < 4:
@@ -109,7 +120,14 @@ def _export_surface(
         resolution = int(gs.max())
         scale = (resolution + 3 * remesh_band) / resolution * extent
         v1, f1 = cm.remesh_narrow_band_dc(
-            v0, f0, centre, scale, resolution, band=remesh_band, project_back=remesh_project, bvh=bvh,
+            v0,
+            f0,
+            centre,
+            scale,
+            resolution,
+            band=remesh_band,
+            project_back=remesh_project,
+            bvh=bvh,
             keep_inward_sheets=False,  # the inner sheet of a closed object is never seen: spend the budget outside
         )
         v1, f1 = cm.clean_topology(v1, f1)
@@ -183,8 +201,19 @@ def to_glb(
             progress(stage, i + 1, len(_STEPS))
 
     s = _export_surface(
-        vertices, faces, attr_volume, coords, attr_layout, aabb, voxel_size, grid_size, decimation_target,
-        remesh, remesh_band, remesh_project, step,
+        vertices,
+        faces,
+        attr_volume,
+        coords,
+        attr_layout,
+        aabb,
+        voxel_size,
+        grid_size,
+        decimation_target,
+        remesh,
+        remesh_band,
+        remesh_project,
+        step,
     )
     v1, f1, vs = s.vertices, s.faces, s.voxel_size
 
@@ -197,7 +226,11 @@ def to_glb(
         "smooth_strength": float(mesh_cluster_smooth_strength),
     }
     v2, f2, uvs, vmap = cm.uv_unwrap(
-        v1, f1, compute_charts_kwargs=chart_options, pack_charts_kwargs=atlas_pack_options(size), texture_size=size
+        v1,
+        f1,
+        compute_charts_kwargs=chart_options,
+        pack_charts_kwargs=atlas_pack_options(size),
+        texture_size=size,
     )
     voxel = float(vs.min())
     v2, f2, uvs, vmap = cm.remove_uv_degenerate_faces(
@@ -287,8 +320,19 @@ def to_vertex_colored_mesh(
             progress(stage, i + 1, len(stages))
 
     s = _export_surface(
-        vertices, faces, attr_volume, coords, attr_layout, aabb, voxel_size, grid_size, decimation_target,
-        remesh, remesh_band, remesh_project, step,
+        vertices,
+        faces,
+        attr_volume,
+        coords,
+        attr_layout,
+        aabb,
+        voxel_size,
+        grid_size,
+        decimation_target,
+        remesh,
+        remesh_band,
+        remesh_project,
+        step,
     )
     v1, f1 = s.vertices, s.faces
     normals = cm.vertex_normals(v1, f1)
