@@ -54,10 +54,12 @@ class TopologyReport:
 
 
 def position_ids(vertices: torch.Tensor) -> torch.Tensor:
-    """Id per vertex shared by all vertices at exactly the same position `[V]` int64."""
+    """Id per vertex shared by all vertices at exactly the same position `[V]` int64 (float32 bit keys)."""
     if vertices.shape[0] == 0:
         return torch.zeros(0, dtype=torch.long, device=vertices.device)
-    return torch.unique(vertices, dim=0, return_inverse=True)[1]
+    bits = (vertices.to(torch.float32) + 0.0).view(torch.int32).long() & 0xFFFFFFFF  # -0.0 -> +0.0
+    _, xy = torch.unique((bits[:, 0] << 32) | bits[:, 1], return_inverse=True)
+    return torch.unique((xy << 32) | bits[:, 2], return_inverse=True)[1]
 
 
 def degenerate_mask(vertices: torch.Tensor, faces: torch.Tensor, pos_faces: torch.Tensor) -> torch.Tensor:
@@ -101,11 +103,11 @@ def _winding_pairs(
     return pairs, disagree, open_edge
 
 
-def _closed_part_volumes(
-    vertices: torch.Tensor, pos_faces: torch.Tensor, faces: torch.Tensor, num_points: int
+def _part_volumes(
+    vertices: torch.Tensor, faces: torch.Tensor, winding: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """`(component per face, signed volume per component, closed flag per component)` of the welded mesh."""
-    pairs, disagree, open_edge = _winding_pairs(pos_faces, num_points)
+    """`(component per face, signed volume per component, closed flag per component)` from `_winding_pairs`."""
+    pairs, disagree, open_edge = winding
     comp = connected_components(faces.shape[0], pairs // 3)
     num = int(comp.max()) + 1 if comp.numel() else 0
     closed = torch.ones(num, dtype=torch.bool, device=faces.device)
@@ -142,10 +144,9 @@ def check_topology(
     num_points = int(pid.max()) + 1
     inconsistent = inward = mismatch = 0
     if good.numel():
-        pf = pos_faces[good]
-        _, disagree, _ = _winding_pairs(pf, num_points)
-        inconsistent = int(disagree.sum())
-        _, volume, closed = _closed_part_volumes(vertices, pf, faces[good], num_points)
+        winding = _winding_pairs(pos_faces[good], num_points)
+        inconsistent = int(winding[1].sum())
+        _, volume, closed = _part_volumes(vertices, faces[good], winding)
         inward = int(_inward(volume, closed, vertices).sum())
     if normals is not None:
         if normals.shape != vertices.shape:
@@ -199,12 +200,19 @@ def clean_topology(
         return vertices[:0], faces
     if orient:
         num_points = int(pid.max()) + 1
-        _, unified = unify_face_orientations(vertices.new_zeros(num_points, 3), pos_faces)
-        flip = (unified != pos_faces).any(1)
-        oriented = torch.where(flip[:, None], faces[:, [0, 2, 1]], faces)
-        comp, volume, closed = _closed_part_volumes(vertices, unified, oriented, num_points)
-        flip ^= _inward(volume, closed, vertices)[comp]
-        faces = torch.where(flip[:, None], faces[:, [0, 2, 1]], faces)
+        winding = _winding_pairs(pos_faces, num_points)
+        if bool(
+            winding[1].any()
+        ):  # inconsistent somewhere: unify on the welded mesh (rare after the first pass)
+            _, unified = unify_face_orientations(vertices.new_zeros(num_points, 3), pos_faces)
+            flip = (unified != pos_faces).any(1)
+            faces = torch.where(flip[:, None], faces[:, [0, 2, 1]], faces)
+            winding = _winding_pairs(unified, num_points)
+        comp, volume, closed = _part_volumes(vertices, faces, winding)
+        inward = _inward(volume, closed, vertices)
+        if bool(inward.any()):
+            flip = inward[comp]
+            faces = torch.where(flip[:, None], faces[:, [0, 2, 1]], faces)
     return compact(vertices, faces)
 
 

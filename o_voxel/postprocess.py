@@ -49,16 +49,28 @@ def zup_to_gltf(points: np.ndarray) -> np.ndarray:
     return np.stack([points[:, 0], points[:, 2], -points[:, 1]], axis=1)
 
 
+def _dedupe(cm, v: torch.Tensor, f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The clean-up after an intermediate operation: degenerate, duplicate and coincident faces go (no re-orienting;
+    the one full `clean_topology` at the end of the export surface fixes winding and closed-part orientation)."""
+    return cm.clean_topology(v, f, orient=False)
+
+
+def _simplify_clean(cm, v: torch.Tensor, f: torch.Tensor, target: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Simplify to `target` faces and clean up; a mesh already within budget is returned as it is."""
+    return (v, f) if f.shape[0] <= target else _dedupe(cm, *cm.simplify(v, f, target))
+
+
 def _clean_simplify(cm, v: torch.Tensor, f: torch.Tensor, target: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Branch A (remesh=False): two rounds of simplify + cleanup; the topology is cleaned after every operation."""
+    """Branch A (remesh=False): two rounds of simplify + cleanup, duplicates removed after every operation.
+
+    `repair_non_manifold_edges` only splits vertices (positions unchanged) and small-component removal only removes
+    faces, so neither can add a duplicate, coincident or degenerate face; the others are cleaned after."""
     for round_target in (target * 3, target):
-        v, f = cm.clean_topology(*cm.simplify(v, f, round_target))
-        v, f = cm.clean_topology(*cm.repair_non_manifold_edges(v, f))
+        v, f = _simplify_clean(cm, v, f, round_target)
+        v, f = cm.repair_non_manifold_edges(v, f)
         v, f = cm.remove_small_connected_components(v, f, _SMALL_COMPONENT_AREA)
-        v, f = cm.clean_topology(*cm.fill_holes(v, f, _HOLE_PERIMETER))
-    if f.shape[0] > target:  # hole fans can push the count slightly over the target
-        v, f = cm.clean_topology(*cm.simplify(v, f, target))
-    return v, f
+        v, f = _dedupe(cm, *cm.fill_holes(v, f, _HOLE_PERIMETER))
+    return _simplify_clean(cm, v, f, target)  # hole fans can push the count slightly over the target
 
 
 @dataclass
@@ -130,13 +142,13 @@ def _export_surface(
             bvh=bvh,
             keep_inward_sheets=False,  # the inner sheet of a closed object is never seen: spend the budget outside
         )
-        v1, f1 = cm.clean_topology(v1, f1)
-        v1, f1 = cm.clean_topology(*cm.simplify(v1, f1, target))
+        v1, f1 = _simplify_clean(cm, *_dedupe(cm, v1, f1), target)
         step(1)
     else:
-        v1, f1 = cm.clean_topology(*cm.simplify(v0, f0, target * 3))
+        v1, f1 = _simplify_clean(cm, v0, f0, target * 3)
         step(1)
         v1, f1 = _clean_simplify(cm, v1, f1, target)
+    v1, f1 = cm.clean_topology(v1, f1)  # the full pass: also consistent winding, closed parts outward
     if f1.shape[0] == 0:
         raise ValueError("simplification left no faces; the input mesh is too small or degenerate")
     step(2)
