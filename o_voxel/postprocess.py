@@ -252,7 +252,10 @@ def to_glb(
         raise ValueError("UV unwrapping left no usable faces; the mesh is degenerate")
     n2 = normals[vmap.to(normals.device).long()]
     f2, n2, source = cm.split_normal_mismatches(v2, f2, n2)  # folds get flat normals of their own
-    v2, uvs = v2[source], uvs[source]
+    used = torch.zeros(source.shape[0], dtype=torch.bool, device=f2.device)
+    used[f2.reshape(-1)] = True  # corners whose every face moved to new copies go
+    f2 = (torch.cumsum(used.long(), 0) - 1)[f2]
+    v2, uvs, n2 = v2[source][used], uvs[source][used], n2[used]
     _validated(cm, v2, f2, n2)
     step(3)
 

@@ -9,12 +9,17 @@ import numpy as np
 import pytest
 import torch
 import trimesh
-from conftest import to_torch
 
 import cumesh as cm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "o_voxel"))
 import ov_shapes as shapes  # noqa: E402
+
+
+def to_torch(mesh: trimesh.Trimesh) -> tuple[torch.Tensor, torch.Tensor]:
+    """Tensors of a trimesh (local: another folder's conftest may shadow cumesh's in one session)."""
+    return torch.tensor(np.asarray(mesh.vertices), dtype=torch.float32), torch.tensor(np.asarray(mesh.faces))
+
 
 DEFECTS = (
     "degenerate",
