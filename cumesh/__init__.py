@@ -17,10 +17,14 @@ from .holes import fill_holes
 from .remesh import remesh_narrow_band_dc
 from .repair import repair_non_manifold_edges, unify_face_orientations
 from .simplify import simplify
+from .topology import TopologyReport, check_topology, clean_topology, split_normal_mismatches
 from .uv import remove_uv_degenerate_faces, uv_unwrap
 
 __all__ = [
     "MeshBVH",
+    "TopologyReport",
+    "check_topology",
+    "clean_topology",
     "face_areas",
     "face_normals",
     "fill_holes",
@@ -33,6 +37,7 @@ __all__ = [
     "remove_uv_degenerate_faces",
     "repair_non_manifold_edges",
     "simplify",
+    "split_normal_mismatches",
     "unify_face_orientations",
     "uv_unwrap",
     "vertex_normals",

@@ -22,24 +22,45 @@ from .connectivity import connected_components, edge_table, manifold_half_edge_p
 from .validation import check_mesh
 
 _CHART_OPTION_NAMES = {
-    "max_chart_area", "max_boundary_length", "normal_deviation_weight", "roundness_weight",
-    "straightness_weight", "normal_seam_weight", "texture_seam_weight", "max_cost", "max_iterations",
-    "use_input_mesh_uvs", "fix_winding",
+    "max_chart_area",
+    "max_boundary_length",
+    "normal_deviation_weight",
+    "roundness_weight",
+    "straightness_weight",
+    "normal_seam_weight",
+    "texture_seam_weight",
+    "max_cost",
+    "max_iterations",
+    "use_input_mesh_uvs",
+    "fix_winding",
 }
 _PACK_OPTION_NAMES = {
-    "max_chart_size", "padding", "texels_per_unit", "resolution", "bilinear", "blockAlign", "bruteForce",
-    "rotate_charts", "rotate_charts_to_axis",
+    "max_chart_size",
+    "padding",
+    "texels_per_unit",
+    "resolution",
+    "bilinear",
+    "blockAlign",
+    "bruteForce",
+    "rotate_charts",
+    "rotate_charts_to_axis",
 }
 _PACK_ALIASES = {"block_align": "blockAlign", "brute_force": "bruteForce"}
 # CuMesh's GPU clustering keywords (to_glb passes them): accepted; see `uv_unwrap` for their effect here.
 _CUMESH_CLUSTER_NAMES = {
-    "threshold_cone_half_angle_rad", "refine_iterations", "global_iterations", "smooth_strength",
-    "area_penalty_weight", "perimeter_area_ratio_weight",
+    "threshold_cone_half_angle_rad",
+    "refine_iterations",
+    "global_iterations",
+    "smooth_strength",
+    "area_penalty_weight",
+    "perimeter_area_ratio_weight",
 }
 _XATLAS_SCALE = 100.0  # positions handed to xatlas span ~100 units, far above its absolute epsilons
 
 
-def cluster_faces(vertices: torch.Tensor, faces: torch.Tensor, max_cluster_faces: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+def cluster_faces(
+    vertices: torch.Tensor, faces: torch.Tensor, max_cluster_faces: int = 4096
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Chart id per face `[F]` and the dominant signed axis per chart (0..5 = +x,-x,+y,-y,+z,-z)."""
     p0, p1, p2 = vertices[faces[:, 0]], vertices[faces[:, 1]], vertices[faces[:, 2]]
     cross = torch.linalg.cross(p1 - p0, p2 - p0)
@@ -83,6 +104,7 @@ def uv_unwrap(
     faces: torch.Tensor,
     compute_charts_kwargs: dict | None = None,
     pack_charts_kwargs: dict | None = None,
+    texture_size: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Parameterise a mesh into one atlas.
 
@@ -100,6 +122,8 @@ def uv_unwrap(
     clustering always uses the six axis cones (half-angle <= 54.7 degrees) and ignores them.
     `pack_charts_kwargs`: xatlas `PackOptions` fields (`padding`, `resolution`, `texels_per_unit`,
     `bilinear`, `block_align`, `brute_force`, `rotate_charts`, `rotate_charts_to_axis`, `max_chart_size`).
+    `texture_size`: when given (and `texels_per_unit` is not), the chart scale is chosen so that the packed
+    atlas comes out about `texture_size` texels wide, so `padding` counts texels of that texture.
     """
     vertices, faces = check_mesh(vertices, faces)
     device = vertices.device
@@ -109,7 +133,9 @@ def uv_unwrap(
         chart_kwargs.pop(name, None)
     chart_kwargs.setdefault("use_input_mesh_uvs", True)
     chart_opts = _make_options(chart_kwargs, xatlas.ChartOptions, _CHART_OPTION_NAMES, what="chart")
-    pack_opts = _make_options(pack_charts_kwargs, xatlas.PackOptions, _PACK_OPTION_NAMES, _PACK_ALIASES, "pack")
+    pack_opts = _make_options(
+        pack_charts_kwargs, xatlas.PackOptions, _PACK_OPTION_NAMES, _PACK_ALIASES, "pack"
+    )
 
     keep = ~degenerate_face_mask(vertices, faces)
     faces = faces[keep]
@@ -136,6 +162,8 @@ def uv_unwrap(
         sel = dirs == d
         if bool(sel.any()):
             chart_uv[sel] = _project(positions[sel], d)
+    if texture_size is not None and not pack_opts.texels_per_unit:
+        pack_opts.texels_per_unit = _texels_per_unit(chart_uv, inverse.reshape(-1, 3), int(texture_size))
     positions_np = positions.cpu().numpy()
     uv_np = chart_uv.cpu().numpy()
     vstart_l, fstart_l = vstart.tolist(), fstart.tolist()
@@ -166,6 +194,17 @@ def uv_unwrap(
     return out_v, out_f, out_uv, out_map
 
 
+_ATLAS_FILL = 0.55  # chart area / atlas area that xatlas reaches with padding on many small charts
+
+
+def _texels_per_unit(chart_uv: torch.Tensor, faces: torch.Tensor, texture_size: int) -> float:
+    """xatlas texels per chart unit so the packed charts fill about a `texture_size`^2 atlas."""
+    t = chart_uv.double()[faces]
+    e1, e2 = t[:, 1] - t[:, 0], t[:, 2] - t[:, 0]
+    area = float((0.5 * (e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]).abs()).sum())
+    return math.sqrt(_ATLAS_FILL * texture_size**2 / max(area, 1e-30))
+
+
 def remove_uv_degenerate_faces(
     vertices: torch.Tensor,
     faces: torch.Tensor,
@@ -190,7 +229,9 @@ def remove_uv_degenerate_faces(
         raise ValueError(f"vmap must have {vertices.shape[0]} entries, got {vmap.shape[0]}")
     p0, p1, p2 = vertices[faces[:, 0]], vertices[faces[:, 1]], vertices[faces[:, 2]]
     area = 0.5 * torch.linalg.norm(torch.linalg.cross(p1 - p0, p2 - p0), dim=1)
-    shortest = torch.stack([(p1 - p0).norm(dim=1), (p2 - p1).norm(dim=1), (p0 - p2).norm(dim=1)], 1).min(1).values
+    shortest = (
+        torch.stack([(p1 - p0).norm(dim=1), (p2 - p1).norm(dim=1), (p0 - p2).norm(dim=1)], 1).min(1).values
+    )
     t0, t1, t2 = uvs[faces[:, 0]].double(), uvs[faces[:, 1]].double(), uvs[faces[:, 2]].double()
     e1, e2 = t1 - t0, t2 - t0
     uv_area = 0.5 * (e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]).abs()

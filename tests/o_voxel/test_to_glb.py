@@ -41,10 +41,17 @@ def decoded_like(shape: str, res: int = RES):
     """A dense O-Voxel mesh of an analytic shape plus the analytic PBR field at its voxel centres."""
     mesh = getattr(shapes, shape)()
     coords, dual, flags = mesh_to_flexible_dual_grid(
-        mesh.vertices, mesh.faces, grid_size=res, aabb=AABB,
-        face_weight=1.0, boundary_weight=0.2, regularization_weight=1e-2,
+        mesh.vertices,
+        mesh.faces,
+        grid_size=res,
+        aabb=AABB,
+        face_weight=1.0,
+        boundary_weight=0.2,
+        regularization_weight=1e-2,
     )
-    vertices, faces = flexible_dual_grid_to_mesh(coords, dual * res - coords.float(), flags, None, AABB, grid_size=res)
+    vertices, faces = flexible_dual_grid_to_mesh(
+        coords, dual * res - coords.float(), flags, None, AABB, grid_size=res
+    )
     centres = (coords.double().numpy() + 0.5) / res - 0.5
     attrs = torch.from_numpy(fields.pbr_field(centres)).float()
     return mesh, vertices, faces, attrs, coords
@@ -63,8 +70,17 @@ def test_bake_export_reload_reads_back_the_field(tmp_path, shape, alpha_mode, re
     source, vertices, faces, attrs, coords = decoded_like(shape, res)
     calls = []
     mesh = to_glb(
-        vertices, faces, attrs, coords, fields.LAYOUT, AABB, grid_size=res, remesh=remesh,
-        decimation_target=TARGET, texture_size=512, alpha_mode=alpha_mode,
+        vertices,
+        faces,
+        attrs,
+        coords,
+        fields.LAYOUT,
+        AABB,
+        grid_size=res,
+        remesh=remesh,
+        decimation_target=TARGET,
+        texture_size=512,
+        alpha_mode=alpha_mode,
         progress=lambda stage, step, total: calls.append((stage, step, total)),
     )
     assert [c[1] for c in calls] == list(range(1, calls[0][2] + 1))
@@ -156,9 +172,16 @@ def test_bad_input_is_a_clear_error(small_input):
         with pytest.raises(ValueError, match="unsupported texture size"):
             _call(vertices, faces, attrs, coords, texture_size=size)
     with pytest.raises(ValueError, match="alpha_mode"):
-        _call(vertices, faces, attrs, coords, alpha_mode="MASK")
+        _call(vertices, faces, attrs, coords, alpha_mode="TRANSLUCENT")
     with pytest.raises(ValueError, match="missing 'roughness'"):
-        to_glb(vertices, faces, attrs, coords, {"base_color": slice(0, 3), "metallic": slice(3, 4),
-               "alpha": slice(5, 6)}, AABB, grid_size=24)
+        to_glb(
+            vertices,
+            faces,
+            attrs,
+            coords,
+            {"base_color": slice(0, 3), "metallic": slice(3, 4), "alpha": slice(5, 6)},
+            AABB,
+            grid_size=24,
+        )
     with pytest.raises(ValueError, match="4 voxels but coords has 3"):
         _call(vertices, faces, attrs[:4], coords[:3])
