@@ -89,7 +89,9 @@ def ensure_torch(py: Path) -> None:
     # A suitable wheel already on this machine (pip's find-links) is the fastest and works offline: install
     # it alone, then let the next step fetch only its small dependencies from the usual index.
     if succeeds([*pip, "--no-index", "--no-deps", "-q", "torch>=2.4"], **quiet):
-        if gpu and not succeeds([py, "-c", "import sys, torch; sys.exit(torch.version.cuda is None)"], **quiet):
+        if gpu and not succeeds(
+            [py, "-c", "import sys, torch; sys.exit(torch.version.cuda is None)"], **quiet
+        ):
             say("the PyTorch wheel on this machine is a CPU build but there is an NVIDIA GPU: replacing it")
             run([py, "-m", "pip", "uninstall", "-y", "-q", "torch"])
         else:

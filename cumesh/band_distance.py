@@ -18,7 +18,9 @@ _GPU_PAIR_BUDGET = 1 << 22  # (grid point, triangle) candidates per chunk on CUD
 _CPU_PAIR_BUDGET = 1 << 18
 _CPU_KERNEL_CHUNK = 1 << 15
 _GPU_KERNEL_CHUNK = 1 << 22
-_FACE_BLOCK = 1 << 20  # faces prepared at a time (bounds the per-face tables)  # cache-sized pieces for the exact distance kernel on the CPU
+_FACE_BLOCK = (
+    1 << 20
+)  # faces prepared at a time (bounds the per-face tables)  # cache-sized pieces for the exact distance kernel on the CPU
 
 
 _HASH_MULTIPLIER = -7046029254386353131  # 0x9E3779B97F4A7C15 as a signed int64 (Fibonacci hashing)
@@ -55,7 +57,9 @@ def grid_coords(keys: torch.Tensor, n: int) -> torch.Tensor:
     return torch.stack([keys // (m * m), (keys // m) % m, keys % m], -1)
 
 
-def _split_boxes(lo: torch.Tensor, size: torch.Tensor, budget: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _split_boxes(
+    lo: torch.Tensor, size: torch.Tensor, budget: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Cut boxes holding more than `budget` points into x-slabs: `(owner, lo, size)` of the pieces."""
     slab = (budget // (size[:, 1] * size[:, 2]).clamp_min(1)).clamp_min(1)
     pieces = torch.where(size[:, 0] > 0, -(-size[:, 0] // slab), torch.zeros_like(slab))
@@ -75,8 +79,21 @@ def segment_min(keys: torch.Tensor, packed: torch.Tensor) -> tuple[torch.Tensor,
     return uniq, best.scatter_reduce_(0, inverse, packed, reduce="amin")
 
 
-def _search_block(vertices, faces, face_base, origin, cell, n, radius, only, only_filter, points, point_radius,
-                  found_keys, found_best) -> None:
+def _search_block(
+    vertices,
+    faces,
+    face_base,
+    origin,
+    cell,
+    n,
+    radius,
+    only,
+    only_filter,
+    points,
+    point_radius,
+    found_keys,
+    found_best,
+) -> None:
     """`near_grid_distances` for one block of faces (ids offset by `face_base`): appends per-chunk minima."""
     device, dtype = vertices.device, vertices.dtype
     tris = vertices[faces]
@@ -118,7 +135,9 @@ def _search_block(vertices, faces, face_base, origin, cell, n, radius, only, onl
             continue
         c_count = count[b0:b1]
         rep = torch.repeat_interleave(torch.arange(b1 - b0, device=device), c_count)
-        local = torch.arange(rep.numel(), device=device) - (torch.cumsum(c_count, 0) - c_count).index_select(0, rep)
+        local = torch.arange(rep.numel(), device=device) - (torch.cumsum(c_count, 0) - c_count).index_select(
+            0, rep
+        )
         rep += b0
         yz, sz = box_yz.index_select(0, rep), box_sz.index_select(0, rep)
         dx = local // yz
@@ -151,8 +170,13 @@ def _search_block(vertices, faces, face_base, origin, cell, n, radius, only, onl
         p, tri, keys = p.index_select(0, idx), tri.index_select(0, idx), keys.index_select(0, idx)
         r_sq = radius_sq if not torch.is_tensor(r) else r.index_select(0, idx) ** 2
         step = _GPU_KERNEL_CHUNK if vertices.is_cuda else _CPU_KERNEL_CHUNK
-        dist_sq = torch.cat([closest_point_packed(p[s : s + step], packed.index_select(0, tri[s : s + step]))[0]
-                             for s in range(0, keys.numel(), step)] or [p.new_zeros(0)])
+        dist_sq = torch.cat(
+            [
+                closest_point_packed(p[s : s + step], packed.index_select(0, tri[s : s + step]))[0]
+                for s in range(0, keys.numel(), step)
+            ]
+            or [p.new_zeros(0)]
+        )
         ok = dist_sq < r_sq
         if bool(ok.any()):
             k, v = segment_min(keys[ok], pack_distance_face(dist_sq[ok], tri[ok] + face_base))
@@ -192,8 +216,21 @@ def near_grid_distances(
     device, dtype = vertices.device, vertices.dtype
     found_keys, found_best = [], []
     for f0 in range(0, faces.shape[0], _FACE_BLOCK):
-        _search_block(vertices, faces[f0 : f0 + _FACE_BLOCK], f0, origin, cell, n, radius, only, only_filter,
-                      points, point_radius, found_keys, found_best)
+        _search_block(
+            vertices,
+            faces[f0 : f0 + _FACE_BLOCK],
+            f0,
+            origin,
+            cell,
+            n,
+            radius,
+            only,
+            only_filter,
+            points,
+            point_radius,
+            found_keys,
+            found_best,
+        )
     if not found_keys:
         none = torch.zeros(0, dtype=torch.long, device=device)
         return none, torch.zeros(0, dtype=dtype, device=device), none

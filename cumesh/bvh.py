@@ -198,7 +198,10 @@ class _Tier:
         for sx in range(1, s_max + 1):
             for sy in range(1, s_max + 1):
                 for sz in range(1, s_max + 1):
-                    g = torch.stack(torch.meshgrid(torch.arange(sx), torch.arange(sy), torch.arange(sz), indexing="ij"), -1)
+                    g = torch.stack(
+                        torch.meshgrid(torch.arange(sx), torch.arange(sy), torch.arange(sz), indexing="ij"),
+                        -1,
+                    )
                     offs = (g.reshape(-1, 3).to(self.device) * stride).sum(1)
                     table[((sx - 1) * s_max + sy - 1) * s_max + sz - 1, : offs.numel()] = offs
         rep = torch.repeat_interleave(torch.arange(ids.shape[0], device=self.device), count)
@@ -266,11 +269,15 @@ class _Tier:
         for s in range(0, active.numel(), step):
             act = active[s : s + step]
             p = points[act]
-            cell = torch.minimum(torch.floor((p - self.origin) / level.cell).long().clamp_min(0), level.dims - 1)
+            cell = torch.minimum(
+                torch.floor((p - self.origin) / level.cell).long().clamp_min(0), level.dims - 1
+            )
             cand = cell[:, None, :] + offsets[None]
             inside = ((cand >= 0) & (cand < level.dims)).all(2)
             box_lo = self.origin + cand.to(self.dtype) * level.cell
-            gap = torch.clamp(box_lo - p[:, None, :], min=0) + torch.clamp(p[:, None, :] - (box_lo + level.cell), min=0)
+            gap = torch.clamp(box_lo - p[:, None, :], min=0) + torch.clamp(
+                p[:, None, :] - (box_lo + level.cell), min=0
+            )
             ok = inside & ((gap**2).sum(2) <= limit_sq)
             key = (cand[..., 0] * level.dims[1] + cand[..., 1]) * level.dims[2] + cand[..., 2]
             _, occupied = lookup_sorted(level.cell_keys, key)
@@ -286,7 +293,9 @@ class _Tier:
             inside = ((cand >= 0) & (cand < level.dims)).all(2)
             p = points[act]
             box_lo = self.origin + cand.to(self.dtype) * level.cell
-            gap = torch.clamp(box_lo - p[:, None, :], min=0) + torch.clamp(p[:, None, :] - (box_lo + level.cell), min=0)
+            gap = torch.clamp(box_lo - p[:, None, :], min=0) + torch.clamp(
+                p[:, None, :] - (box_lo + level.cell), min=0
+            )
             box_d = (gap**2).sum(2)
             keep = inside & (box_d < best_d[act][:, None]) & (box_d <= limit_sq)
             pi, oi = torch.nonzero(keep, as_tuple=True)
@@ -308,7 +317,9 @@ class _Tier:
                 edges = [0] + sorted({min(int(x) + 1, pi.numel()) for x in cuts}) + [pi.numel()]
             for b0, b1 in zip(edges[:-1], edges[1:], strict=True):
                 if b1 > b0:
-                    self._evaluate_cells(points, act[pi[b0:b1]], pos[b0:b1], level, best_d, best_f, best_uvw, limit_sq)
+                    self._evaluate_cells(
+                        points, act[pi[b0:b1]], pos[b0:b1], level, best_d, best_f, best_uvw, limit_sq
+                    )
 
     def _evaluate_cells(self, points, point_ids, cell_pos, level, best_d, best_f, best_uvw, limit_sq):
         counts = level.cell_count[cell_pos]
@@ -326,8 +337,17 @@ class _Tier:
         for s in range(0, points.shape[0], step):
             pid = torch.arange(s, min(s + step, points.shape[0]), device=self.device)
             local = torch.arange(pid.numel(), device=self.device).repeat_interleave(nf)
-            _evaluate_pairs(self.tris, points, pid, local, self.brute.repeat(pid.numel()),
-                            best_d, best_f, best_uvw, limit_sq)
+            _evaluate_pairs(
+                self.tris,
+                points,
+                pid,
+                local,
+                self.brute.repeat(pid.numel()),
+                best_d,
+                best_f,
+                best_uvw,
+                limit_sq,
+            )
 
 
 def _evaluate_pairs(tris, points, point_ids, local, tri, best_d, best_f, best_uvw, limit_sq):
@@ -348,7 +368,9 @@ def _evaluate_pairs(tris, points, point_ids, local, tri, best_d, best_f, best_uv
     # lexicographic (distance, face id) minimum per point through one packed int64 key
     key = pack_distance_face(d, tri)
     key = torch.where(ok, key, torch.full_like(key, torch.iinfo(torch.long).max))
-    best_key = torch.full((point_ids.numel(),), torch.iinfo(torch.long).max, dtype=torch.long, device=d.device)
+    best_key = torch.full(
+        (point_ids.numel(),), torch.iinfo(torch.long).max, dtype=torch.long, device=d.device
+    )
     best_key.scatter_reduce_(0, local, key, reduce="amin")
     win = ok & (key == best_key[local])
     g, d_w, tri_w = pid[win], d[win], tri[win]

@@ -23,7 +23,9 @@ def compact(vertices: torch.Tensor, faces: torch.Tensor) -> tuple[torch.Tensor, 
     return vertices[used], new_faces
 
 
-def remove_unreferenced_vertices(vertices: torch.Tensor, faces: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def remove_unreferenced_vertices(
+    vertices: torch.Tensor, faces: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Remove vertices that no face uses; order of the remaining vertices and faces is kept."""
     vertices, faces = check_mesh(vertices, faces)
     return compact(vertices, faces)
@@ -38,7 +40,7 @@ def _first_occurrence(inverse: torch.Tensor, num_groups: int) -> torch.Tensor:
 
 def unique_rows(rows: torch.Tensor, bound: int) -> tuple[torch.Tensor, torch.Tensor]:
     """`(num_groups, inverse)` for int64 rows of width 3 with entries in `[0, bound)`; packs when it fits."""
-    if bound ** 3 < 2**62:
+    if bound**3 < 2**62:
         key = (rows[:, 0] * bound + rows[:, 1]) * bound + rows[:, 2]
         uniq, inverse = torch.unique(key, return_inverse=True)
     else:
@@ -67,7 +69,11 @@ def merge_duplicate_vertices(
         num = int(inverse.max()) + 1
     representative = _first_occurrence(inverse, num)[inverse]
     new_faces = representative[faces]
-    keep = (new_faces[:, 0] != new_faces[:, 1]) & (new_faces[:, 1] != new_faces[:, 2]) & (new_faces[:, 2] != new_faces[:, 0])
+    keep = (
+        (new_faces[:, 0] != new_faces[:, 1])
+        & (new_faces[:, 1] != new_faces[:, 2])
+        & (new_faces[:, 2] != new_faces[:, 0])
+    )
     new_faces = new_faces[keep]
     if new_faces.shape[0] == 0:
         return vertices[:0], new_faces
@@ -89,7 +95,11 @@ def degenerate_face_mask(
     """True for faces with a repeated index or `area < min(abs_thresh, rel_thresh * longest_edge^2)`."""
     p0, p1, p2 = vertices[faces[:, 0]], vertices[faces[:, 1]], vertices[faces[:, 2]]
     area = 0.5 * torch.linalg.norm(torch.linalg.cross(p1 - p0, p2 - p0), dim=1)
-    longest_sq = torch.stack([((p1 - p0) ** 2).sum(1), ((p2 - p1) ** 2).sum(1), ((p0 - p2) ** 2).sum(1)], 1).max(1).values
+    longest_sq = (
+        torch.stack([((p1 - p0) ** 2).sum(1), ((p2 - p1) ** 2).sum(1), ((p0 - p2) ** 2).sum(1)], 1)
+        .max(1)
+        .values
+    )
     thresh = torch.clamp(rel_thresh * longest_sq, max=abs_thresh)
     repeated = (faces[:, 0] == faces[:, 1]) | (faces[:, 1] == faces[:, 2]) | (faces[:, 2] == faces[:, 0])
     return repeated | (area < thresh) | (area <= 0)
@@ -116,6 +126,8 @@ def remove_small_connected_components(
     labels = face_components(faces, vertices.shape[0])
     p0, p1, p2 = vertices[faces[:, 0]], vertices[faces[:, 1]], vertices[faces[:, 2]]
     area = 0.5 * torch.linalg.norm(torch.linalg.cross(p1 - p0, p2 - p0), dim=1).double()
-    comp_area = torch.zeros(int(labels.max()) + 1, dtype=torch.float64, device=faces.device).index_add_(0, labels, area)
+    comp_area = torch.zeros(int(labels.max()) + 1, dtype=torch.float64, device=faces.device).index_add_(
+        0, labels, area
+    )
     keep = comp_area[labels] >= min_area
     return compact(vertices, faces[keep])

@@ -32,7 +32,9 @@ def half_edges(faces: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def edge_table(faces: torch.Tensor, num_vertices: int) -> EdgeTable:
     """Build the unique edge list of `faces`."""
-    uniq, inverse, counts = torch.unique(_edge_keys(faces, num_vertices), return_inverse=True, return_counts=True)
+    uniq, inverse, counts = torch.unique(
+        _edge_keys(faces, num_vertices), return_inverse=True, return_counts=True
+    )
     edges = torch.stack([uniq // num_vertices, uniq % num_vertices], dim=1)
     return EdgeTable(edges=edges, half_edge_to_edge=inverse, face_count=counts)
 
@@ -65,7 +67,9 @@ def manifold_half_edge_pairs(table: EdgeTable) -> torch.Tensor:
     sorted_edges = table.half_edge_to_edge[order]
     count = table.face_count[sorted_edges]
     # first half-edge of each pair: its successor belongs to the same edge
-    first = (count == 2) & torch.cat([sorted_edges[1:] == sorted_edges[:-1], sorted_edges.new_zeros(1, dtype=torch.bool)])
+    first = (count == 2) & torch.cat(
+        [sorted_edges[1:] == sorted_edges[:-1], sorted_edges.new_zeros(1, dtype=torch.bool)]
+    )
     idx = torch.nonzero(first).squeeze(1)
     pairs = torch.stack([order[idx], order[idx + 1]], dim=1)
     return pairs[(pairs[:, 0] // 3) != (pairs[:, 1] // 3)]

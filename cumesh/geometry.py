@@ -23,7 +23,9 @@ def face_normals(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
     vertices, faces = check_mesh(vertices, faces)
     cross = _face_cross(vertices, faces)
     norm = torch.linalg.norm(cross, dim=1, keepdim=True)
-    return torch.where(norm > 0, cross / norm.clamp_min(torch.finfo(cross.dtype).tiny), torch.zeros_like(cross))
+    return torch.where(
+        norm > 0, cross / norm.clamp_min(torch.finfo(cross.dtype).tiny), torch.zeros_like(cross)
+    )
 
 
 def vertex_normals(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:

@@ -47,8 +47,9 @@ def fill_holes(
     group = connected_components(num_b, links)
     num_groups = int(group.max()) + 1
     ok_edge = manifold_vertex[b_src] & manifold_vertex[b_dst]
-    closed = torch.ones(num_groups, dtype=torch.bool, device=device)
-    closed = closed.scatter_reduce(0, group, ok_edge, reduce="amin")
+    # uint8, not bool: CUDA has no bool scatter-reduce
+    closed = torch.ones(num_groups, dtype=torch.uint8, device=device)
+    closed = closed.scatter_reduce(0, group, ok_edge.to(torch.uint8), reduce="amin").bool()
     p_src, p_dst = vertices[b_src].double(), vertices[b_dst].double()
     length = torch.linalg.norm(p_dst - p_src, dim=1)
     perimeter = torch.zeros(num_groups, dtype=torch.float64, device=device).index_add_(0, group, length)
@@ -56,8 +57,12 @@ def fill_holes(
     if not bool(fill.any()):
         return vertices, faces
     new_id = torch.cumsum(fill.long(), 0) - 1
-    mid_sum = torch.zeros(num_groups, 3, dtype=torch.float64, device=device).index_add_(0, group, 0.5 * (p_src + p_dst))
-    count = torch.zeros(num_groups, dtype=torch.float64, device=device).index_add_(0, group, torch.ones_like(length))
+    mid_sum = torch.zeros(num_groups, 3, dtype=torch.float64, device=device).index_add_(
+        0, group, 0.5 * (p_src + p_dst)
+    )
+    count = torch.zeros(num_groups, dtype=torch.float64, device=device).index_add_(
+        0, group, torch.ones_like(length)
+    )
     centres = (mid_sum / count[:, None])[fill].to(vertices.dtype)
     use = fill[group]
     fan = torch.stack([b_dst[use], b_src[use], num_vertices + new_id[group[use]]], 1)

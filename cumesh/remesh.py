@@ -28,14 +28,23 @@ from .validation import check_mesh
 _CELL_CHUNK = 1 << 20  # cells per chunk when computing dual vertices (bounds peak memory)
 _CORNERS = torch.tensor([[x, y, z] for x in (0, 1) for y in (0, 1) for z in (0, 1)])
 # the 12 edges of a unit cell as corner-index pairs (into _CORNERS)
-_CELL_EDGES = torch.tensor([[a, b] for a in range(8) for b in range(8) if a < b and int((_CORNERS[a] - _CORNERS[b]).abs().sum()) == 1])
+_CELL_EDGES = torch.tensor(
+    [
+        [a, b]
+        for a in range(8)
+        for b in range(8)
+        if a < b and int((_CORNERS[a] - _CORNERS[b]).abs().sum()) == 1
+    ]
+)
 # owned edge per axis: start corner offset, and the 4 cells around it (quad order of the O-Voxel table)
 _OWNED_START = torch.tensor([[0, 1, 1], [1, 0, 1], [1, 1, 0]])
-_QUAD_CELLS = torch.tensor([
-    [[0, 0, 0], [0, 0, 1], [0, 1, 1], [0, 1, 0]],
-    [[0, 0, 0], [1, 0, 0], [1, 0, 1], [0, 0, 1]],
-    [[0, 0, 0], [0, 1, 0], [1, 1, 0], [1, 0, 0]],
-])
+_QUAD_CELLS = torch.tensor(
+    [
+        [[0, 0, 0], [0, 0, 1], [0, 1, 1], [0, 1, 0]],
+        [[0, 0, 0], [1, 0, 0], [1, 0, 1], [0, 0, 1]],
+        [[0, 0, 0], [0, 1, 0], [1, 1, 0], [1, 0, 0]],
+    ]
+)
 
 
 def _field_at(keys: torch.Tensor, field: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
@@ -48,7 +57,9 @@ def _field_and_face_at(keys, field, face, query) -> tuple[torch.Tensor, torch.Te
     return torch.where(found, field[pos], torch.full_like(field[pos], torch.inf)), face[pos]
 
 
-def _add_outer_neighbours(vertices, faces, packed, origin, cell, n, eps, inside_keys, inside_udf, inside_face):
+def _add_outer_neighbours(
+    vertices, faces, packed, origin, cell, n, eps, inside_keys, inside_udf, inside_face
+):
     """Sorted keys, `f = UDF - eps` and a face of the band points plus their 6-neighbours outside the band.
 
     Every grid edge crossing the zero set joins a band point to such a neighbour. Its `f` is not searched
@@ -78,8 +89,11 @@ def _add_outer_neighbours(vertices, faces, packed, origin, cell, n, eps, inside_
     outer_keys, best = segment_min(torch.cat(found_keys), torch.cat(found_best))
     outer_udf, outer_face = unpack_distance_face(best, dtype)
     keys, order = torch.sort(torch.cat([inside_keys, outer_keys]))
-    return (keys, (torch.cat([inside_udf, outer_udf.clamp_min(eps)]) - eps)[order],
-            torch.cat([inside_face, outer_face])[order])
+    return (
+        keys,
+        (torch.cat([inside_udf, outer_udf.clamp_min(eps)]) - eps)[order],
+        torch.cat([inside_face, outer_face])[order],
+    )
 
 
 def _distance_bounds(points, point_keys, corner_keys, corner_face, packed, corner_offsets) -> torch.Tensor:
@@ -88,7 +102,9 @@ def _distance_bounds(points, point_keys, corner_keys, corner_face, packed, corne
     step = _CELL_CHUNK // 4 if points.is_cuda else 1 << 14  # 8 (point, face) pairs per point
     for s in range(0, points.shape[0], step):
         pos, _ = lookup_sorted(corner_keys, point_keys[s : s + step, None] + corner_offsets)
-        d, _ = closest_point_packed(points[s : s + step].repeat_interleave(8, 0), packed[corner_face[pos].reshape(-1)])
+        d, _ = closest_point_packed(
+            points[s : s + step].repeat_interleave(8, 0), packed[corner_face[pos].reshape(-1)]
+        )
         bound[s : s + step] = d.reshape(-1, 8).min(1).values.sqrt()
     return bound
 
@@ -109,8 +125,9 @@ def _crossed_cells(corner_keys: torch.Tensor, field: torch.Tensor, n: int) -> to
     return grid_coords(keys, n)
 
 
-def _drop_inward_sheets(v: torch.Tensor, f: torch.Tensor, keys: torch.Tensor
-                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _drop_inward_sheets(
+    v: torch.Tensor, f: torch.Tensor, keys: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Remove the vertex-connected components whose signed volume is negative (unless that is all of them)."""
     links = torch.cat([f[:, [0, 1]], f[:, [1, 2]]])
     label = connected_components(v.shape[0], links)
@@ -170,8 +187,9 @@ def remesh_narrow_band_dc(
     if inside_keys.numel() == 0:
         return empty
     packed = pack_triangles(vertices[faces])
-    corner_keys, field, corner_face = _add_outer_neighbours(vertices, faces, packed, origin, cell, n, eps,
-                                                            inside_keys, inside_udf, inside_face)
+    corner_keys, field, corner_face = _add_outer_neighbours(
+        vertices, faces, packed, origin, cell, n, eps, inside_keys, inside_udf, inside_face
+    )
     del inside_keys, inside_udf, inside_face
 
     # cells with a sign change among their corners
@@ -253,8 +271,17 @@ def remesh_narrow_band_dc(
                 fid[group] = bvh.closest_point(out_v[group], max_distance=limit)[1]
                 continue
             margin = bound[group] * (1 + 1e-4) + 1e-6 * scale
-            found, _, found_face = near_grid_distances(vertices, faces, origin, cell, n, limit, only=out_keys[group],
-                                                       points=out_v[group], point_radius=margin)
+            found, _, found_face = near_grid_distances(
+                vertices,
+                faces,
+                origin,
+                cell,
+                n,
+                limit,
+                only=out_keys[group],
+                points=out_v[group],
+                point_radius=margin,
+            )
             if found.numel():
                 pos, ok = lookup_sorted(out_keys, found)
                 fid[pos[ok]] = found_face[ok]

@@ -8,7 +8,9 @@ from .connectivity import connected_components, edge_table, manifold_half_edge_p
 from .validation import check_mesh
 
 
-def repair_non_manifold_edges(vertices: torch.Tensor, faces: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def repair_non_manifold_edges(
+    vertices: torch.Tensor, faces: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Split vertices wherever their faces are not connected through manifold edges.
 
     Every face corner starts as its own vertex; corners of two faces sharing a manifold edge are joined
@@ -52,7 +54,9 @@ def unify_face_orientations(vertices: torch.Tensor, faces: torch.Tensor) -> tupl
     comp = connected_components(num_faces, torch.stack([f1, f2], 1))
     # signed graph on 2F nodes: node f = "f as is", node F+f = "f flipped"
     shift = flipped.long() * num_faces
-    links = torch.cat([torch.stack([f1, f2 + shift], 1), torch.stack([f1 + num_faces, f2 + num_faces - shift], 1)])
+    links = torch.cat(
+        [torch.stack([f1, f2 + shift], 1), torch.stack([f1 + num_faces, f2 + num_faces - shift], 1)]
+    )
     signed = connected_components(2 * num_faces, links)
     root = torch.full((int(comp.max()) + 1,), num_faces, dtype=torch.long, device=faces.device)
     root = root.scatter_reduce(0, comp, torch.arange(num_faces, device=faces.device), reduce="amin")[comp]

@@ -36,8 +36,12 @@ def _plane_quadrics(n: torch.Tensor, d: torch.Tensor, w: torch.Tensor) -> torch.
 def _quadric_eval(q: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """x^T A x + 2 b.x + c for quadrics `[N,10]` at points `[N,3]`."""
     xx, yy, zz = x[:, 0], x[:, 1], x[:, 2]
-    quad = (q[:, 0] * xx * xx + q[:, 3] * yy * yy + q[:, 5] * zz * zz
-            + 2 * (q[:, 1] * xx * yy + q[:, 2] * xx * zz + q[:, 4] * yy * zz))
+    quad = (
+        q[:, 0] * xx * xx
+        + q[:, 3] * yy * yy
+        + q[:, 5] * zz * zz
+        + 2 * (q[:, 1] * xx * yy + q[:, 2] * xx * zz + q[:, 4] * yy * zz)
+    )
     return quad + 2 * (q[:, 6] * xx + q[:, 7] * yy + q[:, 8] * zz) + q[:, 9]
 
 
@@ -53,11 +57,17 @@ def _quadric_minimizer(q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     c12 = a01 * a02 - a00 * a12
     c22 = a00 * a11 - a01 * a01
     inv_det = 1.0 / torch.where(det.abs() > 0, det, torch.ones_like(det))
-    x = torch.stack([
-        c00 * b[:, 0] + c01 * b[:, 1] + c02 * b[:, 2],
-        c01 * b[:, 0] + c11 * b[:, 1] + c12 * b[:, 2],
-        c02 * b[:, 0] + c12 * b[:, 1] + c22 * b[:, 2],
-    ], 1) * inv_det[:, None]
+    x = (
+        torch.stack(
+            [
+                c00 * b[:, 0] + c01 * b[:, 1] + c02 * b[:, 2],
+                c01 * b[:, 0] + c11 * b[:, 1] + c12 * b[:, 2],
+                c02 * b[:, 0] + c12 * b[:, 1] + c22 * b[:, 2],
+            ],
+            1,
+        )
+        * inv_det[:, None]
+    )
     scale = (a00 + a11 + a22).abs() ** 3
     ok = det.abs() > 1e-6 * scale
     return x, ok & torch.isfinite(x).all(1)
@@ -112,13 +122,21 @@ def simplify(
     if target < 1:
         raise ValueError(f"target_num_faces must be >= 1, got {target_num_faces}")
     if method not in ("auto", "parallel", "fast_simplification"):
-        raise ValueError(f"unknown simplify method {method!r}; use 'auto', 'parallel' or 'fast_simplification'")
-    if faces.shape[0] > target and method != "parallel" and (method == "fast_simplification" or vertices.device.type == "cpu"):
+        raise ValueError(
+            f"unknown simplify method {method!r}; use 'auto', 'parallel' or 'fast_simplification'"
+        )
+    if (
+        faces.shape[0] > target
+        and method != "parallel"
+        and (method == "fast_simplification" or vertices.device.type == "cpu")
+    ):
         try:
             import fast_simplification
         except ImportError:
             if method == "fast_simplification":
-                raise ValueError("method='fast_simplification' needs the fast-simplification package") from None
+                raise ValueError(
+                    "method='fast_simplification' needs the fast-simplification package"
+                ) from None
         else:
             return _simplify_fast(fast_simplification, vertices, faces, target, progress)
     v = vertices.double() if vertices.dtype == torch.float64 else vertices.float()
@@ -161,8 +179,9 @@ def _simplify_fast(module, vertices, faces, target, progress):
     return compact(out_v, out_f)
 
 
-def _edge_collapses(v: torch.Tensor, q: torch.Tensor, e0: torch.Tensor, e1: torch.Tensor
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
+def _edge_collapses(
+    v: torch.Tensor, q: torch.Tensor, e0: torch.Tensor, e1: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Per edge, the collapse position `[E, 3]` and its cost `[E]`, computed in chunks of edges.
 
     Candidates: both endpoints, the midpoint, and the quadric optimum when it is well conditioned and
@@ -264,7 +283,9 @@ def _collapse_round(v, f, q, target, strictness: int):
             if relax:
                 good = dot >= 0
             else:
-                good = dot > _MIN_NORMAL_COS * torch.linalg.norm(n_old, dim=1) * torch.linalg.norm(n_new, dim=1)
+                good = dot > _MIN_NORMAL_COS * torch.linalg.norm(n_old, dim=1) * torch.linalg.norm(
+                    n_new, dim=1
+                )
             reject[te[~good]] = True
         sel = sel[~reject[sel]]
     if sel.numel() == 0:

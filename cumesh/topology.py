@@ -110,8 +110,8 @@ def _part_volumes(
     pairs, disagree, open_edge = winding
     comp = connected_components(faces.shape[0], pairs // 3)
     num = int(comp.max()) + 1 if comp.numel() else 0
-    closed = torch.ones(num, dtype=torch.bool, device=faces.device)
-    closed.scatter_reduce_(0, comp, ~open_edge, reduce="amin")
+    closed = torch.ones(num, dtype=torch.uint8, device=faces.device)  # uint8: CUDA has no bool scatter-reduce
+    closed = closed.scatter_reduce_(0, comp, (~open_edge).to(torch.uint8), reduce="amin").bool()
     if disagree.any():  # a component with inconsistent winding has no meaningful volume
         closed[comp[pairs[disagree, 0] // 3]] = False
     p = vertices.double()

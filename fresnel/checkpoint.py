@@ -31,7 +31,9 @@ def load_fresnel(folder: Path = BUNDLED_DIR, device: torch.device | str = "cpu")
     folder = Path(folder)
     config_file, weights_file = folder / CONFIG_FILE, folder / WEIGHTS_FILE
     if not config_file.is_file() or not weights_file.is_file():
-        raise FresnelCheckpointError(f"the Fresnel checkpoint {folder} needs {CONFIG_FILE} and {WEIGHTS_FILE}")
+        raise FresnelCheckpointError(
+            f"the Fresnel checkpoint {folder} needs {CONFIG_FILE} and {WEIGHTS_FILE}"
+        )
     try:
         config = FresnelConfig.load(config_file)
     except (TypeError, ValueError) as exc:
@@ -56,8 +58,10 @@ def save_fresnel(model: FresnelNet, folder: Path, dtype: torch.dtype = torch.flo
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     state = {key: value.detach().to("cpu", dtype).contiguous() for key, value in model.state_dict().items()}
-    for name, write in ((WEIGHTS_FILE, lambda p: save_file(state, str(p), metadata={"format": "pt"})),
-                        (CONFIG_FILE, lambda p: Path(p).write_text(model.config.to_json()))):
+    for name, write in (
+        (WEIGHTS_FILE, lambda p: save_file(state, str(p), metadata={"format": "pt"})),
+        (CONFIG_FILE, lambda p: Path(p).write_text(model.config.to_json())),
+    ):
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.")
         os.close(fd)
         try:

@@ -33,7 +33,9 @@ class FresnelConfig:
         if len(self.decoder_channels) != levels or len(self.decoder_blocks) != levels:
             raise ValueError("encoder_channels, decoder_channels and decoder_blocks need one entry per level")
         if self.image_size % 2**levels or self.image_size // 2 != self.grid:
-            raise ValueError("the grid must be half the image size, and the image size divisible by 2**levels")
+            raise ValueError(
+                "the grid must be half the image size, and the image size divisible by 2**levels"
+            )
         if any(c % self.groups for c in (*self.encoder_channels, *self.decoder_channels)):
             raise ValueError(f"every channel count must be divisible by groups={self.groups}")
         if self.architecture != ARCHITECTURE:
@@ -66,5 +68,11 @@ class FresnelConfig:
         return cls.from_dict(data)
 
 
-TINY_CONFIG = FresnelConfig(image_size=32, grid=16, encoder_channels=(8, 16), decoder_channels=(16, 8),
-                            decoder_blocks=(1, 1), groups=4)
+TINY_CONFIG = FresnelConfig(
+    image_size=32,
+    grid=16,
+    encoder_channels=(8, 16),
+    decoder_channels=(16, 8),
+    decoder_blocks=(1, 1),
+    groups=4,
+)

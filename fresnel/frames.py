@@ -20,22 +20,28 @@ def elevation_rotation(theta: torch.Tensor) -> torch.Tensor:
     """`[B, 3, 3]` from the yawed, upright frame to the view frame of a camera pitched down by `theta`."""
     c, s = torch.cos(theta), torch.sin(theta)
     one, zero = torch.ones_like(theta), torch.zeros_like(theta)
-    return torch.stack([
-        torch.stack([one, zero, zero], -1),
-        torch.stack([zero, c, -s], -1),
-        torch.stack([zero, s, c], -1),
-    ], -2)
+    return torch.stack(
+        [
+            torch.stack([one, zero, zero], -1),
+            torch.stack([zero, c, -s], -1),
+            torch.stack([zero, s, c], -1),
+        ],
+        -2,
+    )
 
 
 def yaw_rotation(phi: torch.Tensor) -> torch.Tensor:
     """`[B, 3, 3]` from the world frame to the frame yawed so that the camera stands on its -y side."""
     c, s = torch.cos(phi), torch.sin(phi)
     one, zero = torch.ones_like(phi), torch.zeros_like(phi)
-    return torch.stack([
-        torch.stack([c, s, zero], -1),
-        torch.stack([-s, c, zero], -1),
-        torch.stack([zero, zero, one], -1),
-    ], -2)
+    return torch.stack(
+        [
+            torch.stack([c, s, zero], -1),
+            torch.stack([-s, c, zero], -1),
+            torch.stack([zero, zero, one], -1),
+        ],
+        -2,
+    )
 
 
 def view_rotation(phi: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
@@ -43,12 +49,19 @@ def view_rotation(phi: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
     return elevation_rotation(theta) @ yaw_rotation(phi)
 
 
-def grid_similarity(box: torch.Tensor, resolution: int, distance: torch.Tensor,
-                    tan_half_fov: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def grid_similarity(
+    box: torch.Tensor, resolution: int, distance: torch.Tensor, tan_half_fov: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """`(scale [B], offset [B, 3])` of `p_grid = scale * p_view + offset` for crop boxes `[B, 3]`
     (`cx, cy, half` in pixel-edge coordinates of a `resolution`-pixel square render)."""
     cx, cy, half = box.unbind(-1)
     scale = CROP_HALF * resolution / (2 * half * distance * tan_half_fov)
-    offset = torch.stack([CROP_HALF * (resolution / 2 - cx) / half, torch.zeros_like(cx),
-                          -CROP_HALF * (resolution / 2 - cy) / half], -1)
+    offset = torch.stack(
+        [
+            CROP_HALF * (resolution / 2 - cx) / half,
+            torch.zeros_like(cx),
+            -CROP_HALF * (resolution / 2 - cy) / half,
+        ],
+        -1,
+    )
     return scale, offset

@@ -48,8 +48,9 @@ def crop_to_object(rgba: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.T
     reduce = float((2 * size / (2 * boxes[:, 2])).max().clamp_max(1.0))
     if reduce < 0.75:  # a large photo: reduce it first so that bilinear sampling does not alias
         new_h, new_w = max(1, round(h * reduce)), max(1, round(w * reduce))
-        premultiplied = F.interpolate(premultiplied, size=(new_h, new_w), mode="bilinear", antialias=True,
-                                      align_corners=False)
+        premultiplied = F.interpolate(
+            premultiplied, size=(new_h, new_w), mode="bilinear", antialias=True, align_corners=False
+        )
         scale_xy = torch.tensor([new_w / w, new_h / h], device=rgba.device)
         boxes_px = torch.cat([boxes[:, :2] * scale_xy, boxes[:, 2:] * scale_xy[0]], dim=1)
         h, w = new_h, new_w

@@ -34,8 +34,9 @@ class FresnelOutput:
 class ResBlock(nn.Module):
     """Two 3x3 convolutions with group norm and SiLU around a skip connection (2D or 3D)."""
 
-    def __init__(self, channels: int, groups: int, dims: int, out_channels: int | None = None,
-                 stride: int = 1) -> None:
+    def __init__(
+        self, channels: int, groups: int, dims: int, out_channels: int | None = None, stride: int = 1
+    ) -> None:
         super().__init__()
         conv = nn.Conv3d if dims == 3 else nn.Conv2d
         out = out_channels or channels
@@ -43,7 +44,9 @@ class ResBlock(nn.Module):
         self.conv1 = conv(channels, out, 3, stride=stride, padding=1)
         self.norm2 = nn.GroupNorm(groups, out)
         self.conv2 = conv(out, out, 3, padding=1)
-        self.skip = conv(channels, out, 1, stride=stride) if (out != channels or stride != 1) else nn.Identity()
+        self.skip = (
+            conv(channels, out, 1, stride=stride) if (out != channels or stride != 1) else nn.Identity()
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.conv1(F.silu(self.norm1(x)))
@@ -63,7 +66,8 @@ class FresnelNet(nn.Module):
         enc, dec, g = config.encoder_channels, config.decoder_channels, config.groups
         self.stem = nn.Conv2d(4, enc[0], 3, padding=1)
         self.encoder = nn.ModuleList(
-            ResBlock(enc[max(i - 1, 0)], g, dims=2, out_channels=enc[i], stride=2) for i in range(len(enc)))
+            ResBlock(enc[max(i - 1, 0)], g, dims=2, out_channels=enc[i], stride=2) for i in range(len(enc))
+        )
         self.lift_proj = nn.ModuleList(nn.Conv2d(enc[-1 - i], dec[i], 1) for i in range(len(dec)))
         size = config.coarse_grid
         self.depth_embed = nn.ParameterList()
@@ -71,7 +75,9 @@ class FresnelNet(nn.Module):
             self.depth_embed.append(nn.Parameter(torch.randn(c, size * 2**i) * 0.02))
         self.up = nn.ModuleList(nn.Conv3d(dec[i - 1], dec[i], 1) for i in range(1, len(dec)))
         self.levels = nn.ModuleList(
-            nn.Sequential(*(ResBlock(c, g, dims=3) for _ in range(n))) for c, n in zip(dec, config.decoder_blocks))
+            nn.Sequential(*(ResBlock(c, g, dims=3) for _ in range(n)))
+            for c, n in zip(dec, config.decoder_blocks, strict=True)
+        )
         self.out_norm = nn.GroupNorm(g, dec[-1])
         self.head = nn.Conv3d(dec[-1], 1 + ATTRIBUTE_CHANNELS, 1)
         self.elevation_head = nn.Sequential(nn.Linear(enc[-1], 128), nn.SiLU(), nn.Linear(128, 1))
@@ -91,7 +97,9 @@ class FresnelNet(nn.Module):
             if volume is None:
                 volume = lifted
             else:
-                volume = self.up[i - 1](F.interpolate(volume, scale_factor=2, mode="trilinear", align_corners=False))
+                volume = self.up[i - 1](
+                    F.interpolate(volume, scale_factor=2, mode="trilinear", align_corners=False)
+                )
                 volume = volume + lifted
             volume = level(volume)
         out = self.head(F.silu(self.out_norm(volume)))

@@ -38,19 +38,25 @@ class FresnelPipeline:
         self.device = torch.device(device)
 
     @classmethod
-    def from_checkpoint(cls, folder: Path = BUNDLED_DIR, device: torch.device | str | None = None) -> FresnelPipeline:
+    def from_checkpoint(
+        cls, folder: Path = BUNDLED_DIR, device: torch.device | str | None = None
+    ) -> FresnelPipeline:
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         return cls(load_fresnel(folder), device)
 
-    def object_crop(self, image: Image.Image, remove_background: BackgroundRemover | None = None) -> torch.Tensor:
+    def object_crop(
+        self, image: Image.Image, remove_background: BackgroundRemover | None = None
+    ) -> torch.Tensor:
         """The network's input `[1, 4, S, S]` for one image (see the module docstring)."""
         image = limit_size(normalize_image(image))
         if not has_real_alpha(image):
             image = (remove_background or remove_plain_background)(image.convert("RGB"))
         crop, boxes, found = crop_to_object(image_to_tensor(image), self.model.config.image_size)
         if not bool(found[0]) or float(boxes[0, 2]) < MIN_OBJECT_PIXELS / 2:
-            raise ImageInputError("no object found: the image is fully transparent or the object is only a few "
-                                  "pixels; use an image with a visible object")
+            raise ImageInputError(
+                "no object found: the image is fully transparent or the object is only a few "
+                "pixels; use an image with a visible object"
+            )
         return crop
 
     @torch.no_grad()
@@ -58,12 +64,19 @@ class FresnelPipeline:
         if self.device.type == "cuda":
             with torch.autocast("cuda", dtype=torch.bfloat16):
                 out = self.model(crop.to(self.device))
-            return FresnelOutput(out.occupancy_logits.float(), out.attribute_logits.float(), out.elevation.float())
+            return FresnelOutput(
+                out.occupancy_logits.float(), out.attribute_logits.float(), out.elevation.float()
+            )
         return self.model(crop.to(self.device))
 
-    def run(self, image: Image.Image, seed: int = 0, progress: ProgressCallback = no_progress,
-            cancel: CancelFlag | None = None, remove_background: BackgroundRemover | None = None
-            ) -> list[MeshWithVoxel]:
+    def run(
+        self,
+        image: Image.Image,
+        seed: int = 0,
+        progress: ProgressCallback = no_progress,
+        cancel: CancelFlag | None = None,
+        remove_background: BackgroundRemover | None = None,
+    ) -> list[MeshWithVoxel]:
         """One asset for `image`. The student is deterministic: `seed` is accepted for the engine interface
         and the same input always gives the same mesh."""
         del seed
@@ -75,8 +88,9 @@ class FresnelPipeline:
         out = self.predict(crop)
         raise_if_cancelled(cancel)
         progress(STAGES[2], 2, total)
-        occupancy, attributes = stand_upright(torch.sigmoid(out.occupancy_logits[0]), out.attributes[0],
-                                              float(out.elevation[0]))
+        occupancy, attributes = stand_upright(
+            torch.sigmoid(out.occupancy_logits[0]), out.attributes[0], float(out.elevation[0])
+        )
         asset = fields_to_asset(occupancy, attributes)
         progress(STAGES[2], 3, total)
         return [asset]

@@ -17,8 +17,10 @@ WORK_SIDE = 512  # GrabCut runs on a copy at most this large
 BORDER_FRACTION = 0.03
 PLAIN_TOLERANCE = 18.0  # Lab distance within which a border pixel counts as background colour
 PLAIN_SHARE = 0.8  # at least this share of the border must be background colour
-NOT_SEPARABLE = ("no single object could be separated from the background{why}. Use a PNG with a transparent "
-                 "background, or install a background-removal model (Models panel / `genesis models`).")
+NOT_SEPARABLE = (
+    "no single object could be separated from the background{why}. Use a PNG with a transparent "
+    "background, or install a background-removal model (Models panel / `genesis models`)."
+)
 
 
 def _largest_components(mask: np.ndarray) -> np.ndarray:
@@ -36,7 +38,9 @@ def remove_plain_background(image: Image.Image) -> Image.Image:
     rgb = np.asarray(image.convert("RGB"))
     h, w = rgb.shape[:2]
     scale = min(1.0, WORK_SIDE / max(h, w))
-    small = cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+    small = cv2.resize(
+        rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA
+    )
     sh, sw = small.shape[:2]
     lab = cv2.cvtColor(small, cv2.COLOR_RGB2LAB).astype(np.float32)
     band = max(2, round(BORDER_FRACTION * min(sh, sw)))

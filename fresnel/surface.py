@@ -22,16 +22,21 @@ from .frames import CROP_HALF, elevation_rotation
 LEVEL = 0.5
 # The 12 edges of a cell as (corner a, corner b), corners numbered by (dx, dy, dz) bits.
 _CORNERS = [(x, y, z) for x in (0, 1) for y in (0, 1) for z in (0, 1)]
-_EDGES = [(a, b) for a in range(8) for b in range(a + 1, 8)
-          if sum(abs(p - q) for p, q in zip(_CORNERS[a], _CORNERS[b])) == 1]
+_EDGES = [
+    (a, b)
+    for a in range(8)
+    for b in range(a + 1, 8)
+    if sum(abs(p - q) for p, q in zip(_CORNERS[a], _CORNERS[b], strict=True)) == 1
+]
 
 
 def sample_fields(volume: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
     """Trilinear samples of `volume [C, G, G, G]` (x, y, z over `[-0.5, 0.5]^3`, values at voxel centres)
     at `points [N, 3]` -> `[N, C]`; outside the cube the nearest border value is used."""
     grid = (points * 2).flip(-1).reshape(1, -1, 1, 1, 3)  # grid_sample wants (z, y, x) for a [D, H, W] volume
-    out = F.grid_sample(volume[None].float(), grid.float(), mode="bilinear", padding_mode="border",
-                        align_corners=False)
+    out = F.grid_sample(
+        volume[None].float(), grid.float(), mode="bilinear", padding_mode="border", align_corners=False
+    )
     return out.reshape(volume.shape[0], -1).T
 
 
@@ -40,8 +45,9 @@ def _lattice(resolution: int, device) -> torch.Tensor:
     return torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), -1).reshape(-1, 3)
 
 
-def stand_upright(occupancy: torch.Tensor, attributes: torch.Tensor,
-                  elevation: float) -> tuple[torch.Tensor, torch.Tensor]:
+def stand_upright(
+    occupancy: torch.Tensor, attributes: torch.Tensor, elevation: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """`occupancy [G, G, G]` in [0, 1] and `attributes [6, G, G, G]` in the grid frame -> the same fields in
     the output frame: rotated upright by `elevation` and scaled so the object's largest extent spans
     `2 * CROP_HALF` of the cube, centred."""
@@ -64,14 +70,16 @@ def stand_upright(occupancy: torch.Tensor, attributes: torch.Tensor,
     return values[0], values[1:]
 
 
-def fields_to_dual_grid(occupancy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def fields_to_dual_grid(
+    occupancy: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """`(coords [N, 3] int32, dual_vertices [N, 3] in [0, 1], intersected [N, 3] bool, rising [N, 3] bool)`
     of the cells that the `LEVEL` surface of `occupancy [G, G, G]` crosses. The field is padded with one empty
     sample a side, so its `G + 2` samples per axis are the corners of `G + 1` cells."""
     f = occupancy.float() - LEVEL
     f = F.pad(f, (1, 1, 1, 1, 1, 1), value=-LEVEL)  # an empty border closes every surface
     n = f.shape[0] - 1
-    corners = torch.stack([f[x:x + n, y:y + n, z:z + n] for x, y, z in _CORNERS], -1)  # [n, n, n, 8]
+    corners = torch.stack([f[x : x + n, y : y + n, z : z + n] for x, y, z in _CORNERS], -1)  # [n, n, n, 8]
     inside = corners > 0
     active = inside.any(-1) & ~inside.all(-1)
     coords = active.nonzero()
@@ -94,8 +102,9 @@ def fields_to_dual_grid(occupancy: torch.Tensor) -> tuple[torch.Tensor, torch.Te
     return coords.to(torch.int32), dual, intersected, rising
 
 
-def dual_grid_faces(coords: torch.Tensor, intersected: torch.Tensor, rising: torch.Tensor,
-                    grid_size: int) -> torch.Tensor:
+def dual_grid_faces(
+    coords: torch.Tensor, intersected: torch.Tensor, rising: torch.Tensor, grid_size: int
+) -> torch.Tensor:
     """Triangles `[F, 3]` (int32) of the quads around every flagged edge, wound so that normals point out.
 
     `rising [N, 3]` says, per flagged edge, that the occupancy grows along the axis. `find_quads` winds every
@@ -121,11 +130,25 @@ def fields_to_asset(occupancy: torch.Tensor, attributes: torch.Tensor) -> MeshWi
     vertices = origin + (coords.float() + dual) * step
     faces = dual_grid_faces(coords, intersected, rising, g + 1)
     # Attributes on the surface cells and their neighbours, sampled at the cell centres.
-    near = F.max_pool3d(torch.zeros(1, g + 1, g + 1, g + 1, device=occupancy.device).index_put_(
-        (torch.zeros_like(coords[:, 0]).long(), *coords.long().unbind(1)), torch.tensor(1.0, device=occupancy.device)), 3, 1, 1)[0]
+    near = F.max_pool3d(
+        torch.zeros(1, g + 1, g + 1, g + 1, device=occupancy.device).index_put_(
+            (torch.zeros_like(coords[:, 0]).long(), *coords.long().unbind(1)),
+            torch.tensor(1.0, device=occupancy.device),
+        ),
+        3,
+        1,
+        1,
+    )[0]
     cells = near.nonzero()
     cells = cells[(cells < g).all(dim=1)]  # the export's voxel grid is G cells a side
     centres = origin + (cells.float() + 0.5) * step
     values = sample_fields(attributes, centres).clamp(0, 1)
-    return MeshWithVoxel(vertices=vertices.float(), faces=faces.to(torch.int32), coords=cells.to(torch.int32),
-                         attrs=values, voxel_size=step, origin=torch.full((3,), origin), layout=dict(PBR_LAYOUT))
+    return MeshWithVoxel(
+        vertices=vertices.float(),
+        faces=faces.to(torch.int32),
+        coords=cells.to(torch.int32),
+        attrs=values,
+        voxel_size=step,
+        origin=torch.full((3,), origin),
+        layout=dict(PBR_LAYOUT),
+    )

@@ -66,11 +66,18 @@ def loss_terms(out: FresnelOutput, batch: Batch) -> dict[str, torch.Tensor]:
         pred, true = logits > 0, batch.distance < 0
         iou = (pred & true).sum() / (pred | true).sum().clamp_min(1)
     total = occupancy + attributes + 0.5 * elevation
-    return {"loss": total, "occupancy": occupancy, "attributes": attributes, "elevation": elevation, "iou": iou}
+    return {
+        "loss": total,
+        "occupancy": occupancy,
+        "attributes": attributes,
+        "elevation": elevation,
+        "iou": iou,
+    }
 
 
-def plot_curves(history: list[dict], path: Path, keys: tuple[str, ...] = ("occupancy", "attributes", "elevation",
-                                                                            "iou")) -> None:
+def plot_curves(
+    history: list[dict], path: Path, keys: tuple[str, ...] = ("occupancy", "attributes", "elevation", "iou")
+) -> None:
     """A small PNG of the loss curves (one panel per key, step on x), drawn with Pillow."""
     width, height, pad = 300, 180, 28
     image = Image.new("RGB", (width * len(keys), height), "white")
@@ -82,11 +89,16 @@ def plot_curves(history: list[dict], path: Path, keys: tuple[str, ...] = ("occup
         draw.rectangle([x0 + pad, pad, x0 + width - 8, height - pad], outline="grey")
         if len(points) < 2:
             continue
-        steps, values = zip(*points)
+        steps, values = zip(*points, strict=True)
         lo, hi = min(values), max(values)
         span_s, span_v = max(1, steps[-1] - steps[0]), max(1e-9, hi - lo)
-        xy = [(x0 + pad + (s - steps[0]) / span_s * (width - pad - 8),
-               height - pad - (v - lo) / span_v * (height - 2 * pad)) for s, v in points]
+        xy = [
+            (
+                x0 + pad + (s - steps[0]) / span_s * (width - pad - 8),
+                height - pad - (v - lo) / span_v * (height - 2 * pad),
+            )
+            for s, v in points
+        ]
         draw.line(xy, fill="navy", width=1)
         draw.text((x0 + 2, pad - 2), f"{hi:.3g}", fill="black")
         draw.text((x0 + 2, height - pad - 8), f"{lo:.3g}", fill="black")
@@ -102,9 +114,16 @@ def _save_state(run_dir: Path, state: dict) -> None:
     plot_curves(state["history"], run_dir / "loss.png")
 
 
-def train(run_dir: Path, config: FresnelConfig | None = None, settings: TrainSettings | None = None,
-          device: torch.device | str = "cpu", max_steps: int | None = None, max_minutes: float | None = None,
-          log: Callable[[str], None] = print, init_from: Path | None = None) -> dict:
+def train(
+    run_dir: Path,
+    config: FresnelConfig | None = None,
+    settings: TrainSettings | None = None,
+    device: torch.device | str = "cpu",
+    max_steps: int | None = None,
+    max_minutes: float | None = None,
+    log: Callable[[str], None] = print,
+    init_from: Path | None = None,
+) -> dict:
     """Train (or resume) the run in `run_dir` until `max_steps` total steps or `max_minutes` of this call.
 
     A new run needs `config` and `settings` (and may start from the weights of the engine checkpoint
@@ -123,11 +142,17 @@ def train(run_dir: Path, config: FresnelConfig | None = None, settings: TrainSet
     else:
         config, settings = config or FresnelConfig(), settings or TrainSettings()
         generator.manual_seed(settings.seed)
-        state = {"step": 0, "history": [], "config": json.loads(config.to_json()), "settings": asdict(settings),
-                 "seconds": 0.0}
+        state = {
+            "step": 0,
+            "history": [],
+            "config": json.loads(config.to_json()),
+            "settings": asdict(settings),
+            "seconds": 0.0,
+        }
     model = FresnelNet(config).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay,
-                                  betas=(0.9, 0.99))
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay, betas=(0.9, 0.99)
+    )
     if "model" in state:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -141,8 +166,12 @@ def train(run_dir: Path, config: FresnelConfig | None = None, settings: TrainSet
     running: dict[str, float] = {}
 
     def snapshot() -> None:
-        state.update(model=model.state_dict(), optimizer=optimizer.state_dict(), generator=generator.get_state(),
-                     seconds=seconds_before + time.monotonic() - started)
+        state.update(
+            model=model.state_dict(),
+            optimizer=optimizer.state_dict(),
+            generator=generator.get_state(),
+            seconds=seconds_before + time.monotonic() - started,
+        )
         _save_state(run_dir, state)
 
     while True:
@@ -155,9 +184,15 @@ def train(run_dir: Path, config: FresnelConfig | None = None, settings: TrainSet
             group["lr"] = learning_rate(settings, step)
         data_started = time.monotonic()
         with torch.no_grad():
-            batch = make_batch(settings.batch_size, generator, grid=config.grid, image_size=config.image_size,
-                               device=device, render_steps=settings.render_steps,
-                               render_resolution=settings.render_resolution)
+            batch = make_batch(
+                settings.batch_size,
+                generator,
+                grid=config.grid,
+                image_size=config.image_size,
+                device=device,
+                render_steps=settings.render_steps,
+                render_resolution=settings.render_resolution,
+            )
         if device.type == "cuda":
             torch.cuda.synchronize()
         running["data_s"] = running.get("data_s", 0.0) + time.monotonic() - data_started
@@ -172,8 +207,11 @@ def train(run_dir: Path, config: FresnelConfig | None = None, settings: TrainSet
         for key, value in terms.items():
             running[key] = running.get(key, 0.0) + float(value.detach())
         if state["step"] % settings.log_every == 0:
-            entry = {"step": state["step"], "seconds": round(seconds_before + time.monotonic() - started, 1),
-                     "lr": learning_rate(settings, step)}
+            entry = {
+                "step": state["step"],
+                "seconds": round(seconds_before + time.monotonic() - started, 1),
+                "lr": learning_rate(settings, step),
+            }
             entry.update({k: round(v / settings.log_every, 5) for k, v in running.items()})
             state["history"].append(entry)
             running.clear()

@@ -41,6 +41,11 @@ class MeshWithVoxel:
 
     def to(self, device: torch.device | str) -> MeshWithVoxel:
         return MeshWithVoxel(
-            self.vertices.to(device), self.faces.to(device), self.coords.to(device),
-            self.attrs.to(device), self.voxel_size, self.origin.to(device), dict(self.layout),
+            self.vertices.to(device),
+            self.faces.to(device),
+            self.coords.to(device),
+            self.attrs.to(device),
+            self.voxel_size,
+            self.origin.to(device),
+            dict(self.layout),
         )

@@ -28,7 +28,9 @@ def _slug(text: str) -> str:
 def asset_file_name(name: str, engine: str, seed: int, job_id: str, ext: str) -> str:
     """`<name>_<engine>_seed<seed>_<id>.<ext>`, with characters unsafe in file names replaced by '-'."""
     ext = ext.lower().lstrip(".")
-    ext = EXPORT_FORMATS[ext].extension if ext in EXPORT_FORMATS else ext  # OBJ: a zip of obj + mtl + textures
+    ext = (
+        EXPORT_FORMATS[ext].extension if ext in EXPORT_FORMATS else ext
+    )  # OBJ: a zip of obj + mtl + textures
     return f"{_slug(name)}_{_slug(engine)}_seed{int(seed)}_{_slug(job_id)}.{ext}"
 
 

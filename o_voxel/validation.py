@@ -69,7 +69,9 @@ def resolve_grid(
     else:
         aabb_t = as_tensor(aabb, torch.float32, device).reshape(2, 3)
         if not bool(torch.isfinite(aabb_t).all()) or bool((aabb_t[1] <= aabb_t[0]).any()):
-            raise ValueError(f"aabb must be [[min x, y, z], [max x, y, z]] with max > min, got {aabb_t.tolist()}")
+            raise ValueError(
+                f"aabb must be [[min x, y, z], [max x, y, z]] with max > min, got {aabb_t.tolist()}"
+            )
     extent = aabb_t[1] - aabb_t[0]
     if voxel_size is not None:
         vs = as_tensor(voxel_size, torch.float32, device).expand(3).clone()

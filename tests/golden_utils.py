@@ -11,7 +11,12 @@ DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])  # every par
 def assert_golden_close(actual, expected, atol: float = 1e-4, rtol: float = 1e-3, name: str = "") -> None:
     """The golden README's rule: |a - b| <= atol + rtol * |b|, elementwise, in float32."""
     a = torch.as_tensor(np.asarray(actual) if not torch.is_tensor(actual) else actual).detach().float().cpu()
-    b = torch.as_tensor(np.asarray(expected) if not torch.is_tensor(expected) else expected).detach().float().cpu()
+    b = (
+        torch.as_tensor(np.asarray(expected) if not torch.is_tensor(expected) else expected)
+        .detach()
+        .float()
+        .cpu()
+    )
     assert a.shape == b.shape, f"{name}: shape {tuple(a.shape)} != golden {tuple(b.shape)}"
     err = (a - b).abs()
     bound = atol + rtol * b.abs()
@@ -34,7 +39,9 @@ def assert_half_precision_close(actual: torch.Tensor, expected: torch.Tensor, na
     assert a.shape == b.shape, f"{name}: shape {tuple(a.shape)} != golden {tuple(b.shape)}"
     rel_l2 = float((a - b).norm() / b.norm())
     rel_max = float((a - b).abs().max() / b.abs().max())
-    assert rel_l2 <= HALF_REL_L2 and rel_max <= HALF_REL_MAX, f"{name}: rel L2 {rel_l2:.2e}, rel max {rel_max:.2e}"
+    assert rel_l2 <= HALF_REL_L2 and rel_max <= HALF_REL_MAX, (
+        f"{name}: rel L2 {rel_l2:.2e}, rel max {rel_max:.2e}"
+    )
 
 
 def assert_coords_equal(actual: torch.Tensor, expected: torch.Tensor, name: str) -> None:

@@ -54,7 +54,9 @@ class Recorder:
             peak = torch.cuda.max_memory_allocated(self.device) / 2**30
             mem = {"peak_gpu_gib": round(peak, 3)}
         else:
-            mem = {"process_peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3)}
+            mem = {
+                "process_peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3)
+            }
         row = {"op": name, "seconds": round(time.perf_counter() - start, 3), **mem}
         self.rows.append(row)
         print(json.dumps(row), flush=True)
@@ -68,7 +70,9 @@ def main() -> None:
     parser.add_argument("--target", type=int, default=500_000, help="decimation target (faces)")
     parser.add_argument("--texture-size", type=int, default=2048, help="closest-point queries = size^2")
     parser.add_argument("--remesh-res", type=int, default=1024)
-    parser.add_argument("--simplify-method", default="auto", choices=["auto", "parallel", "fast_simplification"])
+    parser.add_argument(
+        "--simplify-method", default="auto", choices=["auto", "parallel", "fast_simplification"]
+    )
     parser.add_argument("--quick", action="store_true", help="tiny sizes, runs in seconds on a CPU")
     parser.add_argument("--json", type=Path, help="write all rows to this file")
     args = parser.parse_args()
@@ -81,10 +85,14 @@ def main() -> None:
 
     v0, f0 = rec.run("fill_holes", cumesh.fill_holes, v, f, 3e-2)
     bvh = rec.run("MeshBVH build", cumesh.MeshBVH, v0, f0)
-    vs, fs = rec.run("simplify 3x target", cumesh.simplify, v0, f0, 3 * args.target, method=args.simplify_method)
+    vs, fs = rec.run(
+        "simplify 3x target", cumesh.simplify, v0, f0, 3 * args.target, method=args.simplify_method
+    )
     vs, fs = rec.run("remove_duplicate_faces", cumesh.remove_duplicate_faces, vs, fs)
     vs, fs = rec.run("repair_non_manifold_edges", cumesh.repair_non_manifold_edges, vs, fs)
-    vs, fs = rec.run("remove_small_connected_components", cumesh.remove_small_connected_components, vs, fs, 1e-5)
+    vs, fs = rec.run(
+        "remove_small_connected_components", cumesh.remove_small_connected_components, vs, fs, 1e-5
+    )
     vs, fs = rec.run("fill_holes (simplified)", cumesh.fill_holes, vs, fs, 3e-2)
     vs, fs = rec.run("simplify target", cumesh.simplify, vs, fs, args.target, method=args.simplify_method)
     vs, fs = rec.run("unify_face_orientations", cumesh.unify_face_orientations, vs, fs)
@@ -101,12 +109,24 @@ def main() -> None:
     points = (ov[of[face]] * w[:, :, None]).sum(1)
     rec.run(f"closest_point x{n}", bvh.closest_point, points)
     res = args.remesh_res
-    rec.run(f"remesh_narrow_band_dc R={res}", cumesh.remesh_narrow_band_dc, v0, f0, [0, 0, 0], (res + 3) / res, res,
-            band=1, project_back=0.0, bvh=bvh)
+    rec.run(
+        f"remesh_narrow_band_dc R={res}",
+        cumesh.remesh_narrow_band_dc,
+        v0,
+        f0,
+        [0, 0, 0],
+        (res + 3) / res,
+        res,
+        band=1,
+        project_back=0.0,
+        bvh=bvh,
+    )
     total = sum(r["seconds"] for r in rec.rows)
     print(json.dumps({"total_seconds": round(total, 3)}))
     if args.json:
-        args.json.write_text(json.dumps({"args": vars(args) | {"json": str(args.json)}, "rows": rec.rows}, indent=1))
+        args.json.write_text(
+            json.dumps({"args": vars(args) | {"json": str(args.json)}, "rows": rec.rows}, indent=1)
+        )
 
 
 if __name__ == "__main__":

@@ -44,7 +44,9 @@ def resolution_for_faces(faces: int) -> int:
     return max(64, int(round(math.sqrt(faces / 5.6) / 64)) * 64)
 
 
-def build_blob(res: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def build_blob(
+    res: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Dense decoded-like mesh of the blob at grid `res`: (vertices, faces, voxel attributes, voxel coords)."""
     vs = 1.0 / res
     shell = (RADIUS + BUMP + 2 * vs, max(RADIUS - BUMP - 2 * vs, 0.0))
@@ -71,7 +73,9 @@ def build_blob(res: int, device: torch.device) -> tuple[torch.Tensor, torch.Tens
     coords = torch.unique(torch.cat(coords_parts), dim=0)
     corner = lambda c: blob_sdf(c.to(torch.float32) * vs - 0.5)  # noqa: E731
     # keep the voxels with a sign change among their 8 corners (= a crossed edge among their 12 edges)
-    inside = torch.stack([corner(coords + torch.tensor(o, device=device)) < 0 for o in np.ndindex(2, 2, 2)], 1)
+    inside = torch.stack(
+        [corner(coords + torch.tensor(o, device=device)) < 0 for o in np.ndindex(2, 2, 2)], 1
+    )
     coords = coords[inside.any(1) & ~inside.all(1)]
     base = corner(coords + 1)  # the corner shared by the three owned edges
     flags = torch.stack(
@@ -90,8 +94,14 @@ def build_blob(res: int, device: torch.device) -> tuple[torch.Tensor, torch.Tens
     vertices, faces = flexible_dual_grid_to_mesh(coords.int(), offsets, flags, None, AABB, grid_size=res)
     x, y, z = c[:, 0], c[:, 1], c[:, 2]
     attrs = torch.stack(
-        [0.5 + 0.3 * torch.sin(9 * x), 0.5 + 0.3 * torch.cos(7 * y), 0.5 + 0.3 * torch.sin(5 * z),
-         0.5 + 0.4 * torch.sin(6 * (x + y)), 0.5 + 0.4 * torch.cos(8 * z), torch.ones_like(x)],
+        [
+            0.5 + 0.3 * torch.sin(9 * x),
+            0.5 + 0.3 * torch.cos(7 * y),
+            0.5 + 0.3 * torch.sin(5 * z),
+            0.5 + 0.4 * torch.sin(6 * (x + y)),
+            0.5 + 0.4 * torch.cos(8 * z),
+            torch.ones_like(x),
+        ],
         1,
     )
     return vertices, faces, attrs, coords.int()
@@ -161,30 +171,58 @@ def run_case(vertices, faces, attrs, coords, res, target, texture, remesh, devic
         memory.reset()
         last = now
 
-    mesh = to_glb(vertices, faces, attrs, coords, LAYOUT, AABB, grid_size=res, decimation_target=target,
-                  texture_size=texture, remesh=remesh, progress=progress)
+    mesh = to_glb(
+        vertices,
+        faces,
+        attrs,
+        coords,
+        LAYOUT,
+        AABB,
+        grid_size=res,
+        decimation_target=target,
+        texture_size=texture,
+        remesh=remesh,
+        progress=progress,
+    )
     path = out_dir / f"bench_{len(faces)}_{'remesh' if remesh else 'simplify'}.glb"
     mesh.export(path)
     now = time.perf_counter()
-    steps.append({"step": "write glb", "seconds": round(now - last, 3), "peak_gb": round(memory.read_gb(), 3)})
+    steps.append(
+        {"step": "write glb", "seconds": round(now - last, 3), "peak_gb": round(memory.read_gb(), 3)}
+    )
     memory.close()
     return {
-        "input_faces": int(faces.shape[0]), "resolution": res, "voxels": int(coords.shape[0]), "remesh": remesh,
-        "decimation_target": target, "texture_size": texture, "output_faces": int(len(mesh.faces)),
-        "glb_mb": round(path.stat().st_size / 2**20, 2), "total_seconds": round(now - start, 3),
-        "peak_gb": max(s["peak_gb"] for s in steps), "steps": steps,
+        "input_faces": int(faces.shape[0]),
+        "resolution": res,
+        "voxels": int(coords.shape[0]),
+        "remesh": remesh,
+        "decimation_target": target,
+        "texture_size": texture,
+        "output_faces": int(len(mesh.faces)),
+        "glb_mb": round(path.stat().st_size / 2**20, 2),
+        "total_seconds": round(now - start, 3),
+        "peak_gb": max(s["peak_gb"] for s in steps),
+        "steps": steps,
     }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--quick", action="store_true", help="one small mesh, small texture: a smoke test")
-    parser.add_argument("--faces", default="1000000,5000000,20000000", help="comma-separated input face counts")
+    parser.add_argument(
+        "--faces", default="1000000,5000000,20000000", help="comma-separated input face counts"
+    )
     parser.add_argument("--decimation-target", type=int, default=500000)
     parser.add_argument("--texture-size", type=int, default=2048)
-    parser.add_argument("--remesh", choices=["off", "on", "both"], default=None, help="default: both (off if --quick)")
-    parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here (GLBs beside it)")
+    parser.add_argument(
+        "--remesh", choices=["off", "on", "both"], default=None, help="default: both (off if --quick)"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=None, help="write the results as JSON here (GLBs beside it)"
+    )
     args = parser.parse_args()
     device = torch.device(args.device)
     face_counts = [12000] if args.quick else [int(x) for x in args.faces.split(",")]
@@ -200,11 +238,15 @@ def main() -> None:
         res = resolution_for_faces(count) if not args.quick else 48
         t = time.perf_counter()
         vertices, faces, attrs, coords = build_blob(res, device)
-        print(f"built {faces.shape[0]} faces, {coords.shape[0]} voxels at R={res} in {time.perf_counter() - t:.1f}s")
+        print(
+            f"built {faces.shape[0]} faces, {coords.shape[0]} voxels at R={res} in {time.perf_counter() - t:.1f}s"
+        )
         for remesh in modes:
             case = run_case(vertices, faces, attrs, coords, res, target, texture, remesh, device, out_dir)
             results["cases"].append(case)
-            print(f"faces={case['input_faces']} remesh={remesh}: {case['total_seconds']}s peak {case['peak_gb']} GB")
+            print(
+                f"faces={case['input_faces']} remesh={remesh}: {case['total_seconds']}s peak {case['peak_gb']} GB"
+            )
             for s in case["steps"]:
                 print(f"    {s['step']:<14} {s['seconds']:>9.3f}s  {s['peak_gb']:>7.3f} GB")
         del vertices, faces, attrs, coords

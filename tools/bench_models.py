@@ -34,18 +34,36 @@ from trellis2.models import from_pretrained, model_class
 from trellis2.modules.sparse import SparseTensor
 
 DIT = dict(
-    model_channels=1536, cond_channels=1024, num_blocks=30, num_heads=12, mlp_ratio=5.3334, pe_mode="rope",
-    share_mod=True, qk_rms_norm=True, qk_rms_norm_cross=True, dtype="bfloat16",
+    model_channels=1536,
+    cond_channels=1024,
+    num_blocks=30,
+    num_heads=12,
+    mlp_ratio=5.3334,
+    pe_mode="rope",
+    share_mod=True,
+    qk_rms_norm=True,
+    qk_rms_norm_cross=True,
+    dtype="bfloat16",
 )
 TINY_DIT = dict(DIT, model_channels=64, cond_channels=32, num_blocks=2, num_heads=4)
 SPARSE_DEC = dict(
-    model_channels=[1024, 512, 256, 128, 64], latent_channels=32, num_blocks=[4, 16, 8, 4, 0],
-    block_type=["SparseConvNeXtBlock3d"] * 5, up_block_type=["SparseResBlockC2S3d"] * 4,
-    block_args=[{}] * 5, use_fp16=True,
+    model_channels=[1024, 512, 256, 128, 64],
+    latent_channels=32,
+    num_blocks=[4, 16, 8, 4, 0],
+    block_type=["SparseConvNeXtBlock3d"] * 5,
+    up_block_type=["SparseResBlockC2S3d"] * 4,
+    block_args=[{}] * 5,
+    use_fp16=True,
 )
 TINY_SPARSE_DEC = dict(SPARSE_DEC, model_channels=[32, 16, 16, 8, 8], num_blocks=[1, 1, 1, 1, 0])
-SS_DEC = dict(out_channels=1, latent_channels=8, num_res_blocks=2, num_res_blocks_middle=2,
-              channels=[512, 128, 32], use_fp16=True)
+SS_DEC = dict(
+    out_channels=1,
+    latent_channels=8,
+    num_res_blocks=2,
+    num_res_blocks_middle=2,
+    channels=[512, 128, 32],
+    use_fp16=True,
+)
 TINY_SS_DEC = dict(SS_DEC, channels=[32, 16, 8])
 
 
@@ -61,8 +79,14 @@ class Sizes:
     decoder_resolution: int = 1024
 
 
-QUICK = Sizes(cond_tokens=77, slat_grid=16, slat_tokens=(256, 1024), decoder_grid=8, decoder_voxels=120,
-              decoder_resolution=128)
+QUICK = Sizes(
+    cond_tokens=77,
+    slat_grid=16,
+    slat_tokens=(256, 1024),
+    decoder_grid=8,
+    decoder_voxels=120,
+    decoder_resolution=128,
+)
 
 
 @dataclass
@@ -108,7 +132,9 @@ def init_random_(model: torch.nn.Module, seed: int = 0) -> None:
         for name, p in model.named_parameters():
             if p.dim() >= 2 and not name.endswith("gamma"):
                 fan_in = p[0].numel()
-                p.copy_(torch.randn(p.shape, generator=gen, device=p.device, dtype=torch.float32) / fan_in**0.5)
+                p.copy_(
+                    torch.randn(p.shape, generator=gen, device=p.device, dtype=torch.float32) / fan_in**0.5
+                )
             elif name.endswith("gamma") or (name.endswith("weight") and "norm" in name):
                 p.fill_(1.0)
             else:
@@ -163,27 +189,51 @@ def make_cases(quick: bool, device: torch.device) -> list[Case]:
     t = torch.full((1,), 500.0, device=device)
     ss_res = 8 if quick else 16
     cases = [
-        Case("ss_flow", "SparseStructureFlowModel", dict(resolution=ss_res, in_channels=8, out_channels=8, **dit),
-             f"[1, 8, {ss_res}^3] = {ss_res**3} tokens, cond {s.cond_tokens}",
-             lambda m, st: m(randn(1, 8, ss_res, ss_res, ss_res), t, cond), torch.bfloat16),
+        Case(
+            "ss_flow",
+            "SparseStructureFlowModel",
+            dict(resolution=ss_res, in_channels=8, out_channels=8, **dit),
+            f"[1, 8, {ss_res}^3] = {ss_res**3} tokens, cond {s.cond_tokens}",
+            lambda m, st: m(randn(1, 8, ss_res, ss_res, ss_res), t, cond),
+            torch.bfloat16,
+        ),
     ]
     for n in s.slat_tokens:
         coords = shell_coords(s.slat_grid, n, device)
-        cases.append(Case(
-            f"shape_flow_{n}", "SLatFlowModel", dict(resolution=s.slat_grid, in_channels=32, out_channels=32, **dit),
-            f"{n} tokens on a {s.slat_grid}^3 shell, cond {s.cond_tokens}",
-            lambda m, st, c=coords: m(SparseTensor(randn(c.shape[0], 32), c), t, cond), torch.bfloat16,
-        ))
-        cases.append(Case(
-            f"tex_flow_{n}", "SLatFlowModel", dict(resolution=s.slat_grid, in_channels=64, out_channels=32, **dit),
-            f"{n} tokens (32 + 32 concat ch), cond {s.cond_tokens}",
-            lambda m, st, c=coords: m(SparseTensor(randn(c.shape[0], 32), c), t, cond,
-                                      concat_cond=SparseTensor(randn(c.shape[0], 32), c)), torch.bfloat16,
-        ))
-    cases.append(Case(
-        "ss_decoder", "SparseStructureDecoder", ss_dec, f"[1, 8, {ss_res}^3] -> {4 * ss_res}^3 logits",
-        lambda m, st: m(randn(1, 8, ss_res, ss_res, ss_res)),
-    ))
+        cases.append(
+            Case(
+                f"shape_flow_{n}",
+                "SLatFlowModel",
+                dict(resolution=s.slat_grid, in_channels=32, out_channels=32, **dit),
+                f"{n} tokens on a {s.slat_grid}^3 shell, cond {s.cond_tokens}",
+                lambda m, st, c=coords: m(SparseTensor(randn(c.shape[0], 32), c), t, cond),
+                torch.bfloat16,
+            )
+        )
+        cases.append(
+            Case(
+                f"tex_flow_{n}",
+                "SLatFlowModel",
+                dict(resolution=s.slat_grid, in_channels=64, out_channels=32, **dit),
+                f"{n} tokens (32 + 32 concat ch), cond {s.cond_tokens}",
+                lambda m, st, c=coords: m(
+                    SparseTensor(randn(c.shape[0], 32), c),
+                    t,
+                    cond,
+                    concat_cond=SparseTensor(randn(c.shape[0], 32), c),
+                ),
+                torch.bfloat16,
+            )
+        )
+    cases.append(
+        Case(
+            "ss_decoder",
+            "SparseStructureDecoder",
+            ss_dec,
+            f"[1, 8, {ss_res}^3] -> {4 * ss_res}^3 logits",
+            lambda m, st: m(randn(1, 8, ss_res, ss_res, ss_res)),
+        )
+    )
     latent_coords = shell_coords(s.decoder_grid, s.decoder_voxels, device)
 
     def run_shape_decoder(model: torch.nn.Module, state: dict) -> Any:
@@ -196,16 +246,34 @@ def make_cases(quick: bool, device: torch.device) -> list[Case]:
 
     def run_tex_decoder(model: torch.nn.Module, state: dict) -> Any:
         if "subs" not in state:
-            raise RuntimeError("the texture decoder needs the shape decoder's subdivisions (run shape_decoder first)")
+            raise RuntimeError(
+                "the texture decoder needs the shape decoder's subdivisions (run shape_decoder first)"
+            )
         out = model(state["latent"], guide_subs=state["subs"])
         state["output"] = f"{out.feats.shape[0]} voxels"
         return out
 
     describe = f"{latent_coords.shape[0]} voxels on a {s.decoder_grid}^3 shell -> {s.decoder_resolution}^3"
-    cases.append(Case("shape_decoder", "FlexiDualGridVaeDecoder", dict(resolution=s.decoder_resolution, **sparse_dec),
-                      describe + " (+ mesh extraction)", run_shape_decoder, torch.float16))
-    cases.append(Case("tex_decoder", "SparseUnetVaeDecoder", dict(out_channels=6, pred_subdiv=False, **sparse_dec),
-                      describe + " (guided by the shape decoder)", run_tex_decoder, torch.float16))
+    cases.append(
+        Case(
+            "shape_decoder",
+            "FlexiDualGridVaeDecoder",
+            dict(resolution=s.decoder_resolution, **sparse_dec),
+            describe + " (+ mesh extraction)",
+            run_shape_decoder,
+            torch.float16,
+        )
+    )
+    cases.append(
+        Case(
+            "tex_decoder",
+            "SparseUnetVaeDecoder",
+            dict(out_channels=6, pred_subdiv=False, **sparse_dec),
+            describe + " (guided by the shape decoder)",
+            run_tex_decoder,
+            torch.float16,
+        )
+    )
     return cases
 
 
@@ -298,14 +366,23 @@ def markdown(info: dict[str, Any], results: list[Result], quick: bool) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--quick", action="store_true", help="tiny configs and inputs (CPU smoke test)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs after the warm-up (median reported)")
-    parser.add_argument("--only", default="", help="comma-separated case names (e.g. ss_flow,shape_flow_32768)")
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="timed runs after the warm-up (median reported)"
+    )
+    parser.add_argument(
+        "--only", default="", help="comma-separated case names (e.g. ss_flow,shape_flow_32768)"
+    )
     parser.add_argument("--out", type=Path, help="write results as JSON (and Markdown next to it)")
-    parser.add_argument("--checkpoint-dir", type=Path,
-                        help="also round-trip every model through a checkpoint file here (timed from_pretrained)")
+    parser.add_argument(
+        "--checkpoint-dir",
+        type=Path,
+        help="also round-trip every model through a checkpoint file here (timed from_pretrained)",
+    )
     args = parser.parse_args(argv)
 
     device = torch.device(args.device)

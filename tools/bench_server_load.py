@@ -32,10 +32,18 @@ SLOW_S = 0.25
 READY = re.compile(r"Genesis is running at (http://\S+)")
 
 
-def start_server(data_dir: Path, models_dir: Path | None, device: str | None, fake: bool) -> tuple[subprocess.Popen, str]:
+def start_server(
+    data_dir: Path, models_dir: Path | None, device: str | None, fake: bool
+) -> tuple[subprocess.Popen, str]:
     if fake:
-        cmd = [sys.executable, str(REPO_ROOT / "tests" / "server" / "serve_fake.py"), "--steps", "100000",
-               "--step-s", "0.05"]
+        cmd = [
+            sys.executable,
+            str(REPO_ROOT / "tests" / "server" / "serve_fake.py"),
+            "--steps",
+            "100000",
+            "--step-s",
+            "0.05",
+        ]
     else:
         cmd = [sys.executable, "-m", "gui.backend.cli", "serve", "--models-dir", str(models_dir)]
     cmd += ["--host", "127.0.0.1", "--port", "0", "--data-dir", str(data_dir)]
@@ -74,8 +82,9 @@ def object_png() -> bytes:
 PARAMS = {"pipeline_type": "512", "texture_size": 512, "decimation_target": 10000, "remesh": False}
 
 
-async def keep_a_job_running(client: httpx.AsyncClient, image: bytes, stop: asyncio.Event, current: list[str],
-                             errors: list[str]) -> None:
+async def keep_a_job_running(
+    client: httpx.AsyncClient, image: bytes, stop: asyncio.Event, current: list[str], errors: list[str]
+) -> None:
     """Keep two jobs queued so one is always running; `current[0]` is the one to watch."""
     while not stop.is_set():
         jobs = (await client.get("/api/jobs", params={"limit": 20})).json()
@@ -88,8 +97,11 @@ async def keep_a_job_running(client: httpx.AsyncClient, image: bytes, stop: asyn
             if msg not in errors:
                 errors.append(msg)
         if len(active) < 2:
-            r = await client.post("/api/generate/image", files={"image": ("o.png", image, "image/png")},
-                                  data={"params": json.dumps(PARAMS)})
+            r = await client.post(
+                "/api/generate/image",
+                files={"image": ("o.png", image, "image/png")},
+                data={"params": json.dumps(PARAMS)},
+            )
             if not current[0]:
                 current[0] = r.json()["job_id"]
         await asyncio.sleep(0.5)
@@ -145,8 +157,16 @@ class RawConnection:
 CONNECTION_ERRORS = (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError)
 
 
-async def client_loop(url: str, stop: asyncio.Event, current: list[str], latencies: list[float],
-                      errors: list[str], poll_s: float, slow: list[tuple[float, int]], delay_s: float) -> None:
+async def client_loop(
+    url: str,
+    stop: asyncio.Event,
+    current: list[str],
+    latencies: list[float],
+    errors: list[str],
+    poll_s: float,
+    slow: list[tuple[float, int]],
+    delay_s: float,
+) -> None:
     """One simulated UI: an open event stream plus a poll every `poll_s` (each on its own connection).
 
     It opens its connections after `delay_s`: the clients come up spread over one poll interval, as
@@ -203,8 +223,12 @@ async def run_load(url: str, clients: int, duration: float, poll_s: float, image
         while not current[0]:
             await asyncio.sleep(0.05)
         START[0] = time.perf_counter()
-        tasks = [asyncio.create_task(client_loop(url, stop, current, latencies, errors, poll_s, slow,
-                                                 delay_s=poll_s * i / clients)) for i in range(clients)]
+        tasks = [
+            asyncio.create_task(
+                client_loop(url, stop, current, latencies, errors, poll_s, slow, delay_s=poll_s * i / clients)
+            )
+            for i in range(clients)
+        ]
         await asyncio.sleep(duration)
         stop.set()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -215,22 +239,35 @@ async def run_load(url: str, clients: int, duration: float, poll_s: float, image
     def pct(p: float) -> float:
         return ms[min(len(ms) - 1, int(round(p / 100 * (len(ms) - 1))))] if ms else float("nan")
 
-    return {"clients": clients, "duration_s": duration, "requests": len(ms), "errors": len(errors),
-            "error_samples": errors[:5], "p50_ms": round(pct(50), 2), "p95_ms": round(pct(95), 2),
-            "p99_ms": round(pct(99), 2), "max_ms": round(ms[-1], 2) if ms else None,
-            "mean_ms": round(statistics.fmean(ms), 2) if ms else None,
-            "jobs_succeeded": sum(j["state"] == "succeeded" for j in jobs),
-            "jobs_failed": sum(j["state"] == "failed" for j in jobs), "slow_polls_at_s_ms": slow[:20]}
+    return {
+        "clients": clients,
+        "duration_s": duration,
+        "requests": len(ms),
+        "errors": len(errors),
+        "error_samples": errors[:5],
+        "p50_ms": round(pct(50), 2),
+        "p95_ms": round(pct(95), 2),
+        "p99_ms": round(pct(99), 2),
+        "max_ms": round(ms[-1], 2) if ms else None,
+        "mean_ms": round(statistics.fmean(ms), 2) if ms else None,
+        "jobs_succeeded": sum(j["state"] == "succeeded" for j in jobs),
+        "jobs_failed": sum(j["state"] == "failed" for j in jobs),
+        "slow_polls_at_s_ms": slow[:20],
+    }
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--device", help="torch device for the engine (default: the best available)")
     parser.add_argument("--quick", action="store_true", help="10 clients for 5 s")
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--duration", type=float, default=60.0)
     parser.add_argument("--poll-s", type=float, default=0.1, help="pause between one client's polls")
-    parser.add_argument("--models-dir", type=Path, help="models folder (default: tiny models in a temp folder)")
+    parser.add_argument(
+        "--models-dir", type=Path, help="models folder (default: tiny models in a temp folder)"
+    )
     parser.add_argument("--fake-engine", action="store_true", help="scripted engine instead of TRELLIS.2")
     parser.add_argument("--json", type=Path, help="also write the result here")
     args = parser.parse_args(argv)

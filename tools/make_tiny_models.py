@@ -43,34 +43,67 @@ SS_OCCUPANCY = 0.0004  # fraction of the 64^3 sparse-structure grid that is occu
 SUBDIV_FRACTION = 0.28  # fraction of children a decoder up block keeps
 
 FLOW_ARGS = {
-    "model_channels": WIDTH, "cond_channels": WIDTH, "num_blocks": 2, "num_heads": 4, "mlp_ratio": 5.3334,
-    "pe_mode": "rope", "share_mod": True, "initialization": "scaled", "qk_rms_norm": True,
-    "qk_rms_norm_cross": True, "dtype": "float32",
+    "model_channels": WIDTH,
+    "cond_channels": WIDTH,
+    "num_blocks": 2,
+    "num_heads": 4,
+    "mlp_ratio": 5.3334,
+    "pe_mode": "rope",
+    "share_mod": True,
+    "initialization": "scaled",
+    "qk_rms_norm": True,
+    "qk_rms_norm_cross": True,
+    "dtype": "float32",
 }
 DECODER_ARGS = {
-    "model_channels": [32, 16, 16, 8, 8], "latent_channels": LATENT, "num_blocks": [1, 1, 1, 0, 0],
-    "block_type": ["SparseConvNeXtBlock3d"] * 5, "up_block_type": ["SparseResBlockC2S3d"] * 4,
-    "block_args": [{"use_checkpoint": False}] * 5, "use_fp16": False,
+    "model_channels": [32, 16, 16, 8, 8],
+    "latent_channels": LATENT,
+    "num_blocks": [1, 1, 1, 0, 0],
+    "block_type": ["SparseConvNeXtBlock3d"] * 5,
+    "up_block_type": ["SparseResBlockC2S3d"] * 4,
+    "block_args": [{"use_checkpoint": False}] * 5,
+    "use_fp16": False,
 }
 CHECKPOINTS: dict[str, tuple[str, dict[str, Any]]] = {
     "ss_flow_img_dit_1_3B_64_bf16": (
-        "SparseStructureFlowModel", {"resolution": 8, "in_channels": 8, "out_channels": 8, **FLOW_ARGS}),
+        "SparseStructureFlowModel",
+        {"resolution": 8, "in_channels": 8, "out_channels": 8, **FLOW_ARGS},
+    ),
     "slat_flow_img2shape_dit_1_3B_512_bf16": (
-        "ElasticSLatFlowModel", {"resolution": 32, "in_channels": LATENT, "out_channels": LATENT, **FLOW_ARGS}),
+        "ElasticSLatFlowModel",
+        {"resolution": 32, "in_channels": LATENT, "out_channels": LATENT, **FLOW_ARGS},
+    ),
     "slat_flow_img2shape_dit_1_3B_1024_bf16": (
-        "ElasticSLatFlowModel", {"resolution": 64, "in_channels": LATENT, "out_channels": LATENT, **FLOW_ARGS}),
+        "ElasticSLatFlowModel",
+        {"resolution": 64, "in_channels": LATENT, "out_channels": LATENT, **FLOW_ARGS},
+    ),
     "slat_flow_imgshape2tex_dit_1_3B_512_bf16": (
-        "ElasticSLatFlowModel", {"resolution": 32, "in_channels": 2 * LATENT, "out_channels": LATENT, **FLOW_ARGS}),
+        "ElasticSLatFlowModel",
+        {"resolution": 32, "in_channels": 2 * LATENT, "out_channels": LATENT, **FLOW_ARGS},
+    ),
     "slat_flow_imgshape2tex_dit_1_3B_1024_bf16": (
-        "ElasticSLatFlowModel", {"resolution": 64, "in_channels": 2 * LATENT, "out_channels": LATENT, **FLOW_ARGS}),
+        "ElasticSLatFlowModel",
+        {"resolution": 64, "in_channels": 2 * LATENT, "out_channels": LATENT, **FLOW_ARGS},
+    ),
     "shape_dec_next_dc_f16c32_fp16": ("FlexiDualGridVaeDecoder", {"resolution": 256, **DECODER_ARGS}),
     "tex_dec_next_dc_f16c32_fp16": (
-        "SparseUnetVaeDecoder", {"out_channels": 6, **DECODER_ARGS, "pred_subdiv": False}),
+        "SparseUnetVaeDecoder",
+        {"out_channels": 6, **DECODER_ARGS, "pred_subdiv": False},
+    ),
 }
-SS_DECODER = ("ss_dec_conv3d_16l8_fp16", "SparseStructureDecoder", {
-    "out_channels": 1, "latent_channels": 8, "num_res_blocks": 1, "channels": [16, 16, 8, 8],
-    "num_res_blocks_middle": 1, "norm_type": "layer", "use_fp16": False,
-})
+SS_DECODER = (
+    "ss_dec_conv3d_16l8_fp16",
+    "SparseStructureDecoder",
+    {
+        "out_channels": 1,
+        "latent_channels": 8,
+        "num_res_blocks": 1,
+        "channels": [16, 16, 8, 8],
+        "num_res_blocks_middle": 1,
+        "norm_type": "layer",
+        "use_fp16": False,
+    },
+)
 
 # The first LATENT entries of the released normalisation statistics (spec §1.2).
 SHAPE_MEAN = [0.781296, 0.018091, -0.495192, -0.558457, 1.060530, 0.093252, 1.518149, -0.933218]
@@ -81,9 +114,15 @@ TEX_STD = [2.665652, 2.743913, 2.765121, 2.595319, 3.037293, 2.291316, 2.144656,
 
 def _sampler(steps: int, strength: float, rescale: float, interval: list[float], rescale_t: float) -> dict:
     return {
-        "name": "FlowEulerGuidanceIntervalSampler", "args": {"sigma_min": 1e-5},
-        "params": {"steps": steps, "guidance_strength": strength, "guidance_rescale": rescale,
-                   "guidance_interval": interval, "rescale_t": rescale_t},
+        "name": "FlowEulerGuidanceIntervalSampler",
+        "args": {"sigma_min": 1e-5},
+        "params": {
+            "steps": steps,
+            "guidance_strength": strength,
+            "guidance_rescale": rescale,
+            "guidance_interval": interval,
+            "rescale_t": rescale_t,
+        },
     }
 
 
@@ -107,7 +146,10 @@ def pipeline_json() -> dict[str, Any]:
             "tex_slat_sampler": _sampler(2, 1.0, 0.0, [0.6, 0.9], 3.0),
             "shape_slat_normalization": {"mean": SHAPE_MEAN, "std": SHAPE_STD},
             "tex_slat_normalization": {"mean": TEX_MEAN, "std": TEX_STD},
-            "image_cond_model": {"name": "DinoV3FeatureExtractor", "args": {"model_name": "/".join(DINO_REPO)}},
+            "image_cond_model": {
+                "name": "DinoV3FeatureExtractor",
+                "args": {"model_name": "/".join(DINO_REPO)},
+            },
             "rembg_model": {"name": "BiRefNet", "args": {"model_name": "/".join(RMBG_REPO)}},
             "low_vram": True,
             "default_pipeline_type": "1024_cascade",
@@ -169,9 +211,18 @@ def write_dinov3(folder: Path, generator: torch.Generator) -> None:
     from transformers import DINOv3ViTConfig, DINOv3ViTModel
 
     config = DINOv3ViTConfig(
-        hidden_size=WIDTH, intermediate_size=4 * WIDTH, num_hidden_layers=2, num_attention_heads=4,
-        num_register_tokens=4, patch_size=32, image_size=512, rope_theta=100.0, layer_norm_eps=1e-5,
-        key_bias=False, use_gated_mlp=False, hidden_act="gelu",
+        hidden_size=WIDTH,
+        intermediate_size=4 * WIDTH,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_register_tokens=4,
+        patch_size=32,
+        image_size=512,
+        rope_theta=100.0,
+        layer_norm_eps=1e-5,
+        key_bias=False,
+        use_gated_mlp=False,
+        hidden_act="gelu",
     )
     model = DINOv3ViTModel(config)
     randomize(model, generator)
@@ -187,10 +238,13 @@ def write_rmbg(folder: Path, generator: torch.Generator, calibration_image: Imag
         from tiny_birefnet import TinyBiRefNet, TinyBiRefNetConfig
     finally:
         sys.path.pop(0)
-    config = TinyBiRefNetConfig(architectures=["TinyBiRefNet"], auto_map={
-        "AutoConfig": "tiny_birefnet.TinyBiRefNetConfig",
-        "AutoModelForImageSegmentation": "tiny_birefnet.TinyBiRefNet",
-    })
+    config = TinyBiRefNetConfig(
+        architectures=["TinyBiRefNet"],
+        auto_map={
+            "AutoConfig": "tiny_birefnet.TinyBiRefNetConfig",
+            "AutoModelForImageSegmentation": "tiny_birefnet.TinyBiRefNet",
+        },
+    )
     model = TinyBiRefNet(config).eval()
     randomize(model, generator)
     # Calibrate: logits of the calibration image get a spread of 0.5 around a median of 3, so that
@@ -198,8 +252,12 @@ def write_rmbg(folder: Path, generator: torch.Generator, calibration_image: Imag
     # a stand-in must never turn a test image into "no object found".
     from trellis2.pipelines.background_removal import IMAGENET_MEAN, IMAGENET_STD
 
-    pixels = torch.from_numpy(np.asarray(calibration_image.convert("RGB").resize((1024, 1024)), np.float32) / 255)
-    x = (pixels.permute(2, 0, 1) - torch.tensor(IMAGENET_MEAN)[:, None, None]) / torch.tensor(IMAGENET_STD)[:, None, None]
+    pixels = torch.from_numpy(
+        np.asarray(calibration_image.convert("RGB").resize((1024, 1024)), np.float32) / 255
+    )
+    x = (pixels.permute(2, 0, 1) - torch.tensor(IMAGENET_MEAN)[:, None, None]) / torch.tensor(IMAGENET_STD)[
+        :, None, None
+    ]
     with torch.no_grad():
         spread = model(x[None])[-1].std()
         model.head.weight *= 0.5 / spread
@@ -238,9 +296,11 @@ def calibrate(trellis_dir: Path, models_dir: Path) -> None:
         g = torch.Generator().manual_seed(seed)
         r = flow.resolution
         noise = torch.randn(1, flow.in_channels, r, r, r, generator=g)
-        z = pipe.samplers["sparse_structure_sampler"].sample(
-            flow, noise, cond.positive, cond.negative, **pipe.config.sparse_structure_sampler.params
-        ).samples
+        z = (
+            pipe.samplers["sparse_structure_sampler"]
+            .sample(flow, noise, cond.positive, cond.negative, **pipe.config.sparse_structure_sampler.params)
+            .samples
+        )
         logits.append(ss_decoder(z).flatten())
     threshold = torch.quantile(torch.cat(logits), 1.0 - SS_OCCUPANCY)
     ss_decoder.out_layer[-1].bias -= threshold
@@ -250,12 +310,16 @@ def calibrate(trellis_dir: Path, models_dir: Path) -> None:
     # Subdivision biases, level by level, on a plausible latent over the calibrated structure.
     g = torch.Generator().manual_seed(0)
     noise = torch.randn(1, flow.in_channels, flow.resolution, flow.resolution, flow.resolution, generator=g)
-    z = pipe.samplers["sparse_structure_sampler"].sample(
-        flow, noise, cond.positive, cond.negative, **pipe.config.sparse_structure_sampler.params
-    ).samples
+    z = (
+        pipe.samplers["sparse_structure_sampler"]
+        .sample(flow, noise, cond.positive, cond.negative, **pipe.config.sparse_structure_sampler.params)
+        .samples
+    )
     occupancy = torch.nn.functional.max_pool3d((ss_decoder(z) > 0).float(), 2, 2, 0) > 0.5
     coords = torch.argwhere(occupancy)[:, [0, 2, 3, 4]].int()
-    feats = torch.randn(coords.shape[0], LATENT, generator=g) * torch.tensor(SHAPE_STD) + torch.tensor(SHAPE_MEAN)
+    feats = torch.randn(coords.shape[0], LATENT, generator=g) * torch.tensor(SHAPE_STD) + torch.tensor(
+        SHAPE_MEAN
+    )
     latent = SparseTensor(feats, coords)
     shape_decoder = pipe.model("shape_slat_decoder")
     for layer in _subdiv_layers(shape_decoder):

@@ -29,7 +29,9 @@ def hardware() -> str:
     return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads), torch {torch.__version__}"
 
 
-def measure_step_seconds(config: FresnelConfig, settings: TrainSettings, device: str, steps: int = 12) -> float:
+def measure_step_seconds(
+    config: FresnelConfig, settings: TrainSettings, device: str, steps: int = 12
+) -> float:
     """Seconds per training step on this machine (a throwaway run, after two warm-up steps)."""
     import tempfile
 
@@ -44,11 +46,15 @@ def measure_step_seconds(config: FresnelConfig, settings: TrainSettings, device:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--run-dir", type=Path, required=True)
     parser.add_argument("--minutes", type=float, help="stop this call after this many minutes")
     parser.add_argument("--steps", type=int, help="stop at this total step count")
-    parser.add_argument("--budget-minutes", type=float, help="new run: schedule length in minutes of this machine")
+    parser.add_argument(
+        "--budget-minutes", type=float, help="new run: schedule length in minutes of this machine"
+    )
     parser.add_argument("--total-steps", type=int, help="new run: schedule length in steps")
     parser.add_argument("--batch-size", type=int, default=TrainSettings.batch_size)
     parser.add_argument("--lr", type=float, default=TrainSettings.lr)
@@ -67,19 +73,34 @@ def main(argv: list[str] | None = None) -> int:
     config = TINY_CONFIG if args.tiny else FresnelConfig()
     settings = TrainSettings(batch_size=args.batch_size, lr=args.lr, seed=args.seed)
     if args.tiny:
-        settings = dataclasses.replace(settings, render_resolution=48, render_steps=24, warmup_steps=2, log_every=1)
+        settings = dataclasses.replace(
+            settings, render_resolution=48, render_steps=24, warmup_steps=2, log_every=1
+        )
     print(f"hardware: {hardware()}", flush=True)
     if not (args.run_dir / STATE_FILE).exists():
         total = args.total_steps
         if total is None and args.budget_minutes:
             seconds = measure_step_seconds(config, settings, args.device)
             total = max(settings.warmup_steps + 1, int(args.budget_minutes * 60 / seconds))
-            print(f"measured {seconds * 1000:.0f} ms per step: {total} steps in {args.budget_minutes} min", flush=True)
+            print(
+                f"measured {seconds * 1000:.0f} ms per step: {total} steps in {args.budget_minutes} min",
+                flush=True,
+            )
         settings = dataclasses.replace(settings, total_steps=total or settings.total_steps)
-    state = train(args.run_dir, config, settings, args.device, max_steps=args.steps, max_minutes=args.minutes,
-                  log=lambda line: print(line, flush=True), init_from=args.init_from)
+    state = train(
+        args.run_dir,
+        config,
+        settings,
+        args.device,
+        max_steps=args.steps,
+        max_minutes=args.minutes,
+        log=lambda line: print(line, flush=True),
+        init_from=args.init_from,
+    )
     last = state["history"][-1] if state["history"] else {}
-    print(json.dumps({"step": state["step"], "seconds": round(state["seconds"], 1), "last": last}), flush=True)
+    print(
+        json.dumps({"step": state["step"], "seconds": round(state["seconds"], 1), "last": last}), flush=True
+    )
     return 0
 
 

@@ -47,10 +47,17 @@ def grid_to_world(cameras: Cameras, scale: torch.Tensor, offset: torch.Tensor) -
     return out
 
 
-def make_batch(batch_size: int, generator: torch.Generator, grid: int = 64, image_size: int = 128,
-               rules: SceneRules = TRAIN_RULES, cameras: CameraRules = TRAIN_CAMERAS,
-               device: torch.device | str = "cpu", render_steps: int = 40,
-               render_resolution: int = RENDER_RESOLUTION) -> Batch:
+def make_batch(
+    batch_size: int,
+    generator: torch.Generator,
+    grid: int = 64,
+    image_size: int = 128,
+    rules: SceneRules = TRAIN_RULES,
+    cameras: CameraRules = TRAIN_CAMERAS,
+    device: torch.device | str = "cpu",
+    render_steps: int = 40,
+    render_resolution: int = RENDER_RESOLUTION,
+) -> Batch:
     """Objects whose render shows them whole (cut-off or empty renders are drawn again, at most 4 times)."""
     device = torch.device(device)
     scenes = sample_scenes(batch_size, generator, rules, device)

@@ -48,8 +48,17 @@ class SceneRules:
 
 TRAIN_RULES = SceneRules()
 # Held-out composition: more parts, more holes, other family mix, rarer symmetry.
-EVAL_RULES = SceneRules(min_parts=2, max_parts=7, family_weights=(0.25, 0.3, 0.2, 0.25), smooth_union_p=0.45,
-                        subtract_p=0.25, symmetric_p=0.35, upright_p=0.6, thin_p=0.2, spread=0.35)
+EVAL_RULES = SceneRules(
+    min_parts=2,
+    max_parts=7,
+    family_weights=(0.25, 0.3, 0.2, 0.25),
+    smooth_union_p=0.45,
+    subtract_p=0.25,
+    symmetric_p=0.35,
+    upright_p=0.6,
+    thin_p=0.2,
+    spread=0.35,
+)
 
 
 @dataclass
@@ -101,14 +110,19 @@ def _random_rotation(generator, upright: torch.Tensor, device) -> torch.Tensor:
     shape = upright.shape
     q = torch.randn(*shape, 4, generator=generator, device=device)
     yaw = _uniform(generator, 0.0, 2 * math.pi, *shape, device=device)
-    q_up = torch.stack([torch.cos(yaw / 2), torch.zeros_like(yaw), torch.zeros_like(yaw), torch.sin(yaw / 2)], -1)
+    q_up = torch.stack(
+        [torch.cos(yaw / 2), torch.zeros_like(yaw), torch.zeros_like(yaw), torch.sin(yaw / 2)], -1
+    )
     q = torch.where(upright[..., None], q_up, q)
     w, x, y, z = (q / q.norm(dim=-1, keepdim=True)).unbind(-1)
-    return torch.stack([
-        torch.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)], -1),
-        torch.stack([2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)], -1),
-        torch.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], -1),
-    ], -2)
+    return torch.stack(
+        [
+            torch.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)], -1),
+            torch.stack([2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)], -1),
+            torch.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], -1),
+        ],
+        -2,
+    )
 
 
 def _random_colors(generator, *shape: int, device) -> torch.Tensor:
@@ -117,16 +131,24 @@ def _random_colors(generator, *shape: int, device) -> torch.Tensor:
     s = _rand(generator, *shape, device=device) ** 0.7 * (_rand(generator, *shape, device=device) > 0.15)
     v = _uniform(generator, 0.15, 1.0, *shape, device=device)
     k = torch.arange(3, device=device) * (1 / 3)
-    rgb = v[..., None] * (1 - s[..., None] * (1 - (torch.abs(((h[..., None] + k) % 1) * 6 - 3) - 1).clamp(0, 1)))
+    rgb = v[..., None] * (
+        1 - s[..., None] * (1 - (torch.abs(((h[..., None] + k) % 1) * 6 - 3) - 1).clamp(0, 1))
+    )
     return rgb.clamp(0, 1) ** 2.2
 
 
-def sample_scenes(batch: int, generator: torch.Generator, rules: SceneRules = TRAIN_RULES,
-                  device: torch.device | str = "cpu") -> Scenes:
+def sample_scenes(
+    batch: int,
+    generator: torch.Generator,
+    rules: SceneRules = TRAIN_RULES,
+    device: torch.device | str = "cpu",
+) -> Scenes:
     """`batch` random objects, normalised so that each fits `[-0.45, 0.45]^3` (largest extent touching)."""
     device = torch.device(device)
     k = MAX_PARTS
-    count = torch.randint(rules.min_parts, rules.max_parts + 1, (batch, 1), generator=generator, device=device)
+    count = torch.randint(
+        rules.min_parts, rules.max_parts + 1, (batch, 1), generator=generator, device=device
+    )
     active = torch.arange(k, device=device)[None] < count
     family = _choice(generator, rules.family_weights, batch, k, device=device)
     op_roll = _rand(generator, batch, k, device=device)
@@ -135,15 +157,21 @@ def sample_scenes(batch: int, generator: torch.Generator, rules: SceneRules = TR
     op[op_roll > 1 - rules.subtract_p] = SUBTRACT
     op[:, 0] = UNION
     # Parts: the first is large and central, later ones smaller and around it.
-    scale = torch.where(torch.arange(k, device=device)[None] == 0, 1.0, _uniform(generator, 0.35, 0.8, batch, k,
-                                                                                 device=device))
+    scale = torch.where(
+        torch.arange(k, device=device)[None] == 0,
+        1.0,
+        _uniform(generator, 0.35, 0.8, batch, k, device=device),
+    )
     size = _uniform(generator, 0.12, 0.35, batch, k, 3, device=device) * scale[..., None]
     thin = _rand(generator, batch, k, device=device) < rules.thin_p
     thin_axis = torch.randint(0, 3, (batch, k), generator=generator, device=device)
     thin_size = _uniform(generator, 0.012, 0.03, batch, k, device=device)
-    size = torch.where(thin[..., None] & (torch.arange(3, device=device) == thin_axis[..., None]),
-                       thin_size[..., None], size)
-    direction = torch.nn.functional.normalize(torch.randn(batch, k, 3, generator=generator, device=device), dim=-1)
+    size = torch.where(
+        thin[..., None] & (torch.arange(3, device=device) == thin_axis[..., None]), thin_size[..., None], size
+    )
+    direction = torch.nn.functional.normalize(
+        torch.randn(batch, k, 3, generator=generator, device=device), dim=-1
+    )
     centre = direction * rules.spread * _rand(generator, batch, k, 1, device=device) ** 0.5
     centre[:, 0] *= 0.3
     holes = op == SUBTRACT  # holes are rods or bars through the object
@@ -160,19 +188,33 @@ def sample_scenes(batch: int, generator: torch.Generator, rules: SceneRules = TR
     transparent = _rand(generator, batch, k, device=device) < rules.transparent_p
     transparent[:, 0] = False  # the main part is opaque, so every object has a solid silhouette
     scenes = Scenes(
-        active=active, family=family, op=op, centre=centre, rotation=rotation, size=size, shape=shape,
-        blend=blend, symmetric=symmetric,
+        active=active,
+        family=family,
+        op=op,
+        centre=centre,
+        rotation=rotation,
+        size=size,
+        shape=shape,
+        blend=blend,
+        symmetric=symmetric,
         color_a=_random_colors(generator, batch, k, device=device),
         color_b=_random_colors(generator, batch, k, device=device),
-        metallic=torch.where(metal, _uniform(generator, 0.7, 1.0, batch, k, device=device),
-                             _uniform(generator, 0.0, 0.15, batch, k, device=device)),
+        metallic=torch.where(
+            metal,
+            _uniform(generator, 0.7, 1.0, batch, k, device=device),
+            _uniform(generator, 0.0, 0.15, batch, k, device=device),
+        ),
         roughness=_uniform(generator, 0.1, 1.0, batch, k, device=device),
-        alpha=torch.where(transparent, _uniform(generator, 0.35, 0.8, batch, k, device=device),
-                          torch.ones(batch, k, device=device)),
+        alpha=torch.where(
+            transparent,
+            _uniform(generator, 0.35, 0.8, batch, k, device=device),
+            torch.ones(batch, k, device=device),
+        ),
         pattern=pattern,
         pattern_freq=_uniform(generator, 6.0, 30.0, batch, k, device=device),
-        pattern_dir=torch.nn.functional.normalize(torch.randn(batch, k, 3, generator=generator, device=device),
-                                                  dim=-1),
+        pattern_dir=torch.nn.functional.normalize(
+            torch.randn(batch, k, 3, generator=generator, device=device), dim=-1
+        ),
     )
     return normalise(scenes)
 
@@ -198,8 +240,12 @@ def part_distances(scenes: Scenes, points: torch.Tensor) -> torch.Tensor:
     box = _length(*e.clamp_min(0).unbind(-1)) + e.max(dim=-1).values.clamp_max(0) - rounding
     # Solid of revolution: radius profile r(t) over t = z / h in [-1, 1].
     t = (qz / sz).clamp(-1, 1)
-    profile = sx * (1 + (s[..., 0] - 0.5) * 1.2 * t + (s[..., 1] - 0.5) * 1.2 * t * t
-                    + (s[..., 2] - 0.5) * 0.6 * torch.sin(3 * math.pi * t + 6 * s[..., 3]))
+    profile = sx * (
+        1
+        + (s[..., 0] - 0.5) * 1.2 * t
+        + (s[..., 1] - 0.5) * 1.2 * t * t
+        + (s[..., 2] - 0.5) * 0.6 * torch.sin(3 * math.pi * t + 6 * s[..., 3])
+    )
     profile = profile.clamp_min(0.08 * sx)
     revolved = torch.maximum((radial - profile) * 0.7, qz.abs() - sz)
     # Torus in the local xy plane.
@@ -260,8 +306,15 @@ def materials(scenes: Scenes, points: torch.Tensor) -> torch.Tensor:
     use_b = torch.where(pattern == STRIPES, stripes, torch.where(pattern == WAVES, waves, checker))
     use_b = use_b & (pattern != SOLID)
     color = torch.where(use_b[..., None], pick(scenes.color_b), pick(scenes.color_a))
-    return torch.cat([color, pick(scenes.metallic)[..., None], pick(scenes.roughness)[..., None],
-                      pick(scenes.alpha)[..., None]], dim=-1)
+    return torch.cat(
+        [
+            color,
+            pick(scenes.metallic)[..., None],
+            pick(scenes.roughness)[..., None],
+            pick(scenes.alpha)[..., None],
+        ],
+        dim=-1,
+    )
 
 
 def _grid_points(resolution: int, half: float, device) -> torch.Tensor:
@@ -269,7 +322,9 @@ def _grid_points(resolution: int, half: float, device) -> torch.Tensor:
     return torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), -1).reshape(-1, 3)
 
 
-def occupied_bounds(scenes: Scenes, resolution: int = 32, half: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+def occupied_bounds(
+    scenes: Scenes, resolution: int = 32, half: float = 1.0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Axis-aligned bounds `([B, 3] min, [B, 3] max)` of the inside, measured on a coarse grid."""
     pts = _grid_points(resolution, half, scenes.active.device)
     inside = signed_distance(scenes, pts.expand(scenes.batch_size, -1, -1)) < 0  # [B, N]

@@ -85,6 +85,13 @@ def progress_bar(fraction: float, stage: str, eta: float | None, width: int = 30
     return f"\r[{'#' * filled}{'.' * (width - filled)}] {fraction * 100:5.1f}% {stage[:24]:<24}{eta_text}"
 
 
+def default_engine(engines: dict, image_count: int) -> str:
+    """Several images: multi-view; one: TRELLIS.2 when its models are present, else the built-in Fresnel."""
+    if image_count > 1:
+        return "multiview"
+    return "trellis2" if engines["trellis2"].status().ready else "fresnel"
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
     """Queue a job in the data folder's store and run it here, through the server's worker code."""
     from .engines import EngineManager, default_engines
@@ -96,7 +103,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from .worker import JobWorker
 
     settings = settings_from(args)
-    engine = args.engine or ("multiview" if len(args.images) > 1 else "trellis2")
+    engines = default_engines(settings.models_dir, settings.device)
+    engine = args.engine or default_engine(engines, len(args.images))
     overrides = json.loads(args.params) if args.params else {}
     for key in ("seed", "pipeline_type", "texture_size", "decimation_target", "mode"):
         if getattr(args, key, None) is not None:
@@ -110,7 +118,6 @@ def cmd_generate(args: argparse.Namespace) -> int:
             overrides.setdefault(stage, {})["steps"] = args.steps
     if args.no_remesh:
         overrides["remesh"] = False
-    engines = default_engines(settings.models_dir, settings.device)
     status = engines[engine].status()
     if not status.ready:
         print(f"error: the {engine} engine is not ready: {status.reason}", file=sys.stderr)
@@ -255,7 +262,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("images", nargs="+", help=f"the image(s) ({takes})")
     p.add_argument(
-        "--engine", choices=list(ENGINES), help="default: trellis2 for one image, multiview for more"
+        "--engine",
+        choices=list(ENGINES),
+        help="default: multiview for several images; for one, trellis2 when its models are present, else fresnel",
     )
     p.add_argument("--seed", type=int)
     p.add_argument("--pipeline-type", choices=list(vocabulary.pipeline_types()))

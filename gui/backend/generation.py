@@ -36,13 +36,15 @@ def load_generation(path: Path, device: torch.device | str = "cpu") -> list[Mesh
         meshes = []
         for i in range(int(data["count"])):
             layout = {k: slice(a, b) for k, (a, b) in json.loads(str(data[f"m{i}_layout"])).items()}
-            meshes.append(MeshWithVoxel(
-                vertices=torch.from_numpy(data[f"m{i}_vertices"]).to(device),
-                faces=torch.from_numpy(data[f"m{i}_faces"]).to(device),
-                coords=torch.from_numpy(data[f"m{i}_coords"]).to(device),
-                attrs=torch.from_numpy(data[f"m{i}_attrs"]).to(device),
-                voxel_size=float(data[f"m{i}_voxel_size"]),
-                origin=torch.from_numpy(data[f"m{i}_origin"]).to(device),
-                layout=layout,
-            ))
+            meshes.append(
+                MeshWithVoxel(
+                    vertices=torch.from_numpy(data[f"m{i}_vertices"]).to(device),
+                    faces=torch.from_numpy(data[f"m{i}_faces"]).to(device),
+                    coords=torch.from_numpy(data[f"m{i}_coords"]).to(device),
+                    attrs=torch.from_numpy(data[f"m{i}_attrs"]).to(device),
+                    voxel_size=float(data[f"m{i}_voxel_size"]),
+                    origin=torch.from_numpy(data[f"m{i}_origin"]).to(device),
+                    layout=layout,
+                )
+            )
     return meshes

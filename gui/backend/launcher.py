@@ -45,7 +45,10 @@ def open_browser(url: str) -> None:
         opened = webbrowser.open(url)
     except Exception:  # noqa: BLE001 - no browser is not an error: the address is printed
         opened = False
-    print(f"Open {url} in your browser." if not opened else f"Opened the web UI in your browser: {url}", flush=True)
+    print(
+        f"Open {url} in your browser." if not opened else f"Opened the web UI in your browser: {url}",
+        flush=True,
+    )
 
 
 def run_window(server: AnnouncingServer, force_browser: bool) -> None:
@@ -57,11 +60,15 @@ def run_window(server: AnnouncingServer, force_browser: bool) -> None:
     electron = None if force_browser else electron_binary()
     if electron is None:
         if not force_browser:
-            print("The desktop window is not installed (run `python3 bootstrap.py install`); using the browser.")
+            print(
+                "The desktop window is not installed (run `python3 bootstrap.py install`); using the browser."
+            )
         open_browser(server.url)
         return
     try:
-        proc = subprocess.Popen([str(electron), str(ELECTRON_DIR), f"--backend-url={server.url}"], cwd=ELECTRON_DIR)
+        proc = subprocess.Popen(
+            [str(electron), str(ELECTRON_DIR), f"--backend-url={server.url}"], cwd=ELECTRON_DIR
+        )
     except OSError as exc:
         print(f"The desktop window could not start ({exc}); using the browser.", flush=True)
         open_browser(server.url)
@@ -78,18 +85,28 @@ def run_window(server: AnnouncingServer, force_browser: bool) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="genesis-start", description=__doc__)
     add_server_flags(parser)
-    parser.add_argument("--no-window", action="store_true", help="only run the server (no window, no browser)")
+    parser.add_argument(
+        "--no-window", action="store_true", help="only run the server (no window, no browser)"
+    )
     parser.add_argument("--browser", action="store_true", help="open the web UI in the browser, not Electron")
     parser.add_argument("--log-level", default="warning")
     args = parser.parse_args(argv)
-    explicit_port = any(a == "--port" or a.startswith("--port=") for a in (argv if argv is not None else sys.argv))
+    explicit_port = any(
+        a == "--port" or a.startswith("--port=") for a in (argv if argv is not None else sys.argv)
+    )
     settings = settings_from(args)
     if not explicit_port and settings.port == DEFAULT_PORT and not port_is_free(settings.host, settings.port):
         settings.port = 0  # another app holds the usual port: take any free one (the address is printed)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     settings.ensure_token()
-    config = uvicorn.Config(create_app(settings), host=settings.host, port=settings.port, log_level=args.log_level,
-                            access_log=False, timeout_graceful_shutdown=5)
+    config = uvicorn.Config(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=args.log_level,
+        access_log=False,
+        timeout_graceful_shutdown=5,
+    )
     server = AnnouncingServer(config, settings)
     if not args.no_window:
         threading.Thread(target=run_window, args=(server, args.browser), daemon=True).start()

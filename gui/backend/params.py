@@ -110,8 +110,11 @@ class MultiViewParams(GenerateParams):
 
 
 class FastParams(ExportParams):
-    """`params` of `POST /api/generate/fast` (Fresnel, a distilled one-step student)."""
+    """`params` of `POST /api/generate/fast` (Fresnel): draft export defaults, so a model comes in seconds."""
 
+    decimation_target: int = Field(50_000, ge=10_000, le=2_000_000, title="Target faces")
+    texture_size: TextureSize = Field(1024, title="Texture size")
+    remesh: bool = Field(False, title="Remesh")
     seed: Seed = 0
 
 

@@ -34,7 +34,9 @@ class AnnouncingServer(uvicorn.Server):
         self.url = f"http://{host}:{port}"
         print(READY_LINE.format(url=self.url), flush=True)
         if self.settings.token and not self.settings.is_loopback:
-            print(f"Access token (send as 'Authorization: Bearer <token>'): {self.settings.token}", flush=True)
+            print(
+                f"Access token (send as 'Authorization: Bearer <token>'): {self.settings.token}", flush=True
+            )
 
 
 def serve(settings: Settings, spec: EngineSpec | None = None, log_level: str = "warning") -> None:
@@ -42,6 +44,13 @@ def serve(settings: Settings, spec: EngineSpec | None = None, log_level: str = "
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     settings.ensure_token()
     app = create_app(settings, spec)
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=log_level,
-                            access_log=False, timeout_graceful_shutdown=5, lifespan="on")
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=log_level,
+        access_log=False,
+        timeout_graceful_shutdown=5,
+        lifespan="on",
+    )
     AnnouncingServer(config, settings).run()

@@ -11,7 +11,6 @@ from typing import Any
 
 from trellis2.progress import JobCancelled
 
-
 from .engines import ENGINES
 from .engines.base import EngineManager, EngineRequest, free_accelerator_memory
 from .errors import error_info

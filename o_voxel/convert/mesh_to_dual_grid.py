@@ -178,7 +178,9 @@ def _constrained_minimum(q: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) ->
                 x = lo.clone()
                 x[:, f[0]], x[:, f[1]] = b0[:, f[0]], b1[:, f[1]]
                 num = rhs[:, k] - a[:, k, f[0]] * x[:, f[0]] - a[:, k, f[1]] * x[:, f[1]]
-                x[:, k] = torch.where(akk != 0, num / torch.where(akk != 0, akk, torch.ones_like(akk)), lo[:, k])
+                x[:, k] = torch.where(
+                    akk != 0, num / torch.where(akk != 0, akk, torch.ones_like(akk)), lo[:, k]
+                )
                 consider(x)
     for bx in (lo, hi):  # corners
         for by in (lo, hi):
@@ -245,7 +247,9 @@ def mesh_to_flexible_dual_grid(
     res_cpu = res.to(all_vox.device)
     keys_lin = (all_vox[:, 0] * res_cpu[1] + all_vox[:, 1]) * res_cpu[2] + all_vox[:, 2]
     uniq, inverse = torch.unique(keys_lin, return_inverse=True)
-    coords = torch.stack([uniq // (res_cpu[1] * res_cpu[2]), (uniq // res_cpu[2]) % res_cpu[1], uniq % res_cpu[2]], 1)
+    coords = torch.stack(
+        [uniq // (res_cpu[1] * res_cpu[2]), (uniq // res_cpu[2]) % res_cpu[1], uniq % res_cpu[2]], 1
+    )
     n = coords.shape[0]
     flag_axis = torch.cat(flags_axis)
     intersected = torch.zeros(n, 3, dtype=torch.bool, device=device)

@@ -84,7 +84,9 @@ def _pbr_material(geometry: trimesh.Trimesh, index: int):
     visual = geometry.visual
     material = getattr(visual, "material", None)
     if not isinstance(visual, trimesh.visual.TextureVisuals) or material is None:
-        raise ValueError(f"geometry {index} has no texture/material (TextureVisuals with a PBR material needed)")
+        raise ValueError(
+            f"geometry {index} has no texture/material (TextureVisuals with a PBR material needed)"
+        )
     if not isinstance(material, trimesh.visual.material.PBRMaterial):
         material = material.to_pbr()
     return material
@@ -136,7 +138,9 @@ def textured_mesh_to_volumetric_attr(
     key_parts, value_parts, weight_parts = [], [], []
     for index, geometry in enumerate(geometries):
         material = _pbr_material(geometry, index)
-        v, f = validate_mesh(np.asarray(geometry.vertices), np.asarray(geometry.faces), what=f"geometry {index}")
+        v, f = validate_mesh(
+            np.asarray(geometry.vertices), np.asarray(geometry.faces), what=f"geometry {index}"
+        )
         uv_all = getattr(geometry.visual, "uv", None)
         uv_all = np.zeros((len(v), 2)) if uv_all is None else np.asarray(uv_all, dtype=np.float64)
         tri = (v.double() - aabb_t[0].double())[f]  # (F, 3, 3)
@@ -190,7 +194,9 @@ def textured_mesh_to_volumetric_attr(
     total = torch.zeros(uniq.shape[0]).index_add_(0, inverse, weights)
     mean = torch.zeros(uniq.shape[0], values.shape[1]).index_add_(0, inverse, values * weights[:, None])
     mean = mean / total[:, None]
-    coords = torch.stack([uniq // (res[1] * res[2]), (uniq // res[2]) % res[1], uniq % res[2]], 1).to(torch.int32)
+    coords = torch.stack([uniq // (res[1] * res[2]), (uniq // res[2]) % res[1], uniq % res[2]], 1).to(
+        torch.int32
+    )
     mean[:, 9:12] = mean[:, 9:12] * 0.5 + 0.5
 
     def to_u8(x: torch.Tensor) -> torch.Tensor:

@@ -9,7 +9,9 @@ import trimesh
 
 
 def to_torch(mesh: trimesh.Trimesh) -> tuple[torch.Tensor, torch.Tensor]:
-    return torch.tensor(np.asarray(mesh.vertices), dtype=torch.float32), torch.tensor(np.asarray(mesh.faces), dtype=torch.int64)
+    return torch.tensor(np.asarray(mesh.vertices), dtype=torch.float32), torch.tensor(
+        np.asarray(mesh.faces), dtype=torch.int64
+    )
 
 
 def to_trimesh(vertices: torch.Tensor, faces: torch.Tensor) -> trimesh.Trimesh:
@@ -23,4 +25,6 @@ def sphere():
 
 @pytest.fixture
 def torus():
-    return to_torch(trimesh.creation.torus(major_radius=0.3, minor_radius=0.1, major_sections=32, minor_sections=12))
+    return to_torch(
+        trimesh.creation.torus(major_radius=0.3, minor_radius=0.1, major_sections=32, minor_sections=12)
+    )

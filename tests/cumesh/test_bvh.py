@@ -50,7 +50,9 @@ def test_points_on_vertices_get_vertex_barycentrics(sphere):
 def test_degenerate_and_oversized_triangles(torus):
     v, f = torus
     nv = v.shape[0]
-    extra_v = torch.tensor([[-2.0, -2, 0.5], [2, -2, 0.5], [0, 2, 0.5], [0, 0, 0.2], [0.1, 0, 0.2], [0.2, 0, 0.2]])
+    extra_v = torch.tensor(
+        [[-2.0, -2, 0.5], [2, -2, 0.5], [0, 2, 0.5], [0, 0, 0.2], [0.1, 0, 0.2], [0.2, 0, 0.2]]
+    )
     v2 = torch.cat([v, extra_v])
     # one huge triangle above the torus and a collinear (zero-area) triangle inside the hole
     f2 = torch.cat([f, torch.tensor([[nv, nv + 1, nv + 2], [nv + 3, nv + 4, nv + 5]])])

@@ -38,12 +38,14 @@ def test_remove_degenerate_faces_removes_only_zero_area(sphere):
     v, f = sphere
     nv = v.shape[0]
     v2 = torch.cat([v, torch.tensor([[1.0, 0, 0], [2.0, 0, 0], [3.0, 0, 0], [0.0, 1e-3, 0]])])
-    planted = torch.cat([
-        f,
-        torch.tensor([[0, 0, 1]]),  # repeated index
-        torch.tensor([[nv, nv + 1, nv + 2]]),  # collinear: zero area
-        torch.tensor([[nv, nv + 1, nv + 3]]),  # small but real triangle: kept
-    ])
+    planted = torch.cat(
+        [
+            f,
+            torch.tensor([[0, 0, 1]]),  # repeated index
+            torch.tensor([[nv, nv + 1, nv + 2]]),  # collinear: zero area
+            torch.tensor([[nv, nv + 1, nv + 3]]),  # small but real triangle: kept
+        ]
+    )
     out_v, out_f = cumesh.remove_degenerate_faces(v2, planted)
     assert out_f.shape[0] == f.shape[0] + 1
     assert out_v.shape[0] == nv + 3

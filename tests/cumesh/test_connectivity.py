@@ -17,7 +17,9 @@ def test_torch_components_match_scipy(num_nodes, num_links):
     ref = connected_components(num_nodes, links, method="scipy")
     assert torch.equal(connected_components(num_nodes, links, method="torch"), ref)
     # labels are ordered by each component's smallest node
-    first = torch.full((int(ref.max()) + 1,), num_nodes).scatter_reduce(0, ref, torch.arange(num_nodes), reduce="amin")
+    first = torch.full((int(ref.max()) + 1,), num_nodes).scatter_reduce(
+        0, ref, torch.arange(num_nodes), reduce="amin"
+    )
     assert torch.equal(torch.argsort(first), torch.arange(first.numel()))
 
 

@@ -7,7 +7,9 @@ from tests.cumesh.conftest import to_trimesh
 def test_areas_and_face_normals_match_trimesh(torus):
     v, f = torus
     mesh = to_trimesh(v, f)
-    assert torch.allclose(cumesh.face_areas(v, f).double(), torch.tensor(mesh.area_faces), rtol=1e-4, atol=1e-9)
+    assert torch.allclose(
+        cumesh.face_areas(v, f).double(), torch.tensor(mesh.area_faces), rtol=1e-4, atol=1e-9
+    )
     assert torch.allclose(cumesh.face_normals(v, f).double(), torch.tensor(mesh.face_normals), atol=1e-4)
 
 

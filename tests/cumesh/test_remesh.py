@@ -71,7 +71,9 @@ def _brute_force_distances(v, f, points):
     from cumesh.bvh import closest_point_on_triangles
 
     tris = v[f]
-    d, _ = closest_point_on_triangles(points.repeat_interleave(len(f), 0), *tris.repeat(len(points), 1, 1).unbind(1))
+    d, _ = closest_point_on_triangles(
+        points.repeat_interleave(len(f), 0), *tris.repeat(len(points), 1, 1).unbind(1)
+    )
     return d.reshape(len(points), len(f)).min(1).values.sqrt()
 
 
@@ -112,7 +114,9 @@ def test_remesh_of_thin_crossing_sheets_is_finite_and_hugs_the_input(project_bac
     res = 48
     scale = (res + 3) / res
     cell = scale / res
-    out_v, out_f = cumesh.remesh_narrow_band_dc(v, f, [0, 0, 0], scale, res, band=1, project_back=project_back)
+    out_v, out_f = cumesh.remesh_narrow_band_dc(
+        v, f, [0, 0, 0], scale, res, band=1, project_back=project_back
+    )
     assert out_f.shape[0] > 1000
     assert bool(torch.isfinite(out_v).all())
     assert int(out_f.max()) < out_v.shape[0]
@@ -128,8 +132,9 @@ def test_remesh_can_drop_the_inward_sheet_of_closed_surfaces():
     scale = (res + 3) / res
     cell = scale / res
     both_v, both_f = cumesh.remesh_narrow_band_dc(v, f, [0, 0, 0], scale, res, band=1, project_back=0.5)
-    out_v, out_f = cumesh.remesh_narrow_band_dc(v, f, [0, 0, 0], scale, res, band=1, project_back=0.5,
-                                                keep_inward_sheets=False)
+    out_v, out_f = cumesh.remesh_narrow_band_dc(
+        v, f, [0, 0, 0], scale, res, band=1, project_back=0.5, keep_inward_sheets=False
+    )
     mesh = to_trimesh(out_v, out_f)
     assert mesh.is_watertight and len(mesh.split(only_watertight=False)) == 1 and mesh.volume > 0
     assert float(out_v.norm(dim=1).min()) > 0.3  # only the outer sheet, half-way projected

@@ -23,7 +23,9 @@ def _hausdorff(va, fa, vb, fb):
 def test_simplify_sphere_to_target_with_small_error(method):
     v, f = to_torch(trimesh.creation.icosphere(subdivisions=4, radius=0.5))  # 5120 faces
     calls = []
-    out_v, out_f = cumesh.simplify(v, f, 600, progress=lambda done, total: calls.append((done, total)), method=method)
+    out_v, out_f = cumesh.simplify(
+        v, f, 600, progress=lambda done, total: calls.append((done, total)), method=method
+    )
     assert 540 <= out_f.shape[0] <= 600
     assert calls and calls[-1][1] == f.shape[0] - 600
     mesh = to_trimesh(out_v, out_f)

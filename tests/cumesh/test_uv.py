@@ -20,7 +20,9 @@ def _coverage(uvs, faces, size=128):
         a, b, c = t[:, None, 0], t[:, None, 1], t[:, None, 2]
 
         def edge(p0, p1):
-            return (p1[..., 0] - p0[..., 0]) * (p[None, :, 1] - p0[..., 1]) - (p1[..., 1] - p0[..., 1]) * (p[None, :, 0] - p0[..., 0])
+            return (p1[..., 0] - p0[..., 0]) * (p[None, :, 1] - p0[..., 1]) - (p1[..., 1] - p0[..., 1]) * (
+                p[None, :, 0] - p0[..., 0]
+            )
 
         w0, w1, w2 = edge(b, c), edge(c, a), edge(a, b)
         inside = ((w0 > 0) & (w1 > 0) & (w2 > 0)) | ((w0 < 0) & (w1 < 0) & (w2 < 0))
@@ -46,8 +48,12 @@ def test_uv_unwrap_produces_valid_non_overlapping_atlas(torus):
 def test_uv_unwrap_drops_degenerate_faces_and_maps_to_input(sphere):
     v, f = sphere
     f2 = torch.cat([f, torch.tensor([[0, 0, 1]])])
-    out_v, out_f, uvs, vmap = cumesh.uv_unwrap(v, f2, compute_charts_kwargs={"use_input_mesh_uvs": False},
-                                               pack_charts_kwargs={"padding": 1, "block_align": True})
+    out_v, out_f, uvs, vmap = cumesh.uv_unwrap(
+        v,
+        f2,
+        compute_charts_kwargs={"use_input_mesh_uvs": False},
+        pack_charts_kwargs={"padding": 1, "block_align": True},
+    )
     assert out_f.shape[0] == f.shape[0]
     assert int(vmap.max()) < v.shape[0] and torch.equal(out_v, v[vmap])
 

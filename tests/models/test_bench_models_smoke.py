@@ -21,10 +21,21 @@ def test_shell_coords_are_a_sorted_unique_shell():
 
 def test_quick_benchmark_of_the_flows(tmp_path):
     out = tmp_path / "bench.json"
-    code = bench_models.main([
-        "--device", "cpu", "--quick", "--repeats", "1", "--only", "ss_flow,shape_flow_256,tex_flow_256",
-        "--checkpoint-dir", str(tmp_path / "ckpt"), "--out", str(out),
-    ])
+    code = bench_models.main(
+        [
+            "--device",
+            "cpu",
+            "--quick",
+            "--repeats",
+            "1",
+            "--only",
+            "ss_flow,shape_flow_256,tex_flow_256",
+            "--checkpoint-dir",
+            str(tmp_path / "ckpt"),
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     report = json.loads(out.read_text())
     assert [r["name"] for r in report["results"]] == ["ss_flow", "shape_flow_256", "tex_flow_256"]

@@ -75,8 +75,11 @@ def test_missing_key(ckpt):
     state = _state(ckpt)
     del state["blocks.1.cross_attn.to_kv.weight"]
     _save(ckpt, state)
-    with pytest.raises(CheckpointError, match=r"model\.safetensors does not match.*1 missing key\(s\): "
-                       r"blocks\.1\.cross_attn\.to_kv\.weight"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"model\.safetensors does not match.*1 missing key\(s\): "
+        r"blocks\.1\.cross_attn\.to_kv\.weight",
+    ):
         from_pretrained(ckpt)
 
 
@@ -99,8 +102,11 @@ def test_wrong_shape(ckpt):
     state = _state(ckpt)
     state["input_layer.weight"] = torch.zeros(64, 16)
     _save(ckpt, state)
-    with pytest.raises(CheckpointError, match=r"1 shape mismatch\(es\): input_layer\.weight: file \[64, 16\] "
-                       r"vs model \[64, 8\]"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"1 shape mismatch\(es\): input_layer\.weight: file \[64, 16\] "
+        r"vs model \[64, 8\]",
+    ):
         from_pretrained(ckpt)
 
 
@@ -120,8 +126,11 @@ def test_garbage_file(ckpt):
 
 def test_unknown_class(ckpt):
     _edit_json(ckpt, name="SparseStructureFlowModelXL")
-    with pytest.raises(CheckpointError, match=r"model\.json: unknown model class 'SparseStructureFlowModelXL'; "
-                       r"known classes: .*SLatFlowModel"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"model\.json: unknown model class 'SparseStructureFlowModelXL'; "
+        r"known classes: .*SLatFlowModel",
+    ):
         from_pretrained(ckpt)
 
 

@@ -37,7 +37,10 @@ def test_shape_decoder_counts():
     with torch.device("meta"):
         model = FlexiDualGridVaeDecoder(resolution=256, **SC_VAE_ARGS)
     assert counts(model) == {"total": 474_231_463, "tensors": 292, "fp16": 474_163_680, "fp32": 67_783}
-    groups = {g: group_count(model, g + ".") for g in ("from_latent", "blocks.0", "blocks.1", "blocks.2", "blocks.3")}
+    groups = {
+        g: group_count(model, g + ".")
+        for g in ("from_latent", "blocks.0", "blocks.1", "blocks.2", "blocks.3")
+    }
     assert groups == {
         "from_latent": 33_792,
         "blocks.0": 267_172_360,
@@ -59,8 +62,12 @@ def test_texture_decoder_counts():
 def test_sparse_structure_decoder_counts():
     with torch.device("meta"):
         model = SparseStructureDecoder(
-            out_channels=1, latent_channels=8, num_res_blocks=2, channels=[512, 128, 32],
-            num_res_blocks_middle=2, use_fp16=True,
+            out_channels=1,
+            latent_channels=8,
+            num_res_blocks=2,
+            channels=[512, 128, 32],
+            num_res_blocks_middle=2,
+            use_fp16=True,
         )
     assert counts(model) == {"total": 73_671_201, "tensors": 74, "fp16": 73_549_696, "fp32": 121_505}
     assert group_count(model, "input_layer.") == 111_104

@@ -28,8 +28,8 @@ def test_packed_attention_unequal_lengths_matches_reference():
     qs, ks = 0, 0
     for ql, kl in zip(q_lens, kv_lens, strict=True):
         if ql:
-            ref = reference_attention(q[qs:qs + ql], k[ks:ks + kl], v[ks:ks + kl])
-            torch.testing.assert_close(out[qs:qs + ql], ref, atol=1e-5, rtol=1e-5)
+            ref = reference_attention(q[qs : qs + ql], k[ks : ks + kl], v[ks : ks + kl])
+            torch.testing.assert_close(out[qs : qs + ql], ref, atol=1e-5, rtol=1e-5)
         qs, ks = qs + ql, ks + kl
 
 
@@ -72,16 +72,29 @@ def test_apply_rotary_rotates_interleaved_pairs():
     out = apply_rotary(x, torch.polar(torch.ones_like(theta), theta))[0, 0]
     for p in range(4):
         a, b, c, s = x[0, 0, 2 * p], x[0, 0, 2 * p + 1], math.cos(theta[0, p]), math.sin(theta[0, p])
-        torch.testing.assert_close(out[2 * p:2 * p + 2], torch.stack([a * c - b * s, a * s + b * c]))
-    assert apply_rotary(x.to(torch.bfloat16), torch.polar(torch.ones_like(theta), theta)).dtype == torch.bfloat16
+        torch.testing.assert_close(out[2 * p : 2 * p + 2], torch.stack([a * c - b * s, a * s + b * c]))
+    assert (
+        apply_rotary(x.to(torch.bfloat16), torch.polar(torch.ones_like(theta), theta)).dtype == torch.bfloat16
+    )
 
 
 def test_per_block_modulation_equals_shared_modulation():
     """`share_mod=False` blocks (own SiLU+Linear) equal shared modulation with folded-in per-block offsets."""
     from trellis2.models.sparse_structure_flow import SparseStructureFlowModel
 
-    cfg = dict(resolution=4, in_channels=4, model_channels=32, cond_channels=16, out_channels=4, num_blocks=2,
-               num_heads=2, mlp_ratio=2.0, pe_mode="rope", qk_rms_norm=True, qk_rms_norm_cross=False)
+    cfg = dict(
+        resolution=4,
+        in_channels=4,
+        model_channels=32,
+        cond_channels=16,
+        out_channels=4,
+        num_blocks=2,
+        num_heads=2,
+        mlp_ratio=2.0,
+        pe_mode="rope",
+        qk_rms_norm=True,
+        qk_rms_norm_cross=False,
+    )
     torch.manual_seed(0)
     shared = SparseStructureFlowModel(share_mod=True, **cfg).eval()
     for block in shared.blocks:
@@ -97,5 +110,9 @@ def test_per_block_modulation_equals_shared_modulation():
     own.load_state_dict(state, strict=True)
     x, cond = torch.randn(2, 4, 4, 4, 4), torch.randn(2, 5, 16)
     with torch.no_grad():
-        torch.testing.assert_close(own(x, torch.tensor([10.0, 900.0]), cond),
-                                   shared(x, torch.tensor([10.0, 900.0]), cond), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(
+            own(x, torch.tensor([10.0, 900.0]), cond),
+            shared(x, torch.tensor([10.0, 900.0]), cond),
+            atol=1e-5,
+            rtol=1e-5,
+        )

@@ -22,7 +22,9 @@ def case01(golden_dir):
 
 @pytest.fixture(scope="module")
 def case03(golden_dir):
-    return golden_dir / "case03_slat_flow", load_file(golden_dir / "case03_slat_flow" / "case03_io.safetensors")
+    return golden_dir / "case03_slat_flow", load_file(
+        golden_dir / "case03_slat_flow" / "case03_io.safetensors"
+    )
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -62,7 +64,9 @@ def test_slat_flows_match_golden(case03, device):
         assert torch.equal(out.coords, x.coords)
         assert_golden_close(out.feats, io["shape_out_feats"], name=f"shape flow ({device})")
         varlen = shape(x, t, [io["cond_list_0"].to(device), io["cond_list_1"].to(device)])
-        assert_golden_close(varlen.feats, io["shape_out_varlen_cond_feats"], name=f"shape flow, list cond ({device})")
+        assert_golden_close(
+            varlen.feats, io["shape_out_varlen_cond_feats"], name=f"shape flow, list cond ({device})"
+        )
         concat = x.replace(io["tex_concat_cond_feats"].to(device))
         out = tex(x, t, cond, concat_cond=concat)
         assert_golden_close(out.feats, io["tex_out_feats"], name=f"texture flow ({device})")
@@ -115,9 +119,13 @@ def test_flows_under_bfloat16(case01, case03, device):
     tex = from_pretrained(folder / "tex_flow", dtype="bfloat16", device=device)
     x, t, cond = _sparse(io, device), io["t"].to(device), io["cond"].to(device)
     with torch.no_grad():
-        assert_half_precision_close(shape(x, t, cond).feats, io["shape_out_feats"], f"shape flow bf16 ({device})")
+        assert_half_precision_close(
+            shape(x, t, cond).feats, io["shape_out_feats"], f"shape flow bf16 ({device})"
+        )
         concat = x.replace(io["tex_concat_cond_feats"].to(device))
-        assert_half_precision_close(tex(x, t, cond, concat_cond=concat).feats, io["tex_out_feats"], f"tex flow bf16 ({device})")
+        assert_half_precision_close(
+            tex(x, t, cond, concat_cond=concat).feats, io["tex_out_feats"], f"tex flow bf16 ({device})"
+        )
 
 
 def test_slat_flow_rejects_mismatched_concat_cond(case03):

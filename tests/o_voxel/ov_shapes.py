@@ -12,7 +12,9 @@ def sphere(radius: float = 0.33, subdivisions: int = 5) -> trimesh.Trimesh:
 
 
 def torus(major: float = 0.28, minor: float = 0.11) -> trimesh.Trimesh:
-    mesh = trimesh.creation.torus(major_radius=major, minor_radius=minor, major_sections=96, minor_sections=48)
+    mesh = trimesh.creation.torus(
+        major_radius=major, minor_radius=minor, major_sections=96, minor_sections=48
+    )
     rot = trimesh.transformations.rotation_matrix(0.4, [1, 0.3, 0])
     mesh.apply_transform(rot)
     return mesh
@@ -42,8 +44,12 @@ def _grid_patch(origin, du, dv, n: int) -> tuple[np.ndarray, np.ndarray]:
 
 def t_junction(n: int = 60) -> trimesh.Trimesh:
     """Two thin open sheets meeting in a T (a non-manifold junction line), slightly tilted off the grid."""
-    base_v, base_f = _grid_patch(np.array([-0.35, -0.3, -0.1]), np.array([0.7, 0, 0.02]), np.array([0, 0.6, 0.01]), n)
-    stem_v, stem_f = _grid_patch(np.array([-0.35, 0.003, -0.1]), np.array([0.7, 0, 0.02]), np.array([0, 0.01, 0.45]), n)
+    base_v, base_f = _grid_patch(
+        np.array([-0.35, -0.3, -0.1]), np.array([0.7, 0, 0.02]), np.array([0, 0.6, 0.01]), n
+    )
+    stem_v, stem_f = _grid_patch(
+        np.array([-0.35, 0.003, -0.1]), np.array([0.7, 0, 0.02]), np.array([0, 0.01, 0.45]), n
+    )
     mesh = trimesh.Trimesh(np.concatenate([base_v, stem_v]), np.concatenate([base_f, stem_f + len(base_v)]))
     return mesh
 
@@ -58,7 +64,9 @@ def point_to_mesh_distance(points: np.ndarray, mesh: trimesh.Trimesh) -> np.ndar
     """Exact unsigned distance from points to a triangle mesh."""
     from cumesh.bvh import MeshBVH
 
-    bvh = MeshBVH(torch.as_tensor(mesh.vertices, dtype=torch.float32), torch.as_tensor(mesh.faces, dtype=torch.int64))
+    bvh = MeshBVH(
+        torch.as_tensor(mesh.vertices, dtype=torch.float32), torch.as_tensor(mesh.faces, dtype=torch.int64)
+    )
     dist, _, _ = bvh.closest_point(torch.as_tensor(points, dtype=torch.float32))
     return dist.numpy()
 

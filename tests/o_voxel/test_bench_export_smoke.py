@@ -14,7 +14,10 @@ def test_bench_export_quick(tmp_path):
     out = tmp_path / "bench.json"
     run = subprocess.run(
         [sys.executable, "tools/bench_export.py", "--quick", "--device", "cpu", "--out", str(out)],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert run.returncode == 0, run.stderr[-2000:]
     report = json.loads(out.read_text())

@@ -26,8 +26,12 @@ def test_quads_in_extraction_order(case10):
 def test_golden_extraction(case10, mode):
     weights = case10["split_weight"] if mode == "weighted" else None
     vertices, faces = flexible_dual_grid_to_mesh(
-        case10["coords"], case10["dual_vertices"], case10["intersected"], weights,
-        aabb=case10["aabb"], grid_size=case10["grid_size"],
+        case10["coords"],
+        case10["dual_vertices"],
+        case10["intersected"],
+        weights,
+        aabb=case10["aabb"],
+        grid_size=case10["grid_size"],
     )
     assert faces.dtype == torch.int32
     torch.testing.assert_close(vertices, case10[f"out_vertices_{mode}"], atol=1e-6, rtol=0)
@@ -59,7 +63,9 @@ def test_split_weights_pick_the_diagonal():
     _, faces = flexible_dual_grid_to_mesh(coords, dual, flags, heavy_02.flip(0), UNIT_BOX, grid_size=4)
     assert faces.tolist() == [[0, 1, 3], [3, 1, 2]]
     # A missing corner voxel drops the quad; a voxel on the grid's far side has no outside neighbours.
-    _, faces = flexible_dual_grid_to_mesh(coords[:3], dual[:3], flags[:3], heavy_02[:3], UNIT_BOX, grid_size=4)
+    _, faces = flexible_dual_grid_to_mesh(
+        coords[:3], dual[:3], flags[:3], heavy_02[:3], UNIT_BOX, grid_size=4
+    )
     assert faces.shape == (0, 3)
 
 

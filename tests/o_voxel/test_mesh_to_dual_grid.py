@@ -31,8 +31,13 @@ def test_golden_case10_voxels_flags_and_dual_vertices(golden_dir):
     g = load_file(str(golden_dir / "case10_dual_grid" / "case10_io.safetensors"))
     res = int(g["grid_size"][0])
     coords, dual, flags = mesh_to_flexible_dual_grid(
-        torch.from_numpy(g["mesh_vertices"]), torch.from_numpy(g["mesh_faces"]), grid_size=res, aabb=g["aabb"],
-        face_weight=1.0, boundary_weight=1.0, regularization_weight=0.1,
+        torch.from_numpy(g["mesh_vertices"]),
+        torch.from_numpy(g["mesh_faces"]),
+        grid_size=res,
+        aabb=g["aabb"],
+        face_weight=1.0,
+        boundary_weight=1.0,
+        regularization_weight=0.1,
     )
     assert coords.dtype == torch.int32 and dual.dtype == torch.float32 and flags.dtype == torch.bool
     ours_c, ours_f = coords.numpy(), flags.numpy()
@@ -54,11 +59,14 @@ def test_dual_vertices_lie_on_the_input_surface():
 
 
 @pytest.mark.parametrize(
-    ("shape", "res"), [("sphere", 256), ("torus", 128), ("wavy_sheet", 96), ("t_junction", 64), ("t_junction", 128)]
+    ("shape", "res"),
+    [("sphere", 256), ("torus", 128), ("wavy_sheet", 96), ("t_junction", 64), ("t_junction", 128)],
 )
 def test_round_trip_chamfer_below_half_a_voxel(shape, res):
     mesh = getattr(shapes, shape)()
-    coords, dual, flags = mesh_to_flexible_dual_grid(mesh.vertices, mesh.faces, grid_size=res, aabb=AABB, **TRAINING_WEIGHTS)
+    coords, dual, flags = mesh_to_flexible_dual_grid(
+        mesh.vertices, mesh.faces, grid_size=res, aabb=AABB, **TRAINING_WEIGHTS
+    )
     offsets = dual * res - coords.float()
     v, f = flexible_dual_grid_to_mesh(coords, offsets, flags, None, AABB, grid_size=res)
     out = trimesh.Trimesh(v.numpy(), f.numpy(), process=False)

@@ -28,11 +28,16 @@ def _textured_sheet(alpha_mode: str) -> trimesh.Trimesh:
     mr = np.zeros((256, 256, 3), dtype=np.uint8)
     mr[..., 1], mr[..., 2] = 100, 30
     material = trimesh.visual.material.PBRMaterial(
-        baseColorTexture=Image.fromarray(rgba, "RGBA"), baseColorFactor=[255, 255, 255, 255],
-        metallicRoughnessTexture=Image.fromarray(mr, "RGB"), metallicFactor=0.5, roughnessFactor=1.0,
+        baseColorTexture=Image.fromarray(rgba, "RGBA"),
+        baseColorFactor=[255, 255, 255, 255],
+        metallicRoughnessTexture=Image.fromarray(mr, "RGB"),
+        metallicFactor=0.5,
+        roughnessFactor=1.0,
         alphaMode=alpha_mode,
     )
-    return trimesh.Trimesh(v, sheet.faces, process=False, visual=trimesh.visual.TextureVisuals(uv=uv, material=material))
+    return trimesh.Trimesh(
+        v, sheet.faces, process=False, visual=trimesh.visual.TextureVisuals(uv=uv, material=material)
+    )
 
 
 @pytest.mark.parametrize("alpha_mode", ["OPAQUE", "BLEND"])

@@ -37,9 +37,15 @@ def test_case09_pipeline_matches_golden(golden_dir):
         seen["tex_slat"] = sample_tex(*args, **kwargs)
         return seen["tex_slat"]
 
-    pipe.sample_sparse_structure, pipe.sample_shape_slat, pipe.sample_tex_slat = record_ss, record_shape, record_tex
+    pipe.sample_sparse_structure, pipe.sample_shape_slat, pipe.sample_tex_slat = (
+        record_ss,
+        record_shape,
+        record_tex,
+    )
     preprocessed = pipe.preprocess_image(Image.open(case / "input.png"))
-    assert np.array_equal(np.asarray(preprocessed), np.asarray(Image.open(case / "preprocessed.png").convert("RGB")))
+    assert np.array_equal(
+        np.asarray(preprocessed), np.asarray(Image.open(case / "preprocessed.png").convert("RGB"))
+    )
     assert_golden_close(pipe.get_cond([preprocessed], 512).positive, io["cond"], name="cond")
 
     asset = pipe.run(Image.open(case / "input.png"), seed=42, pipeline_type="512")[0]

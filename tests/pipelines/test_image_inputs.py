@@ -16,11 +16,17 @@ from trellis2.pipelines.preprocess import preprocess_image
 
 def _png_bytes(width: int, height: int, bit_depth: int, color_type: int, rows: bytes) -> bytes:
     """A PNG written by hand (any header, e.g. 16-bit or absurd sizes)."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     header = struct.pack(">IIBBBBB", width, height, bit_depth, color_type, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
 
 
 def _save(image: Image.Image, fmt: str, **kwargs) -> bytes:
@@ -31,7 +37,7 @@ def _save(image: Image.Image, fmt: str, **kwargs) -> bytes:
 
 def _blob(size: int = 64) -> np.ndarray:
     yy, xx = np.mgrid[:size, :size]
-    return ((xx - size / 2) ** 2 + (yy - size / 2) ** 2 < (size / 3) ** 2)
+    return (xx - size / 2) ** 2 + (yy - size / 2) ** 2 < (size / 3) ** 2
 
 
 def fake_background_removal(rgb: Image.Image) -> Image.Image:
@@ -47,13 +53,16 @@ def _usable(image: Image.Image) -> Image.Image:
     return image
 
 
-@pytest.mark.parametrize("data,match", [
-    (b"", "empty"),
-    (b"this is not an image at all", "not a readable image"),
-    (_save(Image.new("RGB", (1, 1)), "PNG"), "too small"),
-    (_png_bytes(30000, 30000, 8, 6, b"\x00" * 16), "too large"),
-    (_save(Image.new("RGB", (64, 64), (9, 9, 9)), "PNG")[:60], "damaged or truncated"),
-])
+@pytest.mark.parametrize(
+    "data,match",
+    [
+        (b"", "empty"),
+        (b"this is not an image at all", "not a readable image"),
+        (_save(Image.new("RGB", (1, 1)), "PNG"), "too small"),
+        (_png_bytes(30000, 30000, 8, 6, b"\x00" * 16), "too large"),
+        (_save(Image.new("RGB", (64, 64), (9, 9, 9)), "PNG")[:60], "damaged or truncated"),
+    ],
+)
 def test_unusable_files_give_clear_errors(data, match):
     with pytest.raises(ImageInputError, match=match):
         open_image(data, name="upload.png")
@@ -103,7 +112,9 @@ def test_palette_png_with_transparency_becomes_rgba():
 
 @pytest.mark.parametrize("mode", ["CMYK", "L"])
 def test_cmyk_and_grayscale_jpegs_become_rgb(mode):
-    image = _usable(open_image(_save(Image.new(mode, (64, 48), 128 if mode == "L" else (10, 200, 30, 0)), "JPEG")))
+    image = _usable(
+        open_image(_save(Image.new(mode, (64, 48), 128 if mode == "L" else (10, 200, 30, 0)), "JPEG"))
+    )
     assert image.mode == "RGB" and image.size == (64, 48)
 
 
@@ -111,5 +122,3 @@ def test_grayscale_with_alpha_becomes_rgba():
     la = Image.merge("LA", [Image.new("L", (64, 64), 90), Image.fromarray((_blob() * 255).astype(np.uint8))])
     image = _usable(open_image(_save(la, "PNG")))
     assert image.mode == "RGBA"
-
-

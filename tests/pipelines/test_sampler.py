@@ -86,13 +86,15 @@ def test_interval_is_inclusive_and_strength_one_is_single_pass():
     x = torch.randn(1, 2, 3)
     cond, neg = torch.ones(1, 2, 3), torch.zeros(1, 2, 3)
     sampler = FlowEulerGuidanceIntervalSampler()
-    sampler.sample(model, x, cond, neg, steps=12, rescale_t=3.0, guidance_strength=7.5,
-                   guidance_interval=[0.6, 1.0])
+    sampler.sample(
+        model, x, cond, neg, steps=12, rescale_t=3.0, guidance_strength=7.5, guidance_interval=[0.6, 1.0]
+    )
     assert len(model.calls) == 9 * 2 + 3  # steps 0..8 guided (t_8 == 0.6 exactly)
     assert [neg for _, neg in model.calls[:2]] == [False, True]  # positive call first
     model.calls.clear()
-    sampler.sample(model, x, cond, neg, steps=12, rescale_t=3.0, guidance_strength=1.0,
-                   guidance_interval=[0.6, 0.9])
+    sampler.sample(
+        model, x, cond, neg, steps=12, rescale_t=3.0, guidance_strength=1.0, guidance_interval=[0.6, 0.9]
+    )
     assert len(model.calls) == 12 and not any(neg for _, neg in model.calls)
 
 
@@ -106,8 +108,15 @@ def test_progress_and_cancel():
     model = CountingModel()
     with pytest.raises(JobCancelled):
         FlowEulerGuidanceIntervalSampler().sample(
-            model, torch.randn(1, 4), torch.ones(1, 4), torch.zeros(1, 4), steps=10, guidance_strength=1.0,
-            progress=lambda s, k, n: seen.append((s, k, n)), stage="ss", cancel=StopAfter(),
+            model,
+            torch.randn(1, 4),
+            torch.ones(1, 4),
+            torch.zeros(1, 4),
+            steps=10,
+            guidance_strength=1.0,
+            progress=lambda s, k, n: seen.append((s, k, n)),
+            stage="ss",
+            cancel=StopAfter(),
         )
     assert seen == [("ss", 1, 10), ("ss", 2, 10), ("ss", 3, 10)]
     assert len(model.calls) == 3
@@ -118,5 +127,11 @@ def test_bad_parameters_are_reported():
     with pytest.raises(ValueError, match="steps"):
         sampler.sample(CountingModel(), torch.zeros(1, 2), torch.ones(1, 2), torch.zeros(1, 2), steps=0)
     with pytest.raises(ValueError, match="guidance_interval"):
-        sampler.sample(CountingModel(), torch.zeros(1, 2), torch.ones(1, 2), torch.zeros(1, 2), steps=2,
-                       guidance_interval=[0.5])
+        sampler.sample(
+            CountingModel(),
+            torch.zeros(1, 2),
+            torch.ones(1, 2),
+            torch.zeros(1, 2),
+            steps=2,
+            guidance_interval=[0.5],
+        )

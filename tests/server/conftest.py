@@ -28,8 +28,9 @@ class LiveServer:
         self.cmd = cmd
         self.data_dir = data_dir
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        self.proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True)
+        self.proc = subprocess.Popen(
+            cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
         self.lines: list[str] = []
         self._ready = threading.Event()
         self.url = ""
@@ -76,8 +77,17 @@ class LiveServer:
 
 
 def fake_server_cmd(data_dir: Path, *extra: str) -> list[str]:
-    return [sys.executable, str(FAKE_SERVER), "--port", "0", "--data-dir", str(data_dir),
-            "--models-dir", str(data_dir / "models"), *extra]
+    return [
+        sys.executable,
+        str(FAKE_SERVER),
+        "--port",
+        "0",
+        "--data-dir",
+        str(data_dir),
+        "--models-dir",
+        str(data_dir / "models"),
+        *extra,
+    ]
 
 
 def png_bytes(size: tuple[int, int] = (64, 64), color=(200, 40, 40, 255)) -> bytes:

@@ -9,8 +9,8 @@ import time
 import torch
 
 from gui.backend.engines.base import Engine, EngineRequest, EngineStatus
-from trellis2.progress import raise_if_cancelled
 from o_voxel.asset import MeshWithVoxel
+from trellis2.progress import raise_if_cancelled
 
 OOM_SEED = 13
 CRASH_SEED = 666
@@ -19,15 +19,32 @@ PROCESS_CRASH_SEED = 777  # the process dies, as with a segfault in a native lib
 
 def cube_mesh(resolution: int = 8) -> MeshWithVoxel:
     corners = torch.tensor([[x, y, z] for x in (-0.3, 0.3) for y in (-0.3, 0.3) for z in (-0.3, 0.3)])
-    faces = torch.tensor([[0, 1, 3], [0, 3, 2], [4, 6, 7], [4, 7, 5], [0, 4, 5], [0, 5, 1],
-                          [2, 3, 7], [2, 7, 6], [0, 2, 6], [0, 6, 4], [1, 5, 7], [1, 7, 3]], dtype=torch.int32)
+    faces = torch.tensor(
+        [
+            [0, 1, 3],
+            [0, 3, 2],
+            [4, 6, 7],
+            [4, 7, 5],
+            [0, 4, 5],
+            [0, 5, 1],
+            [2, 3, 7],
+            [2, 7, 6],
+            [0, 2, 6],
+            [0, 6, 4],
+            [1, 5, 7],
+            [1, 7, 3],
+        ],
+        dtype=torch.int32,
+    )
     grid = torch.stack(torch.meshgrid(*[torch.arange(resolution)] * 3, indexing="ij"), -1).reshape(-1, 3)
     attrs = torch.cat([grid.float() / resolution, torch.full((len(grid), 3), 0.5)], dim=1)
     return MeshWithVoxel(corners.float(), faces, grid.int(), attrs, voxel_size=1.0 / resolution)
 
 
 class FakeEngine(Engine):
-    def __init__(self, name: str = "trellis2", steps: int = 5, step_s: float = 0.05, ready: bool = True) -> None:
+    def __init__(
+        self, name: str = "trellis2", steps: int = 5, step_s: float = 0.05, ready: bool = True
+    ) -> None:
         super().__init__(models_dir=".")
         self.name = name
         self.steps = steps

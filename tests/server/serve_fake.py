@@ -18,8 +18,13 @@ if __name__ == "__main__":
     add_server_flags(parser)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--step-s", type=float, default=0.05)
-    parser.add_argument("--real-export", action="store_true", help="use the O-Voxel export, not vertex colours")
+    parser.add_argument(
+        "--real-export", action="store_true", help="use the O-Voxel export, not vertex colours"
+    )
     args = parser.parse_args()
-    spec = EngineSpec("tests.server.fake_engine:fake_engines", {"steps": args.steps, "step_s": args.step_s},
-                      converter=None if args.real_export else "gui.backend.export:vertex_colored_mesh")
+    spec = EngineSpec(
+        "tests.server.fake_engine:fake_engines",
+        {"steps": args.steps, "step_s": args.step_s},
+        converter=None if args.real_export else "gui.backend.export:vertex_colored_mesh",
+    )
     serve(settings_from(args), spec)

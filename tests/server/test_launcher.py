@@ -24,8 +24,18 @@ def start_and_check(cmd: list[str], data) -> None:
 
 
 def test_launcher_without_window(tmp_path):
-    cmd = [sys.executable, "-m", "gui.backend.launcher", "--no-window", "--port", "0",
-           "--models-dir", str(tmp_path / "models"), "--data-dir", str(tmp_path / "data")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "gui.backend.launcher",
+        "--no-window",
+        "--port",
+        "0",
+        "--models-dir",
+        str(tmp_path / "models"),
+        "--data-dir",
+        str(tmp_path / "data"),
+    ]
     start_and_check(cmd, tmp_path / "data")
 
 
@@ -33,8 +43,18 @@ def test_bootstrap_start_command(tmp_path):
     """`python3 bootstrap.py start` on an installed checkout (skipped before `bootstrap.py install` ran)."""
     if not (REPO_ROOT / ".bootstrap-stamps" / "project").is_file():
         pytest.skip("bootstrap.py has not set this checkout up (CI runs it through `bootstrap.py test`)")
-    cmd = ["python3", str(REPO_ROOT / "bootstrap.py"), "start", "--no-window", "--port", "0",
-           "--models-dir", str(tmp_path / "models"), "--data-dir", str(tmp_path / "data")]
+    cmd = [
+        "python3",
+        str(REPO_ROOT / "bootstrap.py"),
+        "start",
+        "--no-window",
+        "--port",
+        "0",
+        "--models-dir",
+        str(tmp_path / "models"),
+        "--data-dir",
+        str(tmp_path / "data"),
+    ]
     start_and_check(cmd, tmp_path / "data")
 
 
@@ -54,11 +74,13 @@ def test_binding_beyond_loopback_requires_a_token(tmp_path):
         ok = client.get("/api/health", headers={"Authorization": f"Bearer {settings.token}"})
         assert ok.status_code == 200
         assert client.get(f"/api/health?token={settings.token}").status_code == 200
-        cors = client.options("/api/jobs", headers={"Origin": "https://evil.example",
-                                                    "Access-Control-Request-Method": "GET"})
+        cors = client.options(
+            "/api/jobs", headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "GET"}
+        )
         assert "access-control-allow-origin" not in cors.headers
-        own = client.options("/api/jobs", headers={"Origin": "http://localhost:9",
-                                                   "Access-Control-Request-Method": "GET"})
+        own = client.options(
+            "/api/jobs", headers={"Origin": "http://localhost:9", "Access-Control-Request-Method": "GET"}
+        )
         assert own.headers.get("access-control-allow-origin") == "http://localhost:9"
 
 

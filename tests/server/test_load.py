@@ -25,18 +25,23 @@ def test_fifty_clients_polling_and_streaming_during_a_job(tmp_path, capsys):
     load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
     server = LiveServer(fake_server_cmd(data, "--steps", "100000", "--step-s", "0.05"), data)
     try:
-        result = asyncio.run(run_load(server.url, clients=50, duration=DURATION_S, poll_s=0.2,
-                                      image=png_bytes()))
+        result = asyncio.run(
+            run_load(server.url, clients=50, duration=DURATION_S, poll_s=0.2, image=png_bytes())
+        )
         health = server.client.get("/api/health")
     finally:
         server.stop()
     with capsys.disabled():
-        print(f"\nload: {result['requests']} polls by 50 clients in {DURATION_S:.0f} s, p50 {result['p50_ms']} ms, "
-              f"p99 {result['p99_ms']} ms, max {result['max_ms']} ms, errors {result['errors']}")
+        print(
+            f"\nload: {result['requests']} polls by 50 clients in {DURATION_S:.0f} s, p50 {result['p50_ms']} ms, "
+            f"p99 {result['p99_ms']} ms, max {result['max_ms']} ms, errors {result['errors']}"
+        )
     assert result["errors"] == 0, result["error_samples"]
     assert result["requests"] >= 50 * DURATION_S, "every client kept polling"
     assert health.status_code == 200
     if result["p99_ms"] > P99_LIMIT_MS and load_before > (os.cpu_count() or 1):
-        pytest.skip(f"p99 {result['p99_ms']} ms is not meaningful: the machine was oversubscribed "
-                    f"(load average {load_before:.1f} on {os.cpu_count()} CPUs) before the test began")
+        pytest.skip(
+            f"p99 {result['p99_ms']} ms is not meaningful: the machine was oversubscribed "
+            f"(load average {load_before:.1f} on {os.cpu_count()} CPUs) before the test began"
+        )
     assert result["p99_ms"] <= P99_LIMIT_MS, result

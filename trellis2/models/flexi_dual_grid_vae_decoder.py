@@ -59,8 +59,15 @@ class FlexiDualGridVaeDecoder(SparseUnetVaeDecoder):
         use_fp16: bool = False,
     ) -> None:
         super().__init__(
-            7, model_channels, latent_channels, num_blocks, block_type, up_block_type, block_args,
-            use_fp16=use_fp16, pred_subdiv=True,
+            7,
+            model_channels,
+            latent_channels,
+            num_blocks,
+            block_type,
+            up_block_type,
+            block_args,
+            use_fp16=use_fp16,
+            pred_subdiv=True,
         )
         self.resolution = resolution
         self.voxel_margin = voxel_margin

@@ -69,7 +69,9 @@ def resolve_class(name: str, json_path: Path) -> type[nn.Module]:
     try:
         return model_class(name)
     except (ImportError, AttributeError) as e:
-        raise CheckpointError(f"{json_path}: model class {name!r} is not available in this build ({e})") from e
+        raise CheckpointError(
+            f"{json_path}: model class {name!r} is not available in this build ({e})"
+        ) from e
 
 
 def read_header(st_path: Path) -> dict[str, tuple[int, ...]]:
@@ -78,7 +80,9 @@ def read_header(st_path: Path) -> dict[str, tuple[int, ...]]:
         with safe_open(str(st_path), framework="pt") as f:
             return {key: tuple(f.get_slice(key).get_shape()) for key in f.keys()}
     except Exception as e:  # safetensors raises its own error types for corrupt headers/buffers
-        raise CheckpointError(f"{st_path}: not a readable safetensors file, truncated or corrupt ({e})") from e
+        raise CheckpointError(
+            f"{st_path}: not a readable safetensors file, truncated or corrupt ({e})"
+        ) from e
 
 
 def _derived_keys(model: nn.Module) -> set[str]:
@@ -151,7 +155,9 @@ def from_pretrained(path: str | Path, device: str | torch.device | None = None, 
             for key in expected:
                 state[key] = f.get_tensor(key).to(targets[key].dtype)
     except Exception as e:
-        raise CheckpointError(f"{st_path}: failed to read tensor data, file truncated or corrupt ({e})") from e
+        raise CheckpointError(
+            f"{st_path}: failed to read tensor data, file truncated or corrupt ({e})"
+        ) from e
 
     model.load_state_dict(state, strict=True, assign=True)
     _reset_derived(model)

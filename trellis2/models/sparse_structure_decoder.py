@@ -61,7 +61,9 @@ class ResBlock3d(nn.Module):
         self.norm2 = norm_layer(norm_type, out_channels)
         self.conv1 = nn.Conv3d(channels, out_channels, 3, padding=1)
         self.conv2 = nn.Conv3d(out_channels, out_channels, 3, padding=1)
-        self.skip_connection = nn.Conv3d(channels, out_channels, 1) if channels != out_channels else nn.Identity()
+        self.skip_connection = (
+            nn.Conv3d(channels, out_channels, 1) if channels != out_channels else nn.Identity()
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.conv1(F.silu(self.norm1(x)))
@@ -116,7 +118,9 @@ class SparseStructureDecoder(nn.Module):
                 blocks.append(UpsampleBlock3d(ch, channels[i + 1]))
         self.blocks = nn.ModuleList(blocks)
         self.out_layer = nn.Sequential(
-            norm_layer(norm_type, channels[-1]), nn.SiLU(), nn.Conv3d(channels[-1], out_channels, 3, padding=1)
+            norm_layer(norm_type, channels[-1]),
+            nn.SiLU(),
+            nn.Conv3d(channels[-1], out_channels, 3, padding=1),
         )
         if use_fp16:
             self.convert_to_fp16()
@@ -138,9 +142,7 @@ class SparseStructureDecoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 5 or x.shape[1] != self.latent_channels:
-            raise ValueError(
-                f"latent must be [B, {self.latent_channels}, X, Y, Z], got {tuple(x.shape)}"
-            )
+            raise ValueError(f"latent must be [B, {self.latent_channels}, X, Y, Z], got {tuple(x.shape)}")
         h = self.input_layer(x).type(self.dtype)
         h = self.middle_block(h)
         for block in self.blocks:

@@ -42,10 +42,20 @@ class SparseStructureFlowModel(FlowTransformer):
     ) -> None:
         # use_checkpoint / initialization only matter for training; extra kwargs are ignored as officially.
         super().__init__(
-            in_channels, model_channels, cond_channels, out_channels, num_blocks,
-            num_heads=num_heads, num_head_channels=num_head_channels, mlp_ratio=mlp_ratio,
-            pe_mode=pe_mode, rope_freq=rope_freq, dtype=dtype, share_mod=share_mod,
-            qk_rms_norm=qk_rms_norm, qk_rms_norm_cross=qk_rms_norm_cross,
+            in_channels,
+            model_channels,
+            cond_channels,
+            out_channels,
+            num_blocks,
+            num_heads=num_heads,
+            num_head_channels=num_head_channels,
+            mlp_ratio=mlp_ratio,
+            pe_mode=pe_mode,
+            rope_freq=rope_freq,
+            dtype=dtype,
+            share_mod=share_mod,
+            qk_rms_norm=qk_rms_norm,
+            qk_rms_norm_cross=qk_rms_norm_cross,
         )
         self.resolution = resolution
         # The official dense model builds its embedder with the default frequencies, whatever rope_freq says.
@@ -63,9 +73,7 @@ class SparseStructureFlowModel(FlowTransformer):
         `[B, out_channels, R, R, R]`."""
         r = self.resolution
         if x.dim() != 5 or tuple(x.shape[1:]) != (self.in_channels, r, r, r):
-            raise ValueError(
-                f"x must be [B, {self.in_channels}, {r}, {r}, {r}], got {tuple(x.shape)}"
-            )
+            raise ValueError(f"x must be [B, {self.in_channels}, {r}, {r}, {r}], got {tuple(x.shape)}")
         batch = x.shape[0]
         h = x.reshape(batch, self.in_channels, r**3).permute(0, 2, 1).float()
         h = self.input_layer(h).to(self.dtype)

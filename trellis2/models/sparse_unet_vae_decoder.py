@@ -119,7 +119,9 @@ class SparseResBlockC2S3d(nn.Module):
 
     def _check_guide(self, x: SparseTensor, subdiv: SparseTensor | None) -> None:
         if subdiv is None:
-            raise ValueError("this up-sampling block does not predict subdivisions: pass `subdiv` (guide_subs)")
+            raise ValueError(
+                "this up-sampling block does not predict subdivisions: pass `subdiv` (guide_subs)"
+            )
         if subdiv.feats.shape != (x.feats.shape[0], 8) or not torch.equal(subdiv.coords, x.coords):
             raise ValueError(
                 f"guide subdivision does not match the decoder's voxels: {tuple(subdiv.feats.shape)} logits "
@@ -219,7 +221,9 @@ class SparseUnetVaeDecoder(nn.Module):
             level = nn.ModuleList(block(model_channels[i], **block_args[i]) for _ in range(num_blocks[i]))
             if i < levels - 1:
                 up = _lookup(UP_BLOCK_TYPES, up_block_type[i], "up_block_type")
-                level.append(up(model_channels[i], model_channels[i + 1], pred_subdiv=pred_subdiv, **block_args[i]))
+                level.append(
+                    up(model_channels[i], model_channels[i + 1], pred_subdiv=pred_subdiv, **block_args[i])
+                )
             self.blocks.append(level)
         if use_fp16:
             self.convert_to_fp16()
@@ -261,7 +265,9 @@ class SparseUnetVaeDecoder(nn.Module):
         if return_subs and not self.pred_subdiv:
             raise ValueError("return_subs needs a decoder that predicts subdivisions (pred_subdiv=True)")
         if not self.pred_subdiv and guide_subs is None:
-            raise ValueError("this decoder does not predict subdivisions: pass guide_subs from the shape decoder")
+            raise ValueError(
+                "this decoder does not predict subdivisions: pass guide_subs from the shape decoder"
+            )
         if guide_subs is not None and len(guide_subs) != len(self.blocks) - 1:
             raise ValueError(f"guide_subs needs {len(self.blocks) - 1} entries, got {len(guide_subs)}")
         self._check_input(x)
@@ -284,7 +290,9 @@ class SparseUnetVaeDecoder(nn.Module):
         """Back to the input dtype, non-affine LayerNorm (eps 1e-5), `output_layer`."""
         feats = feats.to(dtype)
         feats = F.layer_norm(feats, feats.shape[-1:])
-        return F.linear(feats.to(self.output_layer.weight.dtype), self.output_layer.weight, self.output_layer.bias)
+        return F.linear(
+            feats.to(self.output_layer.weight.dtype), self.output_layer.weight, self.output_layer.bias
+        )
 
     def upsample(self, x: SparseTensor, upsample_times: int) -> torch.Tensor:
         """Coordinates `[M, 4]` after `upsample_times` up blocks (no output layer is applied)."""

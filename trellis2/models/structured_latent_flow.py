@@ -41,10 +41,20 @@ class SLatFlowModel(FlowTransformer):
     ) -> None:
         # use_checkpoint / initialization only matter for training.
         super().__init__(
-            in_channels, model_channels, cond_channels, out_channels, num_blocks,
-            num_heads=num_heads, num_head_channels=num_head_channels, mlp_ratio=mlp_ratio,
-            pe_mode=pe_mode, rope_freq=rope_freq, dtype=dtype, share_mod=share_mod,
-            qk_rms_norm=qk_rms_norm, qk_rms_norm_cross=qk_rms_norm_cross,
+            in_channels,
+            model_channels,
+            cond_channels,
+            out_channels,
+            num_blocks,
+            num_heads=num_heads,
+            num_head_channels=num_head_channels,
+            mlp_ratio=mlp_ratio,
+            pe_mode=pe_mode,
+            rope_freq=rope_freq,
+            dtype=dtype,
+            share_mod=share_mod,
+            qk_rms_norm=qk_rms_norm,
+            qk_rms_norm_cross=qk_rms_norm_cross,
         )
         self.resolution = resolution  # stored for reference; the network works on any grid
         self.rope = RotaryPositionEmbedder(self.head_dim, rope_freq=self.rope_freq)
@@ -85,7 +95,9 @@ class SLatFlowModel(FlowTransformer):
         phases = self.rope_phases(x)
         if batch and len(set(seqlens)) == 1:
             # Equal token counts: a dense [B, L, C] batch (zero-copy views, broadcast modulation).
-            out = self.run_blocks(h.reshape(batch, seqlens[0], -1), mod, cond, phases.reshape(batch, seqlens[0], -1))
+            out = self.run_blocks(
+                h.reshape(batch, seqlens[0], -1), mod, cond, phases.reshape(batch, seqlens[0], -1)
+            )
             out = out.reshape(-1, self.out_channels)
         else:
             out = self.run_blocks(h, mod, cond, phases, seqlens)

@@ -99,7 +99,9 @@ def attention(
 class SelfAttention(nn.Module):
     """Multi-head self-attention with optional q/k RMS norm and RoPE (applied in that order)."""
 
-    def __init__(self, channels: int, num_heads: int, qkv_bias: bool = True, qk_rms_norm: bool = False) -> None:
+    def __init__(
+        self, channels: int, num_heads: int, qkv_bias: bool = True, qk_rms_norm: bool = False
+    ) -> None:
         super().__init__()
         if channels % num_heads:
             raise ValueError(f"channels {channels} is not divisible by num_heads {num_heads}")

@@ -18,7 +18,9 @@ class DinoV3FeatureExtractor(torch.nn.Module):
     """All layers of a transformers `DINOv3ViTModel`, then a LayerNorm without affine parameters
     (the model's own final norm is not used). CLS and register tokens are kept."""
 
-    def __init__(self, model_name: str | Path | None, image_size: int = 512, model: torch.nn.Module | None = None) -> None:
+    def __init__(
+        self, model_name: str | Path | None, image_size: int = 512, model: torch.nn.Module | None = None
+    ) -> None:
         """Load the transformers folder `model_name` (local files only), or wrap a given `model`."""
         super().__init__()
         if model is None:

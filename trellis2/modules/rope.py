@@ -17,7 +17,9 @@ DEFAULT_ROPE_FREQ: tuple[float, float] = (1.0, 10000.0)
 class RotaryPositionEmbedder:
     """Turns integer positions `[..., dim]` into complex phases `[..., head_dim // 2]`."""
 
-    def __init__(self, head_dim: int, dim: int = 3, rope_freq: tuple[float, float] = DEFAULT_ROPE_FREQ) -> None:
+    def __init__(
+        self, head_dim: int, dim: int = 3, rope_freq: tuple[float, float] = DEFAULT_ROPE_FREQ
+    ) -> None:
         if head_dim % 2:
             raise ValueError(f"RoPE needs an even head dimension, got {head_dim}")
         self.head_dim = head_dim

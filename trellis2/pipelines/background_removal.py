@@ -36,8 +36,10 @@ def load_segmentation_model(folder: Path) -> torch.nn.Module:
     config = AutoConfig.from_pretrained(str(folder), trust_remote_code=True, local_files_only=True)
     reference = (getattr(config, "auto_map", None) or {}).get("AutoModelForImageSegmentation")
     if not reference:
-        raise ValueError(f"{folder / 'config.json'} has no auto_map entry for AutoModelForImageSegmentation; "
-                         "it is not a BiRefNet / RMBG-2.0 folder")
+        raise ValueError(
+            f"{folder / 'config.json'} has no auto_map entry for AutoModelForImageSegmentation; "
+            "it is not a BiRefNet / RMBG-2.0 folder"
+        )
     model_class = get_class_from_dynamic_module(reference, str(folder), local_files_only=True)
     model = model_class(config)  # the call from_pretrained makes
 

@@ -100,8 +100,12 @@ def _convert(image: Image.Image) -> Image.Image:
     if mode == "LAB":
         from PIL import ImageCms
 
-        return ImageCms.applyTransform(image, ImageCms.buildTransform(
-            ImageCms.createProfile("LAB"), ImageCms.createProfile("sRGB"), "LAB", "RGB"))
+        return ImageCms.applyTransform(
+            image,
+            ImageCms.buildTransform(
+                ImageCms.createProfile("LAB"), ImageCms.createProfile("sRGB"), "LAB", "RGB"
+            ),
+        )
     return image.convert("RGBA") if "A" in mode else image.convert("RGB")
 
 

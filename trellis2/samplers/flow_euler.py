@@ -25,7 +25,9 @@ Latent = Any  # torch.Tensor (dense stage) or SparseTensor (sparse stages)
 class ConditionalVelocity(Protocol):
     """Returns the positive (conditional) velocity of `model` at `x_t` for sampling step `step`."""
 
-    def __call__(self, model: Callable, x_t: Latent, t_model: torch.Tensor, step: int, **kwargs) -> Latent: ...
+    def __call__(
+        self, model: Callable, x_t: Latent, t_model: torch.Tensor, step: int, **kwargs
+    ) -> Latent: ...
 
 
 @dataclass
@@ -152,8 +154,16 @@ class FlowEulerGuidanceIntervalSampler:
             raise_if_cancelled(cancel)
             t, t_prev = float(grid[k]), float(grid[k + 1])
             v = self.guided_velocity(
-                model, x_t, t, k, positive, neg_cond, float(guidance_strength), float(guidance_rescale),
-                interval, **kwargs,
+                model,
+                x_t,
+                t,
+                k,
+                positive,
+                neg_cond,
+                float(guidance_strength),
+                float(guidance_rescale),
+                interval,
+                **kwargs,
             )
             if keep_trajectory:
                 out.pred_x_0.append(self._x0_from_v(x_t, t, v))

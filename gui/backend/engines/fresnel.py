@@ -1,28 +1,81 @@
-"""Fresnel, the fast distilled engine. It has no implementation in this build, and says so."""
+"""Fresnel, the built-in fast engine: `fresnel.pipeline.FresnelPipeline` behind the engine interface.
+
+Its bundled checkpoint ships with the code, so it is ready on a fresh install with an empty models folder.
+Opaque images use the installed background-removal model when there is one, else Fresnel's own
+plain-background segmentation.
+"""
 
 from __future__ import annotations
 
-from .base import Engine, EngineRequest, EngineStatus
+from typing import Any
 
-NOT_INSTALLED = ("Fresnel is not available in this build of Genesis yet: no implementation or weights are "
-                 "installed. Use the TRELLIS.2 engine (POST /api/generate/image) instead.")
+from .base import Engine, EngineRequest, EngineStatus, free_accelerator_memory
+from .trellis2 import BACKGROUND_MODEL
+
+STAGE_PLAN = [
+    ("loading", 0.5),
+    ("preprocess", 0.5),
+    ("network", 0.5),
+    ("surface", 0.5),
+    ("saving", 0.2),
+    ("export", 6.0),
+]
 
 
 class FresnelEngine(Engine):
     name = "fresnel"
+    label = "Fresnel"
+
+    def __init__(self, models_dir, device: str | None = None) -> None:
+        super().__init__(models_dir, device)
+        self._pipeline = None
+        self._remover = None
 
     def status(self) -> EngineStatus:
-        return EngineStatus(False, NOT_INSTALLED)
+        from fresnel.checkpoint import BUNDLED_DIR
+        from fresnel.config import CONFIG_FILE, WEIGHTS_FILE
+
+        if not (BUNDLED_DIR / CONFIG_FILE).is_file() or not (BUNDLED_DIR / WEIGHTS_FILE).is_file():
+            return EngineStatus(False, f"The bundled Fresnel checkpoint is missing from {BUNDLED_DIR}.")
+        return EngineStatus(True, "")
 
     @property
     def loaded(self) -> bool:
-        return False
+        return self._pipeline is not None
 
     def load(self) -> None:
-        raise RuntimeError(NOT_INSTALLED)
+        if self._pipeline is None:
+            from fresnel.pipeline import FresnelPipeline
+
+            self._pipeline = FresnelPipeline.from_checkpoint(device=self.device)
 
     def unload(self) -> None:
-        pass
+        self._pipeline = None
+        self._remover = None
+        free_accelerator_memory()
+
+    def stage_plan(self, params: Any) -> list[tuple[str, float]]:
+        return STAGE_PLAN
+
+    def _background_remover(self):
+        """The installed background-removal model, or None (Fresnel then segments plain backgrounds)."""
+        from trellis2.pipelines.model_paths import find_repository
+
+        if self._remover is None:
+            folder = find_repository(self.models_dir, BACKGROUND_MODEL)
+            if folder is None or not (folder / "model.safetensors").is_file():
+                return None
+            from trellis2.pipelines.background_removal import BiRefNet
+
+            self._remover = BiRefNet(folder)
+        return self._remover
 
     def run(self, request: EngineRequest, progress, cancel):
-        raise RuntimeError(NOT_INSTALLED)
+        self.load()
+        return self._pipeline.run(
+            request.images[0],
+            seed=request.params.seed,
+            progress=progress,
+            cancel=cancel,
+            remove_background=self._background_remover(),
+        )

@@ -17,5 +17,10 @@ class MultiViewEngine(Trellis2Engine):
 
     def run(self, request: EngineRequest, progress, cancel):
         self.load()
-        return self._pipeline.run_multi_image(request.images, mode=request.params.mode,
-                                              **sampler_kwargs(request.params), progress=progress, cancel=cancel)
+        return self._pipeline.run_multi_image(
+            request.images,
+            mode=request.params.mode,
+            **sampler_kwargs(request.params),
+            progress=progress,
+            cancel=cancel,
+        )
