@@ -61,6 +61,15 @@ async function refreshHealth() {
   validate();
 }
 
+/** When the first engine cannot run (e.g. TRELLIS.2 without its models) open on one that can, and say why. */
+function openOnAReadyEngine(names) {
+  const first = names[0];
+  const ready = names.find((name) => engineState(name).ready);
+  if (engineState(first).ready || !ready) return;
+  setMode(ready);
+  toast(`${engine(ready).label} works now. ${engine(first).label}: ${engineState(first).reason || 'not ready'}`);
+}
+
 function engineState(name) {
   return app.health?.engines?.[name] || config().engines[name];
 }
@@ -460,8 +469,10 @@ async function start() {
   bindForm();
   bindViewer();
   bindExport();
-  setMode(Object.keys(config().engines)[0], { force: true });
+  const names = Object.keys(config().engines);
+  setMode(names[0], { force: true });
   await refreshHealth();
+  openOnAReadyEngine(names);
   setInterval(refreshHealth, 15000);
   poll();
   pipelineHint();
