@@ -37,7 +37,7 @@ from .data.render import EVAL_CAMERAS, CameraRules
 from .data.scenes import EVAL_RULES, SceneRules, Scenes, materials, signed_distance
 from .frames import CROP_HALF, elevation_rotation
 from .network import FresnelOutput
-from .surface import LEVEL, fields_to_asset, sample_fields, stand_upright
+from .surface import LEVEL, fields_to_asset, sample_fields, upright_fields
 
 if TYPE_CHECKING:
     from .pipeline import FresnelPipeline
@@ -298,14 +298,6 @@ def truth_shape(scenes: Scenes, index: int, resolution: int = TRUTH_RESOLUTION) 
     occupancy = torch.sigmoid(-distance * resolution / SOFT_OCCUPANCY_VOXELS)
     vertices, faces = occupancy_mesh(occupancy)
     return Shape(vertices, faces, inside, color)
-
-
-def upright_fields(out: FresnelOutput, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Object `index`'s occupancy and attributes in the engine's output frame, exactly as
-    `FresnelPipeline.run` makes them from the network's output."""
-    return stand_upright(
-        torch.sigmoid(out.occupancy_logits[index]), out.attributes[index], float(out.elevation[index])
-    )
 
 
 def fields_shape(occupancy: torch.Tensor, attributes: torch.Tensor) -> Shape:

@@ -23,7 +23,7 @@ from .checkpoint import BUNDLED_DIR, load_fresnel
 from .image_input import crop_to_object, image_to_tensor
 from .network import FresnelNet, FresnelOutput
 from .segmentation import remove_plain_background
-from .surface import fields_to_asset, stand_upright
+from .surface import fields_to_asset, upright_fields
 
 STAGES = ("preprocess", "network", "surface")
 MIN_OBJECT_PIXELS = 8  # a crop box smaller than this (half side, pixels) has no usable object
@@ -88,9 +88,6 @@ class FresnelPipeline:
         out = self.predict(crop)
         raise_if_cancelled(cancel)
         progress(STAGES[2], 2, total)
-        occupancy, attributes = stand_upright(
-            torch.sigmoid(out.occupancy_logits[0]), out.attributes[0], float(out.elevation[0])
-        )
-        asset = fields_to_asset(occupancy, attributes)
+        asset = fields_to_asset(*upright_fields(out))
         progress(STAGES[2], 3, total)
         return [asset]

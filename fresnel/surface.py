@@ -18,6 +18,7 @@ from o_voxel.asset import PBR_LAYOUT, MeshWithVoxel
 from o_voxel.convert.dual_grid_to_mesh import find_quads
 
 from .frames import CROP_HALF, elevation_rotation
+from .network import FresnelOutput
 
 LEVEL = 0.5
 # The 12 edges of a cell as (corner a, corner b), corners numbered by (dx, dy, dz) bits.
@@ -68,6 +69,14 @@ def stand_upright(
     values[outside, 0] = 0.0
     values = values.T.reshape(-1, g, g, g)
     return values[0], values[1:]
+
+
+def upright_fields(out: FresnelOutput, index: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Object `index` of a network output as upright `(occupancy [G, G, G], attributes [6, G, G, G])`: what the
+    engine meshes (`FresnelPipeline.run`) and the evaluation scores."""
+    return stand_upright(
+        torch.sigmoid(out.occupancy_logits[index]), out.attributes[index], float(out.elevation[index])
+    )
 
 
 def fields_to_dual_grid(

@@ -16,6 +16,7 @@ from fresnel.data.scenes import BOX, SUBTRACT, SceneRules, Scenes, normalise, sa
 from fresnel.image_input import crop_to_object
 from fresnel.network import FresnelNet
 from fresnel.pipeline import FresnelPipeline
+from fresnel.surface import stand_upright
 
 TINY = ev.ScoreSettings(
     points=2500, color_points=5000, iou_resolution=20, truth_resolution=28, prism_resolution=20
@@ -238,9 +239,7 @@ def test_oracle_fields_score_near_perfectly() -> None:
     # (stand_upright, fields_to_asset, sample_fields): any frame mistake would show here.
     batch = make_batch(1, torch.Generator().manual_seed(8), grid=24, image_size=48, render_resolution=48)
     truth = ev.truth_shape(batch.scenes, 0, TINY.truth_resolution)
-    occupancy, attributes = ev.stand_upright(
-        batch.occupancy[0], batch.attributes[0], float(batch.elevation[0])
-    )
+    occupancy, attributes = stand_upright(batch.occupancy[0], batch.attributes[0], float(batch.elevation[0]))
     candidates = {
         "oracle": lambda: ev.fields_shape(occupancy, attributes),
         "inverted": lambda: ev.fields_shape(occupancy, 1 - attributes),  # right shape, wrong colours
