@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
@@ -32,7 +33,7 @@ import numpy as np
 import torch
 from scipy.spatial import cKDTree
 
-from .data.batches import SOFT_OCCUPANCY_VOXELS, grid_centres, make_batch
+from .data.batches import SOFT_OCCUPANCY_VOXELS, Batch, grid_centres, make_batch
 from .data.render import EVAL_CAMERAS, CameraRules
 from .data.scenes import EVAL_RULES, SceneRules, Scenes, materials, signed_distance
 from .frames import CROP_HALF, elevation_rotation
@@ -564,44 +565,50 @@ def evaluate(
     settings: ScoreSettings = ScoreSettings(),
     render_resolution: int | None = None,
     log: Callable[[str], None] = lambda _: None,
+    workers: int = 1,
 ) -> dict:
     """Fresnel and the baselines on `count` held-out objects. The objects are fixed by `seed`, `count`,
-    `batch_size` and the device type (the generator lives on `device`). Returns `{"rows", "summary",
+    `batch_size` and the device type (the generator lives on `device`); `workers` threads score the objects
+    of a batch side by side, with the same results in any number. Returns `{"rows", "summary",
     "settings"}` with one row per object (`index`, camera elevation, and each method's metrics)."""
     device = torch.device(device or pipeline.device)
     config = pipeline.model.config
     generator = torch.Generator(device).manual_seed(seed)
-    score_generator = torch.Generator().manual_seed(seed)
     extra = {} if render_resolution is None else {"render_resolution": render_resolution}
-    rows = []
+    rows: list[dict] = []
     sphere = sphere_shape()
-    while len(rows) < count:
-        size = min(batch_size, count - len(rows))
-        batch = make_batch(
-            size,
-            generator,
-            grid=config.grid,
-            image_size=config.image_size,
-            rules=rules,
-            cameras=cameras,
-            device=device,
-            **extra,
-        )
-        out = pipeline.predict(batch.images)
-        for i in range(size):
-            truth = truth_shape(batch.scenes, i, settings.truth_resolution)
-            elevation = float(batch.elevation[i])
-            candidates = method_candidates(out, batch.images, i, elevation, sphere, settings)
-            row = score_methods(candidates, truth, settings, score_generator)
-            rows.append(
-                {
-                    "index": len(rows),
-                    "elevation_deg": math.degrees(elevation),
-                    "predicted_elevation_deg": math.degrees(float(out.elevation[i])),
-                    **row,
-                }
+
+    def score_object(out: FresnelOutput, batch: Batch, i: int, index: int) -> dict:
+        truth = truth_shape(batch.scenes, i, settings.truth_resolution)
+        elevation = float(batch.elevation[i])
+        candidates = method_candidates(out, batch.images, i, elevation, sphere, settings)
+        generator = torch.Generator().manual_seed(seed * 1_000_003 + index)  # per object: any order
+        return {
+            "index": index,
+            "elevation_deg": math.degrees(elevation),
+            "predicted_elevation_deg": math.degrees(float(out.elevation[i])),
+            **score_methods(candidates, truth, settings, generator),
+        }
+
+    with ThreadPoolExecutor(max(1, workers)) as pool:  # scoring is mostly NumPy/SciPy, which frees the GIL
+        while len(rows) < count:
+            size = min(batch_size, count - len(rows))
+            batch = make_batch(
+                size,
+                generator,
+                grid=config.grid,
+                image_size=config.image_size,
+                rules=rules,
+                cameras=cameras,
+                device=device,
+                **extra,
             )
-        log(f"{len(rows)}/{count} objects")
+            out = pipeline.predict(batch.images)
+            first = len(rows)
+            rows += pool.map(
+                score_object, [out] * size, [batch] * size, range(size), range(first, first + size)
+            )
+            log(f"{len(rows)}/{count} objects")
     return {
         "rows": rows,
         "summary": summarise(rows),

@@ -1,9 +1,14 @@
 """Training Fresnel on procedural objects made on the fly (`fresnel.data`), resumable at any step.
 
-A run lives in one folder: `state.pt` (network, optimiser, step, the data generator's state, loss history,
-settings), `loss.json` and `loss.png`. Calling `train` again on the folder continues exactly where it
-stopped, with the same data it would have seen. `export_checkpoint` writes the engine's checkpoint
-(`config.json` + `model.safetensors`).
+Data comes in *chunks*: `data_chunk` batches' worth of objects are made in one call (making data is bound
+by kernel launches, so a bigger call costs little more), and each object is seen twice, as rendered and
+mirrored left to right (the image flipped and the grid's x axis with it: an exact copy of the mirrored
+scene), so that making data takes a small share of each step.
+
+A run lives in one folder: `state.pt` (network, optimiser, step, the data generator's state at the start
+of the current chunk and the position in it, loss history, settings), `loss.json` and `loss.png`. Calling
+`train` again on the folder continues exactly where it stopped, with the same data it would have seen.
+`export_checkpoint` writes the engine's checkpoint (`config.json` + `model.safetensors`).
 """
 
 from __future__ import annotations
@@ -42,6 +47,49 @@ class TrainSettings:
     render_steps: int = 40
     log_every: int = 25
     save_every_s: float = 60.0
+    data_chunk: int = 4  # batches of objects made per data call
+    mirror_reuse: bool = True  # train on every chunk a second time, mirrored
+
+
+@dataclass
+class StepData:
+    """What one training step needs of a `Batch`: the network's input and its targets."""
+
+    images: torch.Tensor
+    occupancy: torch.Tensor
+    distance: torch.Tensor
+    attributes: torch.Tensor
+    elevation: torch.Tensor
+
+    @classmethod
+    def of(cls, batch: Batch) -> StepData:
+        return cls(batch.images, batch.occupancy, batch.distance, batch.attributes, batch.elevation)
+
+    def part(self, index: int, size: int, mirrored: bool = False) -> StepData:
+        """Objects `[index * size, (index + 1) * size)`, mirrored left to right if asked (image columns and
+        grid x, which are the same axis: `fresnel.network.lift`)."""
+        sl = slice(index * size, (index + 1) * size)
+        part = StepData(
+            self.images[sl], self.occupancy[sl], self.distance[sl], self.attributes[sl], self.elevation[sl]
+        )
+        if not mirrored:
+            return part
+        return StepData(
+            part.images.flip(3),
+            part.occupancy.flip(1),
+            part.distance.flip(1),
+            part.attributes.flip(2),
+            part.elevation,
+        )
+
+
+def steps_per_chunk(settings: TrainSettings) -> int:
+    return settings.data_chunk * (2 if settings.mirror_reuse else 1)
+
+
+def chunk_part(settings: TrainSettings, position: int) -> tuple[int, bool]:
+    """`(batch index, mirrored)` of the `position`-th step of a chunk: every batch as rendered, then mirrored."""
+    return position % settings.data_chunk, position >= settings.data_chunk
 
 
 def learning_rate(settings: TrainSettings, step: int) -> float:
@@ -53,7 +101,7 @@ def learning_rate(settings: TrainSettings, step: int) -> float:
     return settings.lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def loss_terms(out: FresnelOutput, batch: Batch) -> dict[str, torch.Tensor]:
+def loss_terms(out: FresnelOutput, batch: StepData | Batch) -> dict[str, torch.Tensor]:
     """Occupancy BCE (weighted towards the surface), attribute L1 near the surface, elevation L1, and IoU."""
     logits = out.occupancy_logits.float()
     band = batch.distance.abs() < SURFACE_BAND_VOXELS
@@ -149,7 +197,9 @@ def train(
             "settings": asdict(settings),
             "seconds": 0.0,
         }
-    model = FresnelNet(config).to(device)
+    with torch.random.fork_rng(devices=[]):  # a new run's initial weights follow its seed too
+        torch.manual_seed(settings.seed)
+        model = FresnelNet(config).to(device)
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay, betas=(0.9, 0.99)
     )
@@ -161,15 +211,21 @@ def train(
         log(f"starting from the weights of {init_from}")
     model.train()
     use_bf16 = device.type == "cuda"
+    torch.backends.cudnn.benchmark = device.type == "cuda"  # fixed shapes: let cuDNN pick its fastest kernels
     started = last_save = time.monotonic()
     seconds_before = state["seconds"]
     running: dict[str, float] = {}
+    position = state.get("chunk_position", 0)  # steps already taken from the current chunk
+    chunk_state = generator.get_state()  # the generator's state before the current chunk was made
+    chunk: StepData | None = None
 
     def snapshot() -> None:
+        finished = position >= steps_per_chunk(settings)  # then the next chunk starts from here
         state.update(
             model=model.state_dict(),
             optimizer=optimizer.state_dict(),
-            generator=generator.get_state(),
+            generator=generator.get_state() if finished else chunk_state,
+            chunk_position=0 if finished else position,
             seconds=seconds_before + time.monotonic() - started,
         )
         _save_state(run_dir, state)
@@ -182,20 +238,27 @@ def train(
             break
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(settings, step)
-        data_started = time.monotonic()
-        with torch.no_grad():
-            batch = make_batch(
-                settings.batch_size,
-                generator,
-                grid=config.grid,
-                image_size=config.image_size,
-                device=device,
-                render_steps=settings.render_steps,
-                render_resolution=settings.render_resolution,
-            )
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        running["data_s"] = running.get("data_s", 0.0) + time.monotonic() - data_started
+        if position >= steps_per_chunk(settings):
+            position, chunk, chunk_state = 0, None, generator.get_state()
+        if chunk is None:
+            data_started = time.monotonic()
+            with torch.no_grad():
+                chunk = StepData.of(
+                    make_batch(
+                        settings.batch_size * settings.data_chunk,
+                        generator,
+                        grid=config.grid,
+                        image_size=config.image_size,
+                        device=device,
+                        render_steps=settings.render_steps,
+                        render_resolution=settings.render_resolution,
+                    )
+                )
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            running["data_s"] = running.get("data_s", 0.0) + time.monotonic() - data_started
+        index, mirrored = chunk_part(settings, position)
+        batch = chunk.part(index, settings.batch_size, mirrored)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
             out = model(batch.images)
         terms = loss_terms(out, batch)
@@ -204,6 +267,7 @@ def train(
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         state["step"] = step + 1
+        position += 1
         for key, value in terms.items():
             running[key] = running.get(key, 0.0) + float(value.detach())
         if state["step"] % settings.log_every == 0:

@@ -28,13 +28,12 @@ from fresnel.checkpoint import BUNDLED_DIR
 from fresnel.data.render import EVAL_CAMERAS, render, sample_cameras
 from fresnel.data.scenes import EVAL_RULES, sample_scenes
 from fresnel.pipeline import STAGES, FresnelPipeline
+from gui.backend.export import to_trimesh
+from gui.backend.params import FastParams
 from o_voxel.asset import MeshWithVoxel
 from tools.eval_fresnel import hardware
 
-# Draft export settings (the GUI's quick preview); constants here until the engine exposes its own.
-DECIMATION_TARGET = 20_000
-TEXTURE_SIZE = 1024
-REMESH = False
+DRAFT = FastParams()  # the Fast tab's export defaults, as the server applies them
 IMAGE_RESOLUTION = 512
 BENCH_STAGES = (*STAGES, "export")
 
@@ -53,25 +52,8 @@ def procedural_image(
 
 
 def export_glb(asset: MeshWithVoxel) -> bytes:
-    """The draft GLB of one asset, as `gui.backend.export.to_trimesh` calls `to_glb`."""
-    from o_voxel.postprocess import to_glb
-
-    origin = asset.origin.detach().float().cpu()
-    extent = float(asset.voxel_size) * asset.resolution
-    aabb = torch.stack([origin, origin + extent]).to(asset.vertices.device)
-    mesh = to_glb(
-        vertices=asset.vertices,
-        faces=asset.faces,
-        attr_volume=asset.attrs,
-        coords=asset.coords,
-        attr_layout=asset.layout,
-        aabb=aabb,
-        voxel_size=asset.voxel_size,
-        decimation_target=DECIMATION_TARGET,
-        texture_size=TEXTURE_SIZE,
-        remesh=REMESH,
-    )
-    return mesh.export(file_type="glb")
+    """The draft GLB of one asset, converted exactly as the server's export does."""
+    return to_trimesh(asset, DRAFT).export(file_type="glb")
 
 
 def timed_run(pipeline: FresnelPipeline, image: Image.Image) -> dict:
@@ -124,8 +106,8 @@ def markdown(report: dict) -> str:
     """The result as a small Markdown table."""
     peak = report["peak_gpu_bytes"]
     lines = [
-        f"Fresnel image → GLB (draft export: decimation {DECIMATION_TARGET}, texture {TEXTURE_SIZE}, "
-        f"remesh {REMESH}); {report['hardware']}; median of {report['runs_timed']} runs after a warm-up.",
+        f"Fresnel image → GLB (draft export: decimation {DRAFT.decimation_target}, texture "
+        f"{DRAFT.texture_size}, remesh {DRAFT.remesh}); {report['hardware']}; median of {report['runs_timed']} runs after a warm-up.",
         "",
         "| Stage | Median (ms) |",
         "| --- | --- |",
@@ -169,11 +151,7 @@ def main(argv: list[str] | None = None) -> int:
             "image": path.name,
             "image_size": list(image.size),
             "runs_timed": args.runs,
-            "export": {
-                "decimation_target": DECIMATION_TARGET,
-                "texture_size": TEXTURE_SIZE,
-                "remesh": REMESH,
-            },
+            "export": DRAFT.model_dump(),
             **benchmark(pipeline, image, args.runs),
         }
     print(f"hardware: {report['hardware']}", file=sys.stderr)

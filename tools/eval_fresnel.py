@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import platform
 import sys
 import time
@@ -104,6 +105,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=EVAL_SEED)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=min(8, os.cpu_count() or 1),
+        help="threads scoring objects side by side",
+    )
     parser.add_argument("--points", type=int, default=ScoreSettings.points, help="surface points per shape")
     parser.add_argument("--truth-resolution", type=int, default=ScoreSettings.truth_resolution)
     parser.add_argument("--out", type=Path, help="write per-object rows, summary and settings as JSON")
@@ -124,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         batch_size=args.batch_size,
         settings=settings,
         log=lambda message: print(message, file=sys.stderr, flush=True),
+        workers=args.workers,
     )
     result["hardware"] = hardware_line
     result["checkpoint"] = str(args.checkpoint)

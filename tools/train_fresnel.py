@@ -59,6 +59,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=TrainSettings.batch_size)
     parser.add_argument("--lr", type=float, default=TrainSettings.lr)
     parser.add_argument("--seed", type=int, default=TrainSettings.seed)
+    parser.add_argument("--warmup-steps", type=int, default=TrainSettings.warmup_steps)
+    parser.add_argument(
+        "--data-chunk",
+        type=int,
+        default=TrainSettings.data_chunk,
+        help="batches of objects made per data call",
+    )
     parser.add_argument("--tiny", action="store_true", help="the tiny test configuration (CPU smoke runs)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--init-from", type=Path, help="new run: start from this engine checkpoint's weights")
@@ -71,10 +78,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"exported {count / 1e6:.2f} M parameters to {args.export}")
         return 0
     config = TINY_CONFIG if args.tiny else FresnelConfig()
-    settings = TrainSettings(batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+    settings = TrainSettings(
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        warmup_steps=args.warmup_steps,
+        data_chunk=args.data_chunk,
+    )
     if args.tiny:
         settings = dataclasses.replace(
-            settings, render_resolution=48, render_steps=24, warmup_steps=2, log_every=1
+            settings, render_resolution=48, render_steps=24, warmup_steps=2, log_every=1, data_chunk=1
         )
     print(f"hardware: {hardware()}", flush=True)
     if not (args.run_dir / STATE_FILE).exists():
