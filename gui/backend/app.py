@@ -19,7 +19,7 @@ from .engines import EngineManager
 from .errors import ApiError, error_response
 from .files import JobFolders, is_job_id
 from .routes import router
-from .security import TokenMiddleware, UploadLimitMiddleware
+from .security import HostOriginMiddleware, TokenMiddleware, UploadLimitMiddleware
 from .store import JobStore
 from .worker_process import EngineSpec, WorkerProcess
 
@@ -86,6 +86,8 @@ def create_app(settings: Settings | None = None, spec: EngineSpec | None = None)
     install_error_handlers(app)
     app.include_router(router)
     mount_renderer(app, RENDERER_DIR)
+    # the last added runs first: Host/Origin, then the token, then the body limits, then CORS (which only
+    # ever sees origins the first check let through)
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.allowed_origins,
@@ -94,6 +96,7 @@ def create_app(settings: Settings | None = None, spec: EngineSpec | None = None)
     )
     app.add_middleware(UploadLimitMiddleware, max_bytes=settings.max_upload_bytes)
     app.add_middleware(TokenMiddleware, token=settings.token)
+    app.add_middleware(HostOriginMiddleware, settings=settings)
     return app
 
 

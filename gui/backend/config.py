@@ -74,7 +74,8 @@ class Settings(BaseModel):
 
     @property
     def allowed_origins(self) -> list[str]:
-        """The app's own origins: the server's address (web UI), and Electron's file:// pages."""
+        """Origins whose pages may call the API besides the one the server was reached by: its loopback
+        names at the configured port, and `--allow-origin`s. Never `null` (sandboxed or file:// pages)."""
         hosts = {"127.0.0.1", "localhost", self.host}
-        own = [f"http://{h}:{self.port}" for h in sorted(hosts)]
-        return own + ["null", "app://genesis"] + list(self.extra_origins)
+        own = [f"http://{h if ':' not in h else f'[{h}]'}:{self.port}" for h in sorted(hosts)]
+        return own + list(self.extra_origins)

@@ -49,6 +49,16 @@ ERROR_CODES: dict[str, ErrorCode] = {
         "This server requires its access token.",
         "Open the address with its access token (…/?token=…) as printed by the server.",
     ),
+    "host_not_allowed": ErrorCode(
+        403,
+        "This server answers only to its own address.",
+        "Open the server by the address it printed (http://127.0.0.1:PORT or http://localhost:PORT).",
+    ),
+    "origin_not_allowed": ErrorCode(
+        403,
+        "Requests from pages of other sites are refused.",
+        "Use the Genesis window or the page the server serves; add a trusted origin with --allow-origin.",
+    ),
     "not_found": ErrorCode(404, "Nothing is at this address.", "Check the address."),
     "job_not_found": ErrorCode(
         404, "There is no such job.", "The job may have been deleted; reload the job list."

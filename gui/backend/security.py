@@ -1,13 +1,15 @@
-"""Network safety: a token when the server is reachable beyond this machine, and upload byte limits
-enforced while the body streams in (the request is cut off as soon as it crosses the limit)."""
+"""Network safety: no web page of another site can drive the server (Host and Origin checks), a token
+when the server is reachable beyond this machine, and upload byte limits enforced while the body streams
+in (the request is cut off as soon as it crosses the limit)."""
 
 from __future__ import annotations
 
 import secrets
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .config import LOOPBACK_HOSTS, Settings
 from .errors import error_response
 
 UPLOAD_PATH_PREFIX = "/api/generate/"
@@ -98,5 +100,93 @@ class TokenMiddleware:
                     "unauthorized", "This server requires its access token (Authorization: Bearer ...)."
                 )
                 await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+OWN_FETCH_SITES = ("same-origin", "none")  # `none`: typed in the address bar, a bookmark
+DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+Origin = tuple[str, str, int]
+
+
+def parse_origin(text: str) -> Origin | None:
+    """`scheme://host[:port]` → (scheme, host, port), lower case, default port filled in; None for anything
+    else (`null`, no scheme, user info, a path, a bad port)."""
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError:
+        return None
+    scheme, host = parts.scheme.lower(), (parts.hostname or "").lower()
+    clean = not (parts.username or parts.password or parts.path or parts.query or parts.fragment)
+    if scheme not in DEFAULT_PORTS or not host or not clean:
+        return None
+    return scheme, host, port if port is not None else DEFAULT_PORTS[scheme]
+
+
+def host_origin(host_header: str, scheme: str) -> Origin | None:
+    """The origin a request was addressed to: its scheme and its `Host` header (`host[:port]`)."""
+    return parse_origin(f"{scheme}://{host_header}") if host_header and "/" not in host_header else None
+
+
+def refuse(code: str, message: str):
+    return error_response(code, message)
+
+
+class HostOriginMiddleware:
+    """Only the app's own pages (and non-browser clients) may use the server:
+
+    - bound to loopback, the `Host` must name this machine (`127.0.0.1`, `localhost`, `::1` or the bound
+      name, any port): a page of another site whose name was re-pointed at 127.0.0.1 (DNS rebinding) is
+      refused;
+    - an `Origin` header must be the server's own origin (the `Host` it was reached by, or one of
+      `Settings.allowed_origins`); `null` and every other origin are refused, for every method;
+    - a state-changing request without `Origin` is refused when the browser marks it as coming from
+      another site (`Sec-Fetch-Site`), as are another site's sub-resource loads of `/api`.
+
+    Clients that are not browsers (the CLI, scripts) send neither header and pass."""
+
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+        self.app = app
+        self.loopback = settings.is_loopback
+        self.local_names = {h.lower() for h in LOOPBACK_HOSTS | {settings.host}}
+        self.allowed = {o for o in map(parse_origin, settings.allowed_origins) if o is not None}
+
+    def check(self, scope: Scope) -> tuple[str, str] | None:
+        """(code, message) of the refusal, or None when the request may pass."""
+        headers = dict(scope.get("headers") or [])
+        host_header = headers.get(b"host", b"").decode("latin-1")
+        scheme = {"ws": "http", "wss": "https"}.get(scope.get("scheme", "http"), scope.get("scheme", "http"))
+        host = host_origin(host_header, scheme)
+        if self.loopback and (host is None or host[1] not in self.local_names):
+            return (
+                "host_not_allowed",
+                f"This server answers only to its own address, not to {host_header[:100]!r}.",
+            )
+        origin_header = headers.get(b"origin")
+        if origin_header is not None:
+            origin = parse_origin(origin_header.decode("latin-1"))
+            if origin is None or (origin != host and origin not in self.allowed):
+                shown = origin_header.decode("latin-1")[:100]
+                return "origin_not_allowed", f"Requests from pages of {shown!r} are refused."
+            return None
+        site = headers.get(b"sec-fetch-site", b"").decode("latin-1").lower()
+        if not site or site in OWN_FETCH_SITES:
+            return None
+        unsafe = scope.get("method", "GET") not in SAFE_METHODS
+        navigation = headers.get(b"sec-fetch-mode", b"").decode("latin-1").lower() == "navigate"
+        if unsafe or (scope["path"].startswith("/api") and not navigation):
+            return "origin_not_allowed", f"Requests from another site ({site}) are refused."
+        return None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            refusal = self.check(scope)
+            if refusal is not None:
+                if scope["type"] == "websocket":
+                    await send({"type": "websocket.close", "code": 1008})
+                    return
+                await refuse(*refusal)(scope, receive, send)
                 return
         await self.app(scope, receive, send)

@@ -35,7 +35,7 @@ def client(tmp_path_factory):
             "tests.server.fake_engine:fake_engines", converter="gui.backend.export:vertex_colored_mesh"
         ),
     )
-    with TestClient(app) as test_client:
+    with TestClient(app, base_url="http://127.0.0.1") as test_client:
         yield test_client
 
 

@@ -1,0 +1,134 @@
+"""Hardening of the job server: no web page of another site can drive it (Host and Origin checks), uploads
+never reach a decoder outside the accepted formats, request bodies and JSON are bounded, files are served
+only from inside their job folder."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from fastapi.testclient import TestClient
+
+from gui.backend.app import create_app
+from gui.backend.config import Settings
+from gui.backend.security import host_origin, parse_origin
+from gui.backend.worker_process import EngineSpec
+
+from .conftest import LiveServer, png_bytes, submit
+
+FAKE_SPEC = EngineSpec("tests.server.fake_engine:fake_engines")
+EVIL = "https://evil.example"
+
+
+@pytest.fixture(scope="module")
+def offline(tmp_path_factory) -> TestClient:
+    """The app without its lifespan (no worker): enough for the checks that run before any route."""
+    tmp = tmp_path_factory.mktemp("security")
+    app = create_app(Settings(models_dir=tmp / "models", data_dir=tmp / "data", port=8741), FAKE_SPEC)
+    return TestClient(app, base_url="http://127.0.0.1:8741")
+
+
+def error_code(response) -> str:
+    return response.json()["error"]["code"]
+
+
+# -- Host / Origin -----------------------------------------------------------------------------------------
+def test_origins_are_parsed_not_compared_as_strings():
+    assert parse_origin("http://127.0.0.1:8741") == ("http", "127.0.0.1", 8741)
+    assert parse_origin("HTTP://LocalHost") == ("http", "localhost", 80)
+    assert host_origin("[::1]:9", "http") == ("http", "::1", 9)
+    for bad in ("null", "http://127.0.0.1:8741@evil.example", "http://a/b", "file://x", "http://h:99999", ""):
+        assert parse_origin(bad) is None, bad
+    for bad in ("127.0.0.1:8741@evil.example", "a/b", "", "h:x"):
+        assert host_origin(bad, "http") is None, bad
+
+
+@pytest.mark.parametrize("host", ["evil.example", "evil.example:8741", "127.0.0.1.evil.example", "0.0.0.0"])
+def test_dns_rebinding_host_is_refused(offline: TestClient, host: str):
+    for method, path in (("GET", "/api/jobs"), ("GET", "/"), ("POST", "/api/generate/image")):
+        r = offline.request(method, path, headers={"Host": host})
+        assert r.status_code == 403 and error_code(r) == "host_not_allowed", (method, path, r.text)
+
+
+@pytest.mark.parametrize(
+    "host", ["127.0.0.1:8741", "localhost:8741", "LOCALHOST", "[::1]:8741", "127.0.0.1:9999"]
+)
+def test_own_names_pass_the_host_check(offline: TestClient, host: str):
+    r = offline.get("/api/openapi.json", headers={"Host": host})
+    assert r.status_code == 200, r.text
+
+
+@pytest.mark.parametrize(
+    "origin",
+    ["null", EVIL, "http://127.0.0.1:8741@evil.example", "http://127.0.0.1:8742", "https://127.0.0.1:8741"],
+)
+def test_foreign_origins_are_refused_for_every_method(offline: TestClient, origin: str):
+    for method in ("GET", "POST", "DELETE", "OPTIONS"):
+        r = offline.request(
+            method, "/api/jobs", headers={"Origin": origin, "Access-Control-Request-Method": "POST"}
+        )
+        assert r.status_code == 403 and error_code(r) == "origin_not_allowed", (method, origin, r.text)
+        assert "access-control-allow-origin" not in r.headers
+
+
+def test_cross_site_requests_without_origin_are_refused(offline: TestClient):
+    cross = {"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "no-cors"}
+    assert (
+        error_code(offline.post("/api/jobs/" + "0" * 32 + "/cancel", headers=cross)) == "origin_not_allowed"
+    )
+    assert offline.get("/api/openapi.json", headers=cross).status_code == 403, "another site's <img>/<script>"
+    same_site = {"Sec-Fetch-Site": "same-site", "Sec-Fetch-Mode": "cors"}
+    assert offline.delete("/api/jobs/" + "0" * 32, headers=same_site).status_code == 403
+    navigation = {"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "navigate"}
+    assert offline.get("/api/openapi.json", headers=navigation).status_code == 200, "a link may open a page"
+    own = {"Sec-Fetch-Site": "same-origin", "Origin": "http://127.0.0.1:8741"}
+    assert offline.get("/api/openapi.json", headers=own).status_code == 200
+
+
+def test_own_origin_passes_and_gets_no_cors_for_others(offline: TestClient):
+    r = offline.get("/api/openapi.json", headers={"Origin": "http://127.0.0.1:8741"})
+    assert r.status_code == 200
+    r = offline.get(
+        "/api/openapi.json", headers={"Host": "localhost:8741", "Origin": "http://localhost:8741"}
+    )
+    assert r.status_code == 200
+
+
+def test_a_non_loopback_bind_still_needs_its_token_from_its_own_origin(tmp_path):
+    settings = Settings(models_dir=tmp_path, data_dir=tmp_path / "d", host="0.0.0.0", port=8741, token="t0k")
+    client = TestClient(create_app(settings, FAKE_SPEC), base_url="http://192.168.1.5:8741")
+    assert error_code(client.get("/api/openapi.json")) == "unauthorized"
+    assert client.get("/api/openapi.json", headers={"Authorization": "Bearer t0k"}).status_code == 200
+    r = client.get("/api/openapi.json?token=t0k", headers={"Origin": EVIL})
+    assert r.status_code == 403 and error_code(r) == "origin_not_allowed"
+
+
+def test_live_server_refuses_other_sites_and_serves_its_own_ui(fake_server: LiveServer):
+    """Against the real server: a rebinding request, a cross-site form POST and a `null` origin are all
+    refused and create nothing; the same requests from the app's own origin (and from the CLI's httpx,
+    which sends no Origin) work."""
+    client, url = fake_server.client, fake_server.url
+    before = len(client.get("/api/jobs").json())
+    port = url.rsplit(":", 1)[1]
+    rebinding = client.get("/api/jobs", headers={"Host": f"attacker.example:{port}"})
+    assert rebinding.status_code == 403 and error_code(rebinding) == "host_not_allowed"
+    form = {"params": "{}"}
+    files = {"image": ("a.png", png_bytes(), "image/png")}
+    for origin in (EVIL, "null"):
+        r = client.post("/api/generate/image", data=form, files=files, headers={"Origin": origin})
+        assert r.status_code == 403 and error_code(r) == "origin_not_allowed", r.text
+    plain_form = client.post(
+        "/api/generate/image",
+        content=b"params=%7B%7D",
+        headers={"Origin": EVIL, "Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert plain_form.status_code == 403
+    assert len(client.get("/api/jobs").json()) == before, "nothing was created"
+    own = client.post("/api/generate/image", data=form, files=files, headers={"Origin": url})
+    assert own.status_code == 202, own.text
+    fake_server.wait_state(own.json()["job_id"], ("succeeded",))
+    assert client.get("/", headers={"Origin": url, "Sec-Fetch-Site": "same-origin"}).status_code == 200
+    job_id = submit(fake_server)
+    assert fake_server.wait_state(job_id, ("succeeded",))["state"] == "succeeded"
+    assert client.get(f"/api/jobs/{job_id}", headers={"Origin": EVIL}).status_code == 403
+    assert json.loads(client.get(f"/api/jobs/{job_id}").text)["id"] == job_id
