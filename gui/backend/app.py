@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .config import REPO_ROOT, Settings
 from .engines import EngineManager
 from .errors import ApiError, error_response
-from .files import JobFolders, is_job_id
+from .files import MANIFEST_FILE, JobFolders
 from .routes import router
 from .security import HostOriginMiddleware, TokenMiddleware, UploadLimitMiddleware
 from .store import JobStore
@@ -42,15 +42,27 @@ class Services:
         self.event_cache: dict[str, tuple[float, str | None, bool]] = {}  # job id → (read at, JSON, final)
 
     def recover(self) -> None:
-        """After a crash: running jobs become failed, half-written files and orphan folders go."""
+        """After a crash: running jobs become failed and half-written files go. Job folders the database
+        does not list are never deleted: re-adopted from their `job.json`, or kept and reported."""
         failed = self.store.recover_after_crash()
         if failed:
             log.warning("%d job(s) were interrupted by a crash and are marked failed", len(failed))
         self.folders.clean_temporaries()
-        known = {job.id for job in self.store.list(limit=1_000_000)}
-        for folder in self.folders.root.iterdir():
-            if folder.is_dir() and is_job_id(folder.name) and folder.name not in known:
-                self.folders.remove(folder.name)
+        found = self.store.adopt_folders()
+        if found.adopted:
+            log.warning(
+                "re-adopted %d job(s) the database did not list, from their folders' %s",
+                len(found.adopted),
+                MANIFEST_FILE,
+            )
+        if found.kept:
+            shown = ", ".join(found.kept[:5]) + (" …" if len(found.kept) > 5 else "")
+            log.warning(
+                "kept %d folder(s) in %s that no job owns (nothing was deleted): %s",
+                len(found.kept),
+                self.folders.root,
+                shown,
+            )
 
 
 def create_app(settings: Settings | None = None, spec: EngineSpec | None = None) -> FastAPI:
@@ -71,6 +83,7 @@ def create_app(settings: Settings | None = None, spec: EngineSpec | None = None)
             yield
         finally:
             services.worker.stop()
+            services.store.close()
 
     from . import __version__
 

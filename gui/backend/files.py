@@ -12,6 +12,8 @@ from pathlib import Path
 
 PREVIEW_FILE = "preview.png"  # the small picture of a job's first input, stored with its inputs
 MODEL_FILE = "model.glb"  # the GLB every successful job has
+MANIFEST_FILE = "job.json"  # the job's record as the store last wrote it: lets a lost database be rebuilt
+JOBS_DIR = "jobs"  # under the data directory, one folder per job
 JOB_ID_PATTERN = re.compile(r"^[0-9a-f]{32}$")
 FILE_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
@@ -24,7 +26,7 @@ class JobFolders:
     """`<data>/jobs/<id>/`: the only place job files are written; names are ours, never a client's."""
 
     def __init__(self, data_dir: Path) -> None:
-        self.root = Path(data_dir) / "jobs"
+        self.root = Path(data_dir) / JOBS_DIR
         self.root.mkdir(parents=True, exist_ok=True)
 
     def folder(self, job_id: str) -> Path:

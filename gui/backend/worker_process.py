@@ -80,8 +80,9 @@ def worker_main(settings: Settings, spec: EngineSpec, wake, stop, loaded, parent
         loaded.value = (name or "").encode()[:63]
 
     manager.on_change = publish
+    store = JobStore(settings.data_dir)
     worker = JobWorker(
-        JobStore(settings.data_dir),
+        store,
         JobFolders(settings.data_dir),
         manager,
         poll_s=0.5,
@@ -95,6 +96,7 @@ def worker_main(settings: Settings, spec: EngineSpec, wake, stop, loaded, parent
         worker.run_forever()
     finally:
         manager.unload_all()
+        store.close()
 
 
 class WorkerProcess:
