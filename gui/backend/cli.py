@@ -310,6 +310,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--yes", action="store_true", help="do not ask before downloading")
     p.add_argument("--only", action="append", help="download only this model id (repeatable)")
     p.set_defaults(func=cmd_models)
+
+    from .backup import add_backup_commands
+
+    add_backup_commands(sub, add_location_flags)
     return parser
 
 
