@@ -18,6 +18,7 @@ from .config import REPO_ROOT, Settings
 from .engines import EngineManager
 from .errors import ApiError, error_response
 from .files import MANIFEST_FILE, JobFolders
+from .images import DecodeBudget
 from .routes import router
 from .security import HostOriginMiddleware, TokenMiddleware, UploadLimitMiddleware
 from .store import JobStore
@@ -38,6 +39,7 @@ class Services:
             spec.build(settings), settings.idle_unload_s
         )  # statuses only: never loaded here
         self.converter = spec.build_converter()
+        self.decode_budget = DecodeBudget.for_pixels(settings.max_image_pixels)
         self.worker = WorkerProcess(settings, spec, self.store)
         self.event_cache: dict[str, tuple[float, str | None, bool]] = {}  # job id → (read at, JSON, final)
 

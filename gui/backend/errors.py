@@ -88,6 +88,11 @@ ERROR_CODES: dict[str, ErrorCode] = {
     "internal_error": ErrorCode(
         500, "The server hit an unexpected error.", "See the server's log for details."
     ),
+    "server_busy": ErrorCode(
+        503,
+        "The server is busy decoding other uploads.",
+        "Try again in a moment; send smaller pictures.",
+    ),
     "engine_not_installed": ErrorCode(
         503,
         "This engine is not installed on the server.",

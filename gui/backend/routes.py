@@ -35,7 +35,7 @@ from .errors import ApiError, error_table, job_not_found
 from .export import download_name, export_file_name, export_generation
 from .files import is_job_id
 from .generation import GENERATION_FILE, load_generation
-from .images import decode_upload, store_inputs
+from .images import store_uploads
 from .models_download import model_specs
 from .params import ExportRequest, SamplerParams, describe_fields
 from .store import QUEUED, SUCCEEDED, Job
@@ -225,16 +225,15 @@ async def submit(request: Request, entry: EngineEntry) -> JSONResponse:
             f"This endpoint takes {wanted} image(s) in the '{field}' field; got {len(uploads)}.",
         )
     params = parse_params(engine, form.get("params"))
-    datas = [await upload.read() for upload in uploads]
-    max_pixels = svc.settings.max_image_pixels
-    images = await run_in_threadpool(
-        lambda: [
-            decode_upload(d, f"Image {i + 1}" if len(datas) > 1 else "The image", max_pixels)
-            for i, d in enumerate(datas)
-        ]
-    )
     job_id = uuid.uuid4().hex
-    names = await run_in_threadpool(store_inputs, svc.folders, job_id, images)
+    names = await run_in_threadpool(
+        store_uploads,
+        svc.folders,
+        job_id,
+        [upload.file for upload in uploads],
+        svc.settings.max_image_pixels,
+        svc.decode_budget,
+    )
     svc.store.create(engine, params.model_dump(), names, job_id=job_id)
     svc.worker.notify()
     return JSONResponse({"job_id": job_id}, status_code=202)

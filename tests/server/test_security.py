@@ -4,13 +4,21 @@ only from inside their job folder."""
 
 from __future__ import annotations
 
+import io
 import json
+import struct
+import threading
+import time
+import zlib
 
 import pytest
 from fastapi.testclient import TestClient
+from PIL import Image
 
 from gui.backend.app import create_app
 from gui.backend.config import Settings
+from gui.backend.errors import ApiError
+from gui.backend.images import ACCEPTED_FORMATS, DECODE_BYTES_PER_PIXEL, DecodeBudget, decode_upload, decoded
 from gui.backend.security import host_origin, parse_origin
 from gui.backend.worker_process import EngineSpec
 
@@ -132,3 +140,100 @@ def test_live_server_refuses_other_sites_and_serves_its_own_ui(fake_server: Live
     assert fake_server.wait_state(job_id, ("succeeded",))["state"] == "succeeded"
     assert client.get(f"/api/jobs/{job_id}", headers={"Origin": EVIL}).status_code == 403
     assert json.loads(client.get(f"/api/jobs/{job_id}").text)["id"] == job_id
+
+
+# -- uploads -----------------------------------------------------------------------------------------------
+def png_header(width: int, height: int) -> bytes:
+    """A PNG that claims `width` x `height` pixels, with (almost) no pixel data."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 6, 0, 0, 0)
+    idat = zlib.compress(b"\0" * 1024)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def encoded(fmt: str, size=(32, 32), **options) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, (10, 120, 200)).save(buf, format=fmt, **options)
+    return buf.getvalue()
+
+
+EPS = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 32 32\n0 0 moveto 32 32 lineto stroke\nshowpage\n%%EOF\n"
+
+
+def test_only_png_jpeg_and_webp_reach_a_decoder(monkeypatch):
+    from PIL import EpsImagePlugin
+
+    opened = []
+    monkeypatch.setattr(EpsImagePlugin.EpsImageFile, "_open", lambda self: opened.append("eps"))
+    monkeypatch.setattr(EpsImagePlugin, "Ghostscript", lambda *a, **k: opened.append("gs"))
+    for name, data in {
+        "EPS": EPS,
+        "PS with a binary header": b"\xc5\xd0\xd3\xc6" + EPS,
+        "BMP": encoded("BMP"),
+        "GIF": encoded("GIF"),
+        "TIFF": encoded("TIFF"),
+        "ICO": encoded("ICO"),
+        "PPM": encoded("PPM"),
+    }.items():
+        with pytest.raises(ApiError) as err:
+            decode_upload(data, name, 10**6)
+        assert err.value.code == "invalid_image" and "PNG, JPEG or WebP" in err.value.message, name
+    assert opened == [], "no other plugin (and never Ghostscript) was asked to open an upload"
+    for fmt in ACCEPTED_FORMATS:
+        assert decode_upload(encoded(fmt), fmt, 10**6).size == (32, 32)
+
+
+@pytest.mark.parametrize("side", [3000, 20000, 65535])
+def test_the_pixel_limit_is_checked_from_the_header_with_413(side: int):
+    """Also beyond Pillow's own bomb limits (89 and 179 megapixels), which used to end as 400."""
+    with pytest.raises(ApiError) as err:
+        decode_upload(png_header(side, side), "The image", 4_000_000)
+    assert err.value.code == "image_too_large" and err.value.status == 413
+
+
+def test_the_decode_budget_bounds_concurrent_decodes():
+    budget = DecodeBudget(limit_bytes=3 * DECODE_BYTES_PER_PIXEL * 100 * 100)
+    data = encoded("PNG", (100, 100))
+    inside, peak = [0], [0]
+    lock = threading.Lock()
+
+    def one() -> None:
+        with decoded(data, "x", 10**6, budget):
+            with lock:
+                inside[0] += 1
+                peak[0] = max(peak[0], inside[0])
+            time.sleep(0.02)
+            with lock:
+                inside[0] -= 1
+
+    threads = [threading.Thread(target=one) for _ in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert peak[0] <= 3 and budget.peak <= budget.limit and budget.used == 0
+    with pytest.raises(ApiError) as err, budget.reserve(budget.limit), budget.reserve(1, timeout=0.05):
+        pass
+    assert err.value.code == "server_busy" and err.value.status == 503
+
+
+def test_live_uploads_of_other_formats_and_bombs_get_their_codes(fake_server: LiveServer):
+    cases = {
+        "eps": (EPS, 400, "invalid_image"),
+        "huge header": (png_header(30000, 30000), 413, "image_too_large"),
+        "gif": (encoded("GIF"), 400, "invalid_image"),
+    }
+    for name, (data, status, code) in cases.items():
+        r = fake_server.client.post(
+            "/api/generate/image", files={"image": ("a.png", data, "image/png")}, data={"params": "{}"}
+        )
+        assert r.status_code == status and error_code(r) == code, (name, r.text)
+    views = [("images", (f"v{i}.png", png_bytes(), "image/png")) for i in range(3)]
+    views.append(("images", ("bad.png", EPS, "image/png")))
+    before = set((fake_server.data_dir / "jobs").iterdir())
+    r = fake_server.client.post("/api/generate/multiview", files=views, data={"params": "{}"})
+    assert r.status_code == 400 and "Image 4" in r.json()["error"]["message"]
+    assert set((fake_server.data_dir / "jobs").iterdir()) == before, "a refused request leaves no folder"
