@@ -20,7 +20,7 @@ from .errors import ApiError, error_response
 from .files import MANIFEST_FILE, JobFolders
 from .images import DecodeBudget
 from .routes import router
-from .security import HostOriginMiddleware, TokenMiddleware, UploadLimitMiddleware
+from .security import BodyLimitMiddleware, HostOriginMiddleware, TokenMiddleware
 from .store import JobStore
 from .worker_process import EngineSpec, WorkerProcess
 
@@ -109,7 +109,7 @@ def create_app(settings: Settings | None = None, spec: EngineSpec | None = None)
         allow_methods=["GET", "POST", "DELETE"],
         allow_headers=["Authorization", "X-Genesis-Token", "Content-Type"],
     )
-    app.add_middleware(UploadLimitMiddleware, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(BodyLimitMiddleware, max_upload_bytes=settings.max_upload_bytes)
     app.add_middleware(TokenMiddleware, token=settings.token)
     app.add_middleware(HostOriginMiddleware, settings=settings)
     return app

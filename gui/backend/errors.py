@@ -76,6 +76,9 @@ ERROR_CODES: dict[str, ErrorCode] = {
         409, "The stored generation of this job is missing.", "Generate the model again."
     ),
     "upload_too_large": ErrorCode(413, "The upload is too large.", "Use a smaller picture file."),
+    "request_too_large": ErrorCode(
+        413, "The request body is too large.", "Send the JSON the API documents (a few hundred bytes)."
+    ),
     "image_too_large": ErrorCode(
         413,
         "The image has too many pixels.",

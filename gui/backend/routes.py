@@ -38,6 +38,7 @@ from .generation import GENERATION_FILE, load_generation
 from .images import store_uploads
 from .models_download import model_specs
 from .params import ExportRequest, SamplerParams, describe_fields
+from .security import parse_json
 from .store import QUEUED, SUCCEEDED, Job
 
 ERRORS = {code: {"model": ErrorOut} for code in (400, 404, 409, 422)}
@@ -184,12 +185,7 @@ def parse_params(engine: str, raw: Any) -> Any:
     if raw is None or raw == "":
         data: Any = {}
     elif isinstance(raw, str):
-        try:
-            data = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise ApiError(
-                "invalid_json", f"'params' is not valid JSON: {exc.msg} (at character {exc.pos})."
-            ) from exc
+        data = parse_json(raw, "'params'")
     else:
         raise ApiError("invalid_form", "'params' must be a text field holding JSON, not a file.")
     if not isinstance(data, dict):
@@ -343,10 +339,7 @@ async def export_job(request: Request, job_id: str) -> dict[str, Any]:
     svc = services(request)
     job = get_job(svc, job_id)
     body = await request.body()
-    try:
-        data = json.loads(body) if body.strip() else {}
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ApiError("invalid_json", 'The request body must be JSON, e.g. {"format": "obj"}.') from exc
+    data = parse_json(body, 'The request body (JSON, e.g. {"format": "obj"})') if body.strip() else {}
     if not isinstance(data, dict):
         raise ApiError("invalid_json", "The request body must be a JSON object.")
     req = validated(ExportRequest, data)

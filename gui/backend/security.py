@@ -1,42 +1,55 @@
 """Network safety: no web page of another site can drive the server (Host and Origin checks), a token
-when the server is reachable beyond this machine, and upload byte limits enforced while the body streams
-in (the request is cut off as soon as it crosses the limit)."""
+when the server is reachable beyond this machine, byte limits on every request body enforced while it
+streams in (the request is cut off as soon as it crosses the limit), and bounded JSON parsing."""
 
 from __future__ import annotations
 
+import json
+import math
+import re
 import secrets
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .config import LOOPBACK_HOSTS, Settings
-from .errors import error_response
+from .errors import ApiError, error_response
 
 UPLOAD_PATH_PREFIX = "/api/generate/"
+MAX_BODY_BYTES = 64 * 2**10  # every request body that is not an upload (JSON); an upload's `params` too
+MAX_JSON_DEPTH = 16  # nesting of arrays and objects (the API's own bodies nest two deep)
+MAX_JSON_NUMBER_CHARS = 40  # digits of one number (a seed has ten)
+JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+JSON_BRACKET = re.compile(r"[\[\]{}]")
 
 
-class UploadTooLarge(Exception):
+class BodyTooLarge(Exception):
     def __init__(self, limit: int) -> None:
-        super().__init__(f"The upload is larger than the limit of {limit / 2**20:.0f} MiB.")
+        super().__init__(f"The request body is larger than the limit of {limit:,} bytes.")
         self.limit = limit
 
 
-class UploadLimitMiddleware:
-    """Rejects an upload whose declared Content-Length is too big before reading it, and stops reading
-    one that grows past the limit while streaming (`UploadTooLarge`, answered with 413)."""
+class BodyLimitMiddleware:
+    """Every request body has a byte limit: `max_upload_bytes` for uploads, `MAX_BODY_BYTES` for the rest.
+    A body whose declared Content-Length is too big is refused before it is read; one that grows past the
+    limit while streaming is cut off (`BodyTooLarge`). Both answer 413."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_upload_bytes: int, max_body_bytes: int = MAX_BODY_BYTES) -> None:
         self.app = app
-        self.max_bytes = max_bytes
+        self.max_upload_bytes = max_upload_bytes
+        self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith(UPLOAD_PATH_PREFIX):
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        upload = scope["path"].startswith(UPLOAD_PATH_PREFIX)
+        limit = self.max_upload_bytes if upload else self.max_body_bytes
         headers = dict(scope.get("headers") or [])
         declared = headers.get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await too_large(self.max_bytes)(scope, receive, send)
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await too_large(limit, upload)(scope, receive, send)
             return
         seen = 0
 
@@ -45,8 +58,8 @@ class UploadLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise UploadTooLarge(self.max_bytes)
+                if seen > limit:
+                    raise BodyTooLarge(limit)
             return message
 
         started = False
@@ -58,15 +71,66 @@ class UploadLimitMiddleware:
 
         try:
             await self.app(scope, limited_receive, tracking_send)
-        except UploadTooLarge:
+        except BodyTooLarge:
             if not started:
-                await too_large(self.max_bytes)(scope, receive, send)
+                await too_large(limit, upload)(scope, receive, send)
 
 
-def too_large(limit: int):
-    return error_response(
-        "upload_too_large", f"The upload is larger than the limit of {limit / 2**20:.1f} MiB."
-    )
+def too_large(limit: int, upload: bool = True):
+    if upload:
+        return error_response(
+            "upload_too_large", f"The upload is larger than the limit of {limit / 2**20:.1f} MiB."
+        )
+    return error_response("request_too_large", f"The request body is larger than {limit:,} bytes.")
+
+
+def _bounded_number(kind: type):
+    def parse(text: str):
+        if len(text) > MAX_JSON_NUMBER_CHARS:
+            raise ValueError(f"a number of {len(text):,} characters (the limit is {MAX_JSON_NUMBER_CHARS})")
+        value = kind(text)
+        if not math.isfinite(value):
+            raise ValueError(f"{text} is not a finite number")
+        return value
+
+    return parse
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def parse_json(text: str | bytes, what: str) -> Any:
+    """JSON from a client, within the limits: size, nesting depth, number length; no NaN or Infinity.
+    Anything else is a 400/413 `ApiError` (never a RecursionError or a ValueError from int())."""
+    if isinstance(text, (bytes, bytearray)):
+        if len(text) > MAX_BODY_BYTES:
+            raise ApiError("request_too_large", f"{what} is larger than {MAX_BODY_BYTES:,} bytes.")
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ApiError("invalid_json", f"{what} is not UTF-8 text.") from exc
+    if len(text) > MAX_BODY_BYTES:
+        raise ApiError("request_too_large", f"{what} is larger than {MAX_BODY_BYTES:,} characters.")
+    depth = deepest = 0
+    for bracket in JSON_BRACKET.finditer(JSON_STRING.sub("", text)):
+        depth += 1 if bracket.group() in "[{" else -1
+        deepest = max(deepest, depth)
+    if deepest > MAX_JSON_DEPTH:
+        raise ApiError("invalid_json", f"{what} nests {deepest} levels deep; the limit is {MAX_JSON_DEPTH}.")
+    try:
+        return json.loads(
+            text,
+            parse_int=_bounded_number(int),
+            parse_float=_bounded_number(float),
+            parse_constant=_no_constant,
+        )
+    except json.JSONDecodeError as exc:
+        raise ApiError(
+            "invalid_json", f"{what} is not valid JSON: {exc.msg} (at character {exc.pos})."
+        ) from exc
+    except (ValueError, RecursionError) as exc:
+        raise ApiError("invalid_json", f"{what} is not usable JSON: {exc}.") from exc
 
 
 class TokenMiddleware:

@@ -237,3 +237,86 @@ def test_live_uploads_of_other_formats_and_bombs_get_their_codes(fake_server: Li
     r = fake_server.client.post("/api/generate/multiview", files=views, data={"params": "{}"})
     assert r.status_code == 400 and "Image 4" in r.json()["error"]["message"]
     assert set((fake_server.data_dir / "jobs").iterdir()) == before, "a refused request leaves no folder"
+
+
+# -- request parsing -------------------------------------------------------------------------------------
+def streamed(size: int):
+    for _ in range(size // 65536):
+        yield b" " * 65536
+
+
+@pytest.fixture(scope="module")
+def done_job(fake_server: LiveServer) -> str:
+    job_id = submit(fake_server)
+    fake_server.wait_state(job_id, ("succeeded",))
+    return job_id
+
+
+def test_pathological_json_is_a_400_or_413_never_a_500(fake_server: LiveServer, done_job: str):
+    client = fake_server.client
+    export = f"/api/jobs/{done_job}/export"
+    long_number = "1" * 5000
+    deep = "[" * 5000 + "]" * 5000
+    image = {"image": ("a.png", png_bytes(), "image/png")}
+    cases = {
+        "params: 5,000-digit number": (
+            lambda: client.post(
+                "/api/generate/image", files=image, data={"params": f'{{"seed": {long_number}}}'}
+            ),
+            400,
+            "invalid_json",
+        ),
+        "params: nested 5,000 deep": (
+            lambda: client.post("/api/generate/image", files=image, data={"params": f'{{"a": {deep}}}'}),
+            400,
+            "invalid_json",
+        ),
+        "params: 100 kB": (
+            lambda: client.post(
+                "/api/generate/image", files=image, data={"params": "{" + " " * 100_000 + "}"}
+            ),
+            413,
+            "request_too_large",
+        ),
+        "export: 5,000-digit number": (
+            lambda: client.post(export, content=f'{{"texture_size": {long_number}}}'),
+            400,
+            "invalid_json",
+        ),
+        "export: huge exponent": (
+            lambda: client.post(export, content=b'{"texture_size": 1e99999}'),
+            400,
+            "invalid_json",
+        ),
+        "export: NaN": (lambda: client.post(export, content=b'{"texture_size": NaN}'), 400, "invalid_json"),
+        "export: nested": (lambda: client.post(export, content=f'{{"format": {deep}}}'), 400, "invalid_json"),
+        "export: not UTF-8": (
+            lambda: client.post(export, content=b'{"format": "\xff"}'),
+            400,
+            "invalid_json",
+        ),
+        "export: 200 kB": (
+            lambda: client.post(export, content=b'{"format": "glb"' + b" " * 200_000 + b"}"),
+            413,
+            "request_too_large",
+        ),
+        "export: streamed, no length": (
+            lambda: client.post(
+                export, content=streamed(2 * 2**20), headers={"content-type": "application/json"}
+            ),
+            413,
+            "request_too_large",
+        ),
+        "cancel with a body": (
+            lambda: client.post(f"/api/jobs/{done_job}/cancel", content=b"x" * 100_000),
+            413,
+            "request_too_large",
+        ),
+    }
+    for name, (send, status, code) in cases.items():
+        r = send()
+        assert r.status_code == status and error_code(r) == code, (name, r.status_code, r.text[:300])
+        assert "Traceback" not in r.text
+    assert client.get("/api/health").json()["status"] == "ok"
+    ok = client.post(export, json={"format": "glb"})
+    assert ok.status_code == 200, ok.text
