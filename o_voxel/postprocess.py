@@ -155,6 +155,20 @@ def _export_surface(
     return _Surface(v1, f1, (v0, f0), bvh, feats, vox, grid, aabb_t, vs, device)
 
 
+def _split_folds(
+    cm, v: torch.Tensor, f: torch.Tensor, n: torch.Tensor, *per_vertex: torch.Tensor
+) -> tuple[torch.Tensor, ...]:
+    """Folds (faces whose area-weighted corner normals oppose their winding) get corners of their own with the
+    flat face normal (`cumesh.split_normal_mismatches`); corners whose every face moved to new copies go.
+    Returns `(vertices, faces, normals, *per_vertex)`, each per-vertex tensor gathered like the vertices."""
+    f, n, source = cm.split_normal_mismatches(v, f, n)
+    used = torch.zeros(source.shape[0], dtype=torch.bool, device=f.device)
+    used[f.reshape(-1)] = True
+    f = (torch.cumsum(used.long(), 0) - 1)[f]
+    keep = source[used]
+    return (v[keep], f, n[used], *(t[keep.to(t.device)] for t in per_vertex))
+
+
 def _validated(cm, v: torch.Tensor, f: torch.Tensor, n: torch.Tensor) -> None:
     """The one end-of-export check: zero topology defects, normals agreeing with the winding."""
     cm.check_topology(v, f, n).raise_if_defective("the exported mesh")
@@ -251,11 +265,7 @@ def to_glb(
     if f2.shape[0] == 0:
         raise ValueError("UV unwrapping left no usable faces; the mesh is degenerate")
     n2 = normals[vmap.to(normals.device).long()]
-    f2, n2, source = cm.split_normal_mismatches(v2, f2, n2)  # folds get flat normals of their own
-    used = torch.zeros(source.shape[0], dtype=torch.bool, device=f2.device)
-    used[f2.reshape(-1)] = True  # corners whose every face moved to new copies go
-    f2 = (torch.cumsum(used.long(), 0) - 1)[f2]
-    v2, uvs, n2 = v2[source][used], uvs[source][used], n2[used]
+    v2, f2, n2, uvs = _split_folds(cm, v2, f2, n2, uvs)
     _validated(cm, v2, f2, n2)
     step(3)
 
@@ -349,8 +359,7 @@ def to_vertex_colored_mesh(
         remesh_project,
         step,
     )
-    v1, f1 = s.vertices, s.faces
-    normals = cm.vertex_normals(v1, f1)
+    v1, f1, normals = _split_folds(cm, s.vertices, s.faces, cm.vertex_normals(s.vertices, s.faces))
     _validated(cm, v1, f1, normals)
     pos = v1.to(torch.float32)
     _, fid, uvw = s.bvh.closest_point(pos, max_distance=_PROJECTION_RANGE_VOXELS * float(s.voxel_size.max()))
