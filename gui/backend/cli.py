@@ -106,9 +106,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
     engines = default_engines(settings.models_dir, settings.device)
     engine = args.engine or default_engine(engines, len(args.images))
     overrides = json.loads(args.params) if args.params else {}
-    for key in ("seed", "pipeline_type", "texture_size", "decimation_target", "mode"):
+    for key in ("seed", "pipeline_type", "texture_size", "decimation_target", "mode", *ASSET_FLAGS):
         if getattr(args, key, None) is not None:
             overrides[key] = getattr(args, key)
+    overrides.setdefault("name", Path(args.images[0]).stem)  # the asset is named after the (first) image
     if args.steps is not None:
         for stage in (
             "sparse_structure_sampler_params",
@@ -203,11 +204,13 @@ def cmd_export(args: argparse.Namespace) -> int:
     if job.state != SUCCEEDED:
         print(f"error: the job is {job.state}; only finished jobs can be exported", file=sys.stderr)
         return 2
+    chosen = {key: getattr(args, key) for key in (*ASSET_FLAGS, "up_axis") if getattr(args, key) is not None}
     req = ExportRequest(
         format=args.format,
         decimation_target=args.decimation_target,
         texture_size=args.texture_size,
         remesh=not args.no_remesh,
+        **{"name": job.params.get("name"), **chosen},  # the job's asset name unless --name says otherwise
     )
     name = export_file_name(req.format, req)
     meshes = load_generation(folders.path(job.id, GENERATION_FILE), device=settings.device or "cpu")
@@ -235,6 +238,32 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def default_of(model, name: str):
     return model.model_fields[name].get_default(call_default_factory=True)
+
+
+ASSET_FLAGS = ("alpha_mode", "alpha_cutoff", "name")  # export settings `generate` takes too (it writes a GLB)
+FLAG_TYPES = {"integer": int, "number": float, "string": str}
+
+
+def add_field_flags(parser: argparse.ArgumentParser, model, names: tuple[str, ...], **defaults: str) -> None:
+    """`--<name>` for each field `names` of `model`, typed and explained as `describe_fields` describes it;
+    unset flags stay None so the model's own default applies (`defaults` overrides the help's default)."""
+    from .params import describe_fields
+
+    fields = describe_fields(model)
+    for name in names:
+        field = fields[name]
+        notes = [field["description"]] if field.get("description") else []
+        if "minimum" in field:
+            notes.append(f"{field['minimum']}-{field['maximum']}")
+        default = defaults.get(name, field["default"])
+        if default is not None:
+            notes.append(f"default: {default}")
+        parser.add_argument(
+            f"--{name.replace('_', '-')}",
+            type=FLAG_TYPES[field["type"]],
+            metavar="{" + ",".join(map(str, field["choices"])) + "}" if "choices" in field else None,
+            help=field["label"] + (f" ({'; '.join(notes)})" if notes else ""),
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -273,6 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--decimation-target", type=int)
     p.add_argument("--no-remesh", action="store_true")
     p.add_argument("--mode", choices=list(vocabulary.multiview_modes()), help="multi-view mode")
+    add_field_flags(p, ExportRequest, ASSET_FLAGS, name="the image's file name")
     p.add_argument("--params", help="JSON with any API parameters")
     p.add_argument("--out", help="copy the GLB here")
     p.set_defaults(func=cmd_generate)
@@ -299,6 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=default_of(ExportRequest, "texture_size"),
     )
     p.add_argument("--no-remesh", action="store_true")
+    add_field_flags(p, ExportRequest, (*ASSET_FLAGS, "up_axis"), name="the job's name")
     p.add_argument("--out", help="copy the file here")
     p.set_defaults(func=cmd_export)
 

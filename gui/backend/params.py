@@ -7,17 +7,27 @@ against their owning module at validation time (`OneOf`), so they are never copi
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Union, get_args, get_origin
 
 import annotated_types
-from pydantic import BaseModel, ConfigDict, Field, GetCoreSchemaHandler, GetJsonSchemaHandler
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
+)
 from pydantic_core import PydanticCustomError, core_schema
 
 from . import vocabulary
 
 MAX_SEED = 2**31 - 1
+MAX_NAME = 48  # characters of an asset name (it is part of the export's file name, see `export_file_name`)
 
 
 @dataclass(frozen=True)
@@ -49,11 +59,48 @@ class OneOf:
         return out
 
 
+def alpha_modes() -> tuple[str, ...]:
+    """The alpha modes of the export (`o_voxel.export.ALPHA_MODES`: 'auto', then the glTF modes)."""
+    from o_voxel.export import ALPHA_MODES
+
+    return tuple(ALPHA_MODES)
+
+
+def z_up_axes() -> tuple[str, ...]:
+    """The up axes of the formats whose convention is z-up (STL, PLY; `o_voxel.export.UP_AXES`), default first."""
+    from o_voxel.export import UP_AXES
+
+    return next(axes for axes in UP_AXES.values() if axes[0] == "z")
+
+
+def spelled_as(choices: Callable[[], Sequence[str]]) -> BeforeValidator:
+    """Field metadata: a string is matched to `choices()` ignoring case ('blend' -> 'BLEND')."""
+
+    def match(value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        return next((c for c in choices() if c.lower() == value.strip().lower()), value)
+
+    return BeforeValidator(match)
+
+
+def sanitise_name(value: str | None) -> str | None:
+    """An asset name safe in file and glTF names: runs of other characters become '_', at most `MAX_NAME`
+    characters; nothing left means no name (`None`)."""
+    if value is None:
+        return None
+    cleaned = re.sub(r"[^A-Za-z0-9_-]+", "_", value).strip("_-")[:MAX_NAME].strip("_-")
+    return cleaned or None
+
+
 PipelineType = Annotated[str, OneOf(vocabulary.pipeline_types)]
 TextureSize = Annotated[int, OneOf(vocabulary.texture_sizes)]
 ExportFormatName = Annotated[str, OneOf(vocabulary.export_format_names)]
 MultiViewMode = Annotated[str, OneOf(vocabulary.multiview_modes)]
 Seed = Annotated[int, Field(ge=0, le=MAX_SEED, title="Seed")]
+AlphaMode = Annotated[str, spelled_as(alpha_modes), OneOf(alpha_modes)]
+UpAxis = Annotated[str, spelled_as(z_up_axes), OneOf(z_up_axes)]
+AssetName = Annotated[str | None, AfterValidator(sanitise_name)]
 
 
 class Strict(BaseModel):
@@ -74,11 +121,23 @@ class SamplerParams(Strict):
 
 
 class ExportParams(Strict):
-    """O-Voxel GLB export settings (defaults of the official demo)."""
+    """O-Voxel export settings (mesh and texture: defaults of the official demo)."""
 
     decimation_target: int = Field(500_000, ge=10_000, le=2_000_000, title="Target faces")
     texture_size: TextureSize = Field(2048, title="Texture size")
     remesh: bool = Field(True, title="Remesh")
+    alpha_mode: AlphaMode = Field(
+        "auto",
+        title="Alpha mode",
+        description="auto: opaque when the model's alpha is solid everywhere, else blend",
+    )
+    alpha_cutoff: float = Field(0.5, ge=0.0, le=1.0, title="Alpha cutoff (mask)")
+    up_axis: UpAxis = Field(default_factory=lambda: z_up_axes()[0], title="Up axis (STL, PLY)")
+    name: AssetName = Field(
+        None,
+        title="Asset name",
+        description="names the material, textures, mesh and node: genesis_<name>",
+    )
 
     def export_params(self) -> ExportParams:
         return ExportParams(**{name: getattr(self, name) for name in ExportParams.model_fields})
@@ -152,6 +211,8 @@ def describe_fields(model: type[BaseModel]) -> dict[str, dict[str, Any]]:
             "default": info.get_default(call_default_factory=True),
             "nullable": nullable,
         }
+        if info.description:
+            entry["description"] = info.description
         for meta in info.metadata:
             for kind, (key, attribute) in LIMITS.items():
                 if isinstance(meta, kind):

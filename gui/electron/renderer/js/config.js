@@ -33,6 +33,21 @@ export function fillSelect(select, choices, selected) {
   select.replaceChildren(...choices.map((c) => new Option(c.label, String(c.value), false, c.value === selected)));
 }
 
+/** The menu of a field with `choices` and no vocabulary menu of its own: each value, capitalised. */
+export function choicesOf(field) {
+  return (field.choices || []).map((value) => {
+    const text = String(value);
+    return { value, label: text.charAt(0).toUpperCase() + text.slice(1).toLowerCase() };
+  });
+}
+
+/** Label `input`'s <label> (and its tooltip) as the config describes `field`. */
+export function labelAs(input, field) {
+  const label = document.querySelector(`label[for="${CSS.escape(input.id)}"]`);
+  if (label) label.textContent = field.label;
+  if (field.description) input.title = field.description;
+}
+
 /** Set `min`, `max` and (optionally) the value of a number input from a field of the config. */
 export function applyLimits(input, field, { value = true } = {}) {
   if (field.minimum !== undefined) input.min = String(field.minimum);

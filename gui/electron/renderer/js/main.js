@@ -1,7 +1,7 @@
 // Genesis renderer: wires the input, the settings form, the job list and the viewer to the REST API.
 
 import { api, ApiError } from './api.js';
-import { applyLimits, config, engine, explain, fillSelect, loadConfig } from './config.js';
+import { applyLimits, choicesOf, config, engine, explain, fillSelect, labelAs, loadConfig } from './config.js';
 import { desktop } from './desktop.js';
 import { bytes, count, duration, elapsedSeconds } from './format.js';
 import { ImageInput } from './input.js';
@@ -164,10 +164,12 @@ async function submit(event) {
   event.preventDefault();
   if (!validate()) return;
   const { params } = readParams(fields());
+  const files = app.input.files();
+  if ('name' in fields() && files[0]?.name) params.name = assetName(files[0].name);
   const button = $('generate');
   button.disabled = true;
   try {
-    const { job_id: id } = await api.generate(engine(app.mode), app.input.files(), params);
+    const { job_id: id } = await api.generate(engine(app.mode), files, params);
     app.lastSeed = params.seed;
     $('seed-reuse').disabled = false;
     app.pendingOpen = id;
@@ -181,6 +183,12 @@ async function submit(event) {
   } finally {
     validate();
   }
+}
+
+/** The asset name a job gets from its (first) image: the file name without its extension (the server
+ * sanitises it and names the material, textures, mesh and node `genesis_<name>`). */
+function assetName(fileName) {
+  return fileName.replace(/\.[^.]*$/, '');
 }
 
 function pipelineHint() {
@@ -401,15 +409,30 @@ function prepareExport() {
   fillSelect($('ex-format'), formats, exportFields.format.default);
   fillSelect($('ex-texture'), sizes, exportFields.texture_size.default);
   applyLimits($('ex-decimation'), exportFields.decimation_target);
+  for (const [id, name] of EXPORT_MENUS) {
+    fillSelect($(id), choicesOf(exportFields[name]), exportFields[name].default);
+    labelAs($(id), exportFields[name]);
+  }
+  applyLimits($('ex-alpha-cutoff'), exportFields.alpha_cutoff);
+  labelAs($('ex-alpha-cutoff'), exportFields.alpha_cutoff);
+  labelAs($('ex-name'), exportFields.name);
 }
+
+/** The export dialog's menus built from the export fields' `choices` (GET /api/config `export`). */
+const EXPORT_MENUS = [['ex-alpha-mode', 'alpha_mode'], ['ex-up-axis', 'up_axis']];
 
 function openExport(job) {
   app.exportJob = job;
   const p = job.params || {};
+  const defaults = config().export;
   $('ex-format').value = $('export-format').value;
   $('ex-texture').value = String(p.texture_size ?? $('texture-size').value);
   $('ex-decimation').value = String(p.decimation_target ?? $('decimation-target').value);
   $('ex-remesh').checked = p.remesh ?? $('remesh').checked;
+  for (const [id, name] of EXPORT_MENUS) $(id).value = String(p[name] ?? defaults[name].default);
+  $('ex-alpha-cutoff').value = String(p.alpha_cutoff ?? defaults.alpha_cutoff.default);
+  $('ex-name').value = p.name ?? '';
+  $('ex-name').placeholder = `from the job (${job.id.slice(0, 8)})`;
   $('export-status').textContent = '';
   $('export-folder').hidden = true;
   $('export-dialog').showModal();
@@ -420,12 +443,17 @@ async function runExport(event) {
   const job = app.exportJob;
   const status = $('export-status');
   const decimation = numberIn($('ex-decimation'), config().export.decimation_target);
-  if (decimation.error) {
-    status.textContent = decimation.error;
+  const cutoff = numberIn($('ex-alpha-cutoff'), config().export.alpha_cutoff);
+  const problem = decimation.error || cutoff.error;
+  if (problem) {
+    status.textContent = problem;
     return;
   }
   const settings = { format: $('ex-format').value, decimation_target: decimation.value,
-    texture_size: Number($('ex-texture').value), remesh: $('ex-remesh').checked };
+    texture_size: Number($('ex-texture').value), remesh: $('ex-remesh').checked,
+    alpha_mode: $('ex-alpha-mode').value, alpha_cutoff: cutoff.value, up_axis: $('ex-up-axis').value };
+  const name = $('ex-name').value.trim();
+  if (name) settings.name = name;
   const run = $('export-run');
   run.disabled = true;
   status.textContent = 'Exporting… (no re-sampling: the stored generation is re-exported)';

@@ -2,14 +2,14 @@
 // the inputs' limits and defaults, the Advanced sampler fields, reading the form into an API `params` object
 // and writing a job's params back. A field without an input here is left to the server's default.
 
-import { applyLimits, config, fillSelect } from './config.js';
+import { applyLimits, choicesOf, config, fillSelect, labelAs } from './config.js';
 
 const $ = (id) => document.getElementById(id);
 const inputId = (name) => name.replace(/_/g, '-');
 const samplerId = (stage, name) => `${stage.replace('_sampler_params', '')}-${name}`.replace(/_/g, '-');
 const stagesOf = (fields) => Object.entries(fields).filter(([, f]) => f.type === 'object');
 
-/** The menus whose choices depend on the field: `pipeline_type`, `texture_size`, `mode`. */
+/** The menus with labels of their own in the vocabulary; any other menu lists its field's `choices`. */
 const CHOICES = {
   pipeline_type: () => config().pipeline_types,
   texture_size: () => config().texture_sizes,
@@ -21,7 +21,7 @@ export function prepareForm(fields) {
   for (const [name, field] of Object.entries(fields)) {
     const input = $(inputId(name));
     if (name === 'mode') buildRadios($('mode-choices'), field);
-    else if (input?.tagName === 'SELECT' && !input.options.length) fillSelect(input, CHOICES[name](), field.default);
+    else if (input?.tagName === 'SELECT' && !input.options.length) fillMenu(input, name, field);
     else if (input?.type === 'number') applyLimits(input, field, { value: input.value === '' });
     else if (input?.type === 'checkbox' && !input.dataset.prepared) {
       input.checked = Boolean(field.default);
@@ -32,6 +32,13 @@ export function prepareForm(fields) {
     const param = box.dataset.param;
     box.hidden = param === 'sampler' ? stagesOf(fields).length === 0 : !(param in fields);
   }
+}
+
+/** Fill a menu: the vocabulary's labelled choices, or the field's own `choices` (labelled as the config says). */
+function fillMenu(select, name, field) {
+  if (CHOICES[name]) return fillSelect(select, CHOICES[name](), field.default);
+  fillSelect(select, choicesOf(field), field.default);
+  labelAs(select, field);
 }
 
 function buildRadios(fieldset, field) {
