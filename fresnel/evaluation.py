@@ -601,6 +601,7 @@ def evaluate(
                 rules=rules,
                 cameras=cameras,
                 device=device,
+                targets=False,
                 **extra,
             )
             out = pipeline.predict(batch.images)

@@ -63,6 +63,8 @@ class StepData:
 
     @classmethod
     def of(cls, batch: Batch) -> StepData:
+        if batch.occupancy is None or batch.distance is None or batch.attributes is None:
+            raise ValueError("a training step needs a batch made with its targets")
         return cls(batch.images, batch.occupancy, batch.distance, batch.attributes, batch.elevation)
 
     def part(self, index: int, size: int, mirrored: bool = False) -> StepData:

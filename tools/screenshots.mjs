@@ -1,7 +1,9 @@
 // Takes the README screenshots from the real app (driven by tools/take_screenshots.py):
-//   main-window.png (a model loaded), multiview.png (the view slots), history.png (finished jobs).
+//   main-window.png (a model loaded), multiview.png (the view slots), history.png (finished jobs);
+//   with --fast PHOTO instead: fast-tab.png (the Fast tab, a Fresnel model from that photo in the viewer).
 //
 //   node tools/screenshots.mjs --url URL --image object.png --views a.png,b.png,c.png,d.png --out docs/screenshots
+//   node tools/screenshots.mjs --url URL --fast photo.jpg --out docs/screenshots
 
 import { mkdirSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -15,11 +17,11 @@ const require = createRequire(join(ROOT, 'package.json'));
 const { chromium } = require('playwright-core');
 
 const { values: opts } = parseArgs({ options: {
-  url: { type: 'string' }, image: { type: 'string' }, views: { type: 'string' },
+  url: { type: 'string' }, image: { type: 'string' }, views: { type: 'string' }, fast: { type: 'string' },
   out: { type: 'string', default: join(ROOT, 'docs', 'screenshots') },
   chromium: { type: 'string', default: process.env.GENESIS_CHROMIUM || '/usr/bin/chromium' },
 } });
-if (!opts.url || !opts.image || !opts.views) throw new Error('usage: screenshots.mjs --url URL --image PNG --views A,B,C,D');
+if (!opts.url || !(opts.fast || (opts.image && opts.views))) throw new Error('usage: screenshots.mjs --url URL (--image PNG --views A,B,C,D | --fast PHOTO)');
 mkdirSync(opts.out, { recursive: true });
 
 const browser = await chromium.launch({ executablePath: opts.chromium, args: CHROMIUM_ARGS });
@@ -47,7 +49,23 @@ async function snap(name) {
   log(name);
 }
 
-try {
+/** The first start without downloads: the app opens on Fast; a photo goes in, a Fresnel model comes out. */
+async function fastTab() {
+  await page.goto(opts.url);
+  await page.waitForSelector('body[data-ready="true"]');
+  await page.waitForFunction(() => document.getElementById('mode-fast')?.getAttribute('aria-selected') === 'true');
+  await drop('#dropzone', opts.fast);
+  await page.waitForFunction(() => /transparency|opaque/.test(document.getElementById('image-note').textContent));
+  await generate(0);
+  await page.waitForSelector('#viewport[data-loaded="true"]');
+  await page.selectOption('#environment', 'studio');
+  await page.click('#reset-view');
+  await page.waitForTimeout(800);
+  await snap('fast-tab.png');
+}
+
+/** main-window.png, multiview.png and history.png. */
+async function readmeShots() {
   await page.goto(opts.url);
   await page.waitForSelector('body[data-ready="true"]');
   await page.waitForFunction(() => document.getElementById('server-status').textContent.startsWith('Ready'));
@@ -77,6 +95,10 @@ try {
   await page.locator('#history-list li.job').last().getByRole('button', { name: /^Open/ }).click();
   await page.waitForTimeout(800);
   await snap('history.png');
+}
+
+try {
+  await (opts.fast ? fastTab() : readmeShots());
 } finally {
   await browser.close();
 }

@@ -22,9 +22,9 @@ SOFT_OCCUPANCY_VOXELS = 0.75  # width (in voxels) of the soft step the occupancy
 @dataclass
 class Batch:
     images: torch.Tensor  # [B, 4, S, S] premultiplied RGB + alpha, as `crop_to_object` makes them
-    occupancy: torch.Tensor  # [B, G, G, G] soft inside-ness in [0, 1] at voxel centres (x, y, z)
-    distance: torch.Tensor  # [B, G, G, G] signed distance in voxels (negative inside)
-    attributes: torch.Tensor  # [B, 6, G, G, G] sRGB base colour, metallic, roughness, alpha
+    occupancy: torch.Tensor | None  # [B, G, G, G] soft inside-ness in [0, 1] at voxel centres (x, y, z)
+    distance: torch.Tensor | None  # [B, G, G, G] signed distance in voxels (negative inside)
+    attributes: torch.Tensor | None  # [B, 6, G, G, G] sRGB base colour, metallic, roughness, alpha
     elevation: torch.Tensor  # [B] camera elevation, radians
     scenes: Scenes
     cameras: Cameras
@@ -57,8 +57,10 @@ def make_batch(
     device: torch.device | str = "cpu",
     render_steps: int = 40,
     render_resolution: int = RENDER_RESOLUTION,
+    targets: bool = True,
 ) -> Batch:
-    """Objects whose render shows them whole (cut-off or empty renders are drawn again, at most 4 times)."""
+    """Objects whose render shows them whole (cut-off or empty renders are drawn again, at most 4 times).
+    With `targets=False` the grid targets are left out (None): the same objects and images, for evaluation."""
     device = torch.device(device)
     scenes = sample_scenes(batch_size, generator, rules, device)
     cams = sample_cameras(batch_size, generator, cameras, device)
@@ -80,6 +82,8 @@ def make_batch(
     images, boxes, _ = crop_to_object(rgba, image_size)
     scale, offset = grid_similarity(boxes, render_resolution, cams.distance, cams.tan_half_fov)
     to_world = grid_to_world(cams, scale, offset)
+    if not targets:
+        return Batch(images, None, None, None, cams.elevation, scenes, cams, to_world)
     centres = grid_centres(grid, device)
     world = centres[None] @ to_world[:, :3, :3].transpose(1, 2) + to_world[:, None, :3, 3]
     distance = signed_distance(scenes, world) * scale[:, None] * grid

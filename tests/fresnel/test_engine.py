@@ -70,9 +70,10 @@ def test_bundled_model_beats_both_baselines_on_basic_shapes(pipeline):
     rows = score_images(pipeline, images, truths, cams.elevation.tolist(), ScoreSettings(points=3000))
     scores = {name: {m: s["f_score"] for m, s in row.items()} for name, row in zip(NAMES, rows, strict=True)}
     print(scores)
-    # On the sphere, the sphere baseline *is* the truth: there Fresnel must beat the prism and come close.
-    assert scores["sphere"]["fresnel"] > scores["sphere"]["prism"] + 0.1, scores
-    assert scores["sphere"]["fresnel"] > scores["sphere"]["sphere"] - 0.1, scores
+    # On the sphere, the sphere baseline *is* the truth (F about 0.99), so nothing can beat it there: Fresnel
+    # must beat the image-based baseline by far and be a good sphere in its own right.
+    assert scores["sphere"]["fresnel"] > scores["sphere"]["prism"] + 0.3, scores
+    assert scores["sphere"]["fresnel"] > 0.85, scores
     for name in ("box", "torus"):
         f = scores[name]
         assert f["fresnel"] > max(f["sphere"], f["prism"]), (name, f)
