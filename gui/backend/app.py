@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -17,7 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .config import REPO_ROOT, Settings
 from .engines import EngineManager
 from .errors import ApiError, error_response
-from .files import MANIFEST_FILE, JobFolders
+from .files import MANIFEST_FILE, DiskReserve, JobFolders, disk_full_message, is_disk_full
 from .images import DecodeBudget
 from .routes import router
 from .security import BodyLimitMiddleware, HostOriginMiddleware, TokenMiddleware
@@ -40,6 +41,7 @@ class Services:
         )  # statuses only: never loaded here
         self.converter = spec.build_converter()
         self.decode_budget = DecodeBudget.for_pixels(settings.max_image_pixels)
+        self.reserve = DiskReserve(settings.data_dir)
         self.worker = WorkerProcess(settings, spec, self.store)
         self.event_cache: dict[str, tuple[float, str | None, bool]] = {}  # job id → (read at, JSON, final)
 
@@ -50,6 +52,7 @@ class Services:
         if failed:
             log.warning("%d job(s) were interrupted by a crash and are marked failed", len(failed))
         self.folders.clean_temporaries()
+        self.reserve.ensure()
         found = self.store.adopt_folders()
         if found.adopted:
             log.warning(
@@ -137,10 +140,17 @@ def install_error_handlers(app: FastAPI) -> None:
             code, message or (None if code != "http_error" else str(exc.detail)), status=exc.status_code
         )
 
-    @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception):
+        if is_disk_full(exc):  # whichever write hit it: an upload, the database, an export
+            settings: Settings = request.app.state.settings
+            log.warning("disk full on %s %s: %s", request.method, request.url.path, exc)
+            return error_response("disk_full", disk_full_message(exc, settings.data_dir, "this request"))
         log.exception("unexpected error on %s %s", request.method, request.url.path)
         return error_response("internal_error")
+
+    # OSError and sqlite3.Error get their own handlers: answered there (a full disk is no crash)
+    for kind in (OSError, sqlite3.Error, Exception):
+        app.add_exception_handler(kind, unexpected)
 
 
 def mount_renderer(app: FastAPI, folder: Path) -> None:

@@ -91,6 +91,11 @@ ERROR_CODES: dict[str, ErrorCode] = {
     "internal_error": ErrorCode(
         500, "The server hit an unexpected error.", "See the server's log for details."
     ),
+    "disk_full": ErrorCode(
+        507,
+        "The disk holding the data folder is full.",
+        "Free some disk space (or delete old jobs), then try again.",
+    ),
     "server_busy": ErrorCode(
         503,
         "The server is busy decoding other uploads.",

@@ -18,11 +18,12 @@ from typing import IO
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from .errors import ApiError
-from .files import PREVIEW_FILE, JobFolders
+from .files import PREVIEW_FILE, JobFolders, check_space
 from .store import Job
 
 ACCEPTED_FORMATS = ("PNG", "JPEG", "WEBP")  # Pillow plugin names; the renderer's file picker matches
 STORED_FORMAT = "PNG"
+STORED_BYTES_PER_PIXEL = 4  # at most, for the stored PNG (fast compression) of an RGBA input
 PREVIEW_SIZE = 256
 # what one decoded pixel may cost while it is normalised (decoded, converted, EXIF-rotated copies; a 16-bit
 # grey PNG goes through float64): the budget below reserves this much per pixel before decoding
@@ -162,7 +163,8 @@ def decode_upload(data: bytes | IO[bytes], label: str, max_pixels: int) -> Image
 
 
 def save_png(folders: JobFolders, job_id: str, name: str, image: Image.Image) -> None:
-    with folders.atomic(job_id, name) as tmp:
+    needed = image.width * image.height * STORED_BYTES_PER_PIXEL
+    with folders.atomic(job_id, name, needed, f"storing {name}") as tmp:
         image.save(tmp, format=STORED_FORMAT, compress_level=1)
 
 
@@ -190,10 +192,13 @@ def store_uploads(
     """Check every upload's header first, then decode and store them one at a time (only one decoded
     image of a request is in memory); a failure removes what was written. Returns the stored names."""
     labels = [f"Image {i + 1}" if len(sources) > 1 else "The image" for i in range(len(sources))]
+    pixels = 0
     for source, label in zip(sources, labels, strict=True):
-        open_header(source, label, max_pixels)  # not closed: that would close the caller's file
+        width, height = open_header(source, label, max_pixels).size  # not closed: it would close the file
+        pixels += width * height
         if not isinstance(source, (bytes, bytearray, memoryview)):
             source.seek(0)
+    check_space(folders.root, pixels * STORED_BYTES_PER_PIXEL, "storing the uploaded image(s)")
     names = []
     try:
         for i, (source, label) in enumerate(zip(sources, labels, strict=True)):

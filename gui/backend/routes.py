@@ -230,7 +230,11 @@ async def submit(request: Request, entry: EngineEntry) -> JSONResponse:
         svc.settings.max_image_pixels,
         svc.decode_budget,
     )
-    svc.store.create(engine, params.model_dump(), names, job_id=job_id)
+    try:
+        svc.store.create(engine, params.model_dump(), names, job_id=job_id)
+    except BaseException:  # e.g. the database on a full disk: no folder without its job
+        await run_in_threadpool(svc.folders.remove, job_id)
+        raise
     svc.worker.notify()
     return JSONResponse({"job_id": job_id}, status_code=202)
 
@@ -355,7 +359,8 @@ async def export_job(request: Request, job_id: str) -> dict[str, Any]:
             target = svc.folders.path(job_id, name)
             if not target.is_file():
                 meshes = load_generation(generation, device=export_device(svc.settings.device))
-                with svc.folders.atomic(job_id, name) as tmp:
+                needed = generation.stat().st_size + 2 * req.texture_size**2
+                with svc.folders.atomic(job_id, name, needed, f"the {req.format} export") as tmp:
                     export_generation(meshes, req.export_params(), req.format, tmp, converter=svc.converter)
             svc.store.add_file(job_id, name, name)
             return {"name": name, "format": req.format, "bytes": target.stat().st_size}

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 import os
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from trellis2.progress import JobCancelled
@@ -15,7 +17,7 @@ from .engines import ENGINES
 from .engines.base import EngineManager, EngineRequest, free_accelerator_memory
 from .errors import error_info
 from .export import Converter, export_generation
-from .files import MODEL_FILE, JobFolders
+from .files import MODEL_FILE, DiskReserve, JobFolders, disk_full_message, is_disk_full
 from .generation import GENERATION_FILE, save_generation
 from .images import load_job_images
 from .progress import ProgressSnapshot, ProgressTracker
@@ -24,6 +26,7 @@ from .store import CANCELLED, FAILED, Job, JobStore
 log = logging.getLogger("genesis.worker")
 DB_PROGRESS_INTERVAL_S = 0.2
 CANCEL_POLL_S = 0.1
+FINAL_WRITE_ATTEMPTS = 6  # tries to record a job's end (about 3 s in all) before leaving it to the restart
 
 
 class JobFailure(Exception):
@@ -48,10 +51,12 @@ def is_out_of_memory(exc: BaseException) -> bool:
     )
 
 
-def classify_failure(exc: BaseException) -> JobFailure:
+def classify_failure(exc: BaseException, data_dir: Path | None = None) -> JobFailure:
     """Map an engine exception to what the user sees (never a stack trace)."""
     if isinstance(exc, JobFailure):
         return exc
+    if is_disk_full(exc):
+        return JobFailure("disk_full", disk_full_message(exc, data_dir or Path("."), "the job"))
     if is_out_of_memory(exc):
         return JobFailure("out_of_memory", error_info("out_of_memory").message)
     kind = type(exc).__name__
@@ -74,6 +79,12 @@ def peak_memory_bytes() -> int | None:
     import torch
 
     return int(torch.cuda.max_memory_allocated()) if torch.cuda.is_available() else None
+
+
+def mesh_bytes(meshes: list) -> int:
+    """The bytes of the meshes' tensors: about what their stored generation takes (an upper bound)."""
+    names = ("vertices", "faces", "coords", "attrs", "origin")
+    return sum(getattr(m, n).numel() * 4 for m in meshes for n in names if hasattr(m, n))
 
 
 class CancelFlag:
@@ -138,6 +149,7 @@ class JobWorker:
         self._wake = wake if wake is not None else threading.Event()
         self._stop = stop if stop is not None else threading.Event()
         self.parent_pid = parent_pid
+        self.reserve = DiskReserve(store.data_dir)
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
@@ -194,6 +206,7 @@ class JobWorker:
     # -- one job ---------------------------------------------------------------------------------------
     def run_job(self, job: Job, on_progress: Callable[[ProgressSnapshot], None] | None = None) -> Job:
         """Run one queued job to its final state; every outcome is recorded in the store."""
+        self.reserve.ensure()
         if not self.store.start(job.id):
             return self.store.get(job.id) or job
         flag = CancelFlag(self.store, job.id, self.parent_pid)
@@ -225,16 +238,16 @@ class JobWorker:
 
             self._execute(job, engine_name, params, progress, flag)
         except JobCancelled:
-            self.store.finish(job.id, CANCELLED, "cancelled", error_info("cancelled").message)
+            self.record_final(job.id, CANCELLED, "cancelled", error_info("cancelled").message)
         except BaseException as exc:  # noqa: BLE001 - every failure becomes a failed job
-            failure = classify_failure(exc)
+            failure = classify_failure(exc, self.store.data_dir)
             if failure.code == "out_of_memory":
                 self.engines.unload_all()
             if failure.code == "engine_error":
                 log.exception("job %s failed", job.id)
             else:
                 log.warning("job %s failed: %s", job.id, failure.message)
-            self.store.finish(job.id, FAILED, failure.code, failure.message)
+            self.record_final(job.id, FAILED, failure.code, failure.message)
             if not isinstance(exc, Exception):
                 raise
         finally:
@@ -245,6 +258,21 @@ class JobWorker:
             self.engines.touch()
             free_accelerator_memory()
         return self.store.get(job.id) or job
+
+    def record_final(self, job_id: str, state: str, code: str, message: str) -> None:
+        """Record how the job ended, also on a full disk (the reserve file is given up for it): a job
+        never stays `running` because its failure could not be written."""
+        for attempt in range(FINAL_WRITE_ATTEMPTS):
+            try:
+                self.store.finish(job_id, state, code, message)
+                return
+            except sqlite3.Error as exc:
+                released = is_disk_full(exc) and self.reserve.release()
+                log.warning(
+                    "could not record the end of job %s (%s)%s", job_id, exc, "; reserve freed" * released
+                )
+                time.sleep(0.05 * 2**attempt)
+        log.error("gave up recording the end of job %s; the next start marks it interrupted", job_id)
 
     def _execute(self, job: Job, engine_name: str, params: Any, progress, flag: CancelFlag) -> None:
         started = time.monotonic()
@@ -257,10 +285,12 @@ class JobWorker:
         if not meshes:
             raise JobFailure("engine_error", "The engine produced no model for this image.")
         progress("saving", 0, 1)
-        with self.folders.atomic(job.id, GENERATION_FILE) as tmp:
+        size = mesh_bytes(meshes)
+        with self.folders.atomic(job.id, GENERATION_FILE, size, "saving the generation") as tmp:
             save_generation(meshes, tmp)
         progress("saving", 1, 1)
-        with self.folders.atomic(job.id, MODEL_FILE) as tmp:
+        glb = size + 2 * params.texture_size**2  # the geometry and its (compressed) texture maps
+        with self.folders.atomic(job.id, MODEL_FILE, glb, "writing the model") as tmp:
             stats = export_generation(
                 meshes,
                 params.export_params(),

@@ -133,7 +133,10 @@ class WorkerProcess:
         while not self._closing.wait(WATCHDOG_INTERVAL_S):
             if self._proc is not None and not self._proc.is_alive() and not self._closing.is_set():
                 code = self._proc.exitcode
-                failed = self.store.recover_after_crash("worker_crashed")
+                try:
+                    failed = self.store.recover_after_crash("worker_crashed")
+                except Exception as exc:  # noqa: BLE001 - e.g. a full disk: the restart still happens
+                    failed = f"not recorded ({exc})"
                 log.error("the worker process exited (code %s); failed job(s): %s; restarting", code, failed)
                 self._loaded.value = b""
                 self.restarts += 1
