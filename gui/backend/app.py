@@ -20,7 +20,7 @@ from .engines import EngineManager
 from .errors import ApiError, error_response
 from .files import MANIFEST_FILE, DiskReserve, JobFolders, disk_full_message, is_disk_full
 from .images import DecodeBudget
-from .routes import router
+from .routes import JobLocks, router
 from .security import BodyLimitMiddleware, HostOriginMiddleware, TokenMiddleware
 from .store import JobStore
 from .worker_process import EngineSpec, WorkerProcess
@@ -42,6 +42,7 @@ class Services:
         self.converter = spec.build_converter()
         self.decode_budget = DecodeBudget.for_pixels(settings.max_image_pixels)
         self.reserve = DiskReserve(settings.data_dir)
+        self.job_locks = JobLocks()
         self.worker = WorkerProcess(settings, spec, self.store)
         self.event_cache: dict[str, tuple[float, str | None, bool]] = {}  # job id → (read at, JSON, final)
 

@@ -72,6 +72,7 @@ ERROR_CODES: dict[str, ErrorCode] = {
         409, "Only a finished job can be exported.", "Wait until the job has succeeded."
     ),
     "job_active": ErrorCode(409, "The job is still queued or running.", "Cancel it before deleting it."),
+    "job_busy": ErrorCode(409, "The job is being exported.", "Try again when the export has finished."),
     "generation_missing": ErrorCode(
         409, "The stored generation of this job is missing.", "Generate the model again."
     ),

@@ -136,6 +136,20 @@ class JobFolders:
             raise ValueError(f"not a job file name: {name!r}")
         return self.folder(job_id) / name
 
+    def real_file(self, job_id: str, name: str) -> Path | None:
+        """The job's file as it really is on disk, only when it is a regular file inside the job's own
+        folder, which is itself inside the jobs folder (a symbolic link out of either is refused)."""
+        path = self.path(job_id, name)
+        try:
+            root = self.root.resolve(strict=True)
+            folder = path.parent.resolve(strict=True)
+            real = path.resolve(strict=True)
+        except (OSError, RuntimeError):
+            return None
+        if folder.parent != root or folder.name != job_id or real.parent != folder or not real.is_file():
+            return None
+        return real
+
     def write_bytes(self, job_id: str, name: str, data: bytes) -> Path:
         with self.atomic(job_id, name, needed=len(data)) as tmp:
             tmp.write_bytes(data)

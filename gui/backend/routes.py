@@ -7,6 +7,8 @@ import json
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -45,6 +47,7 @@ ERRORS = {code: {"model": ErrorOut} for code in (400, 404, 409, 422)}
 router = APIRouter(prefix="/api", responses=ERRORS)
 SSE_INTERVAL_S = 0.25
 SSE_HEARTBEAT_S = 15.0
+DELETE_WAIT_S = 10.0  # a delete waits this long for the job's export to finish, then answers 409 job_busy
 _export_lock = threading.Lock()
 
 
@@ -355,7 +358,9 @@ async def export_job(request: Request, job_id: str) -> dict[str, Any]:
     name = export_file_name(req.format, req)
 
     def do_export() -> dict[str, Any]:
-        with _export_lock:
+        with svc.job_locks.hold(job_id), _export_lock:  # a delete waits for this export
+            if svc.store.get(job_id) is None:
+                raise job_not_found(job_id)
             target = svc.folders.path(job_id, name)
             if not target.is_file():
                 meshes = load_generation(generation, device=export_device(svc.settings.device))
@@ -366,9 +371,6 @@ async def export_job(request: Request, job_id: str) -> dict[str, Any]:
             return {"name": name, "format": req.format, "bytes": target.stat().st_size}
 
     result = await run_in_threadpool(do_export)
-    if svc.store.get(job_id) is None:  # deleted while exporting
-        svc.folders.remove(job_id)
-        raise job_not_found(job_id)
     ext = vocabulary.export_formats()[req.format].extension
     return {
         **result,
@@ -389,8 +391,8 @@ async def job_file(request: Request, job_id: str, name: str) -> FileResponse:
     job = get_job(svc, job_id)
     if name not in job.files and name not in job.inputs:
         raise ApiError("file_not_found", "This job has no file of that name.")
-    path = svc.folders.path(job_id, name)
-    if not path.is_file():
+    path = svc.folders.real_file(job_id, name)
+    if path is None:
         raise ApiError("file_not_found", "The file is missing from the job folder.")
     suffix = path.suffix.lower()
     headers = {}
@@ -405,9 +407,38 @@ async def job_file(request: Request, job_id: str, name: str) -> FileResponse:
 @router.delete("/jobs/{job_id}", response_model=JobDeleted)
 async def delete_job(request: Request, job_id: str) -> dict[str, Any]:
     svc = services(request)
-    job = get_job(svc, job_id)
-    if not job.is_final:
-        raise ApiError("job_active", f"The job is {job.state}; cancel it before deleting it.")
-    svc.store.delete(job_id)
-    await run_in_threadpool(svc.folders.remove, job_id)
+    get_job(svc, job_id)
+    lock = svc.job_locks.lock(job_id)
+    if not await run_in_threadpool(lock.acquire, True, DELETE_WAIT_S):
+        raise ApiError("job_busy", "The job is being exported; try again when that has finished.")
+    try:
+        job = get_job(svc, job_id)
+        if not job.is_final:
+            raise ApiError("job_active", f"The job is {job.state}; cancel it before deleting it.")
+        svc.store.delete(job_id)
+        await run_in_threadpool(svc.folders.remove, job_id)
+    finally:
+        lock.release()
+    svc.job_locks.forget(job_id)
     return {"deleted": job_id}
+
+
+class JobLocks:
+    """One lock per job for the work that must not overlap with its deletion (exports)."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def lock(self, job_id: str) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(job_id, threading.Lock())
+
+    @contextmanager
+    def hold(self, job_id: str) -> Iterator[None]:
+        with self.lock(job_id):
+            yield
+
+    def forget(self, job_id: str) -> None:
+        with self._guard:
+            self._locks.pop(job_id, None)

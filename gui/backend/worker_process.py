@@ -8,6 +8,7 @@ import logging
 import multiprocessing
 import os
 import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from .store import JobStore
 log = logging.getLogger("genesis.worker")
 WATCHDOG_INTERVAL_S = 0.5
 FLAG_POLL_S = 0.02
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 def resolve(path: str) -> Any:
@@ -67,11 +69,40 @@ class EngineSpec:
         return resolve(self.converter) if self.converter else None
 
 
-def worker_main(settings: Settings, spec: EngineSpec, wake, stop, loaded, parent_pid: int) -> None:
+def die_with_parent(parent_pid: int, lifeline) -> None:
+    """End this process as soon as the server is gone, even in the middle of a long native call: on Linux
+    the kernel kills it (PR_SET_PDEATHSIG); everywhere, a thread waits on a pipe whose only writer is the
+    server and exits when it reads end-of-file."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent_pid:  # the server died before the line above
+        os._exit(0)
+
+    def watch() -> None:
+        try:
+            lifeline.recv()
+        except (EOFError, OSError):
+            pass
+        os._exit(0)
+
+    threading.Thread(target=watch, name="genesis-parent-watch", daemon=True).start()
+
+
+def worker_main(
+    settings: Settings, spec: EngineSpec, wake, stop, loaded, parent_pid: int, lifeline=None
+) -> None:
     """Entry point of the worker process."""
     from .files import JobFolders
     from .worker import JobWorker
 
+    if lifeline is not None:
+        die_with_parent(parent_pid, lifeline)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C reaches the whole group: the server stops us
     manager = EngineManager(spec.build(settings), settings.idle_unload_s)
@@ -112,17 +143,24 @@ class WorkerProcess:
         self._loaded = self._ctx.RawArray("c", 64)
         self._proc: multiprocessing.process.BaseProcess | None = None
         self._closing = threading.Event()
+        self._stopped = threading.Event()
         self._watchdog: threading.Thread | None = None
+        self._lifeline = None  # the write end of the worker's pipe: closed (by us or by our death) ends it
         self.restarts = 0
 
     def _spawn(self) -> None:
+        receiver, sender = self._ctx.Pipe(duplex=False)  # the server never writes: it only holds `sender`
         self._proc = self._ctx.Process(
             target=worker_main,
             name="genesis-worker",
             daemon=True,
-            args=(self.settings, self.spec, self._wake, self._stop, self._loaded, os.getpid()),
+            args=(self.settings, self.spec, self._wake, self._stop, self._loaded, os.getpid(), receiver),
         )
         self._proc.start()
+        receiver.close()
+        if self._lifeline is not None:
+            self._lifeline.close()
+        self._lifeline = sender
 
     def start(self) -> None:
         self._spawn()
@@ -130,7 +168,9 @@ class WorkerProcess:
         self._watchdog.start()
 
     def _watch(self) -> None:
-        while not self._closing.wait(WATCHDOG_INTERVAL_S):
+        # lives until `stop` has finished: a worker it restarted dies with it (PR_SET_PDEATHSIG is tied
+        # to the thread that started the process)
+        while not self._stopped.wait(WATCHDOG_INTERVAL_S):
             if self._proc is not None and not self._proc.is_alive() and not self._closing.is_set():
                 code = self._proc.exitcode
                 try:
@@ -163,13 +203,19 @@ class WorkerProcess:
         self._closing.set()
         self._stop.set()
         self._wake.set()
-        if self._proc is None:
-            return
-        self._proc.join(0.5 if self.store.running_job_id() else timeout)
-        if self._proc.is_alive():
-            self._proc.terminate()
-            self._proc.join(timeout)
-        if self._proc.is_alive():
-            self._proc.kill()
-            self._proc.join(timeout)
-        self.store.recover_after_crash()
+        try:
+            if self._proc is None:
+                return
+            self._proc.join(0.5 if self.store.running_job_id() else timeout)
+            if self._proc.is_alive():
+                self._proc.terminate()
+                self._proc.join(timeout)
+            if self._proc.is_alive():
+                self._proc.kill()
+                self._proc.join(timeout)
+            self.store.recover_after_crash()
+        finally:
+            if self._lifeline is not None:
+                self._lifeline.close()
+                self._lifeline = None
+            self._stopped.set()

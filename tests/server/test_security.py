@@ -10,6 +10,7 @@ import struct
 import threading
 import time
 import zlib
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -18,11 +19,12 @@ from PIL import Image
 from gui.backend.app import create_app
 from gui.backend.config import Settings
 from gui.backend.errors import ApiError
+from gui.backend.files import JobFolders
 from gui.backend.images import ACCEPTED_FORMATS, DECODE_BYTES_PER_PIXEL, DecodeBudget, decode_upload, decoded
 from gui.backend.security import host_origin, parse_origin
 from gui.backend.worker_process import EngineSpec
 
-from .conftest import LiveServer, png_bytes, submit
+from .conftest import LiveServer, fake_server_cmd, png_bytes, submit
 
 FAKE_SPEC = EngineSpec("tests.server.fake_engine:fake_engines")
 EVIL = "https://evil.example"
@@ -320,3 +322,129 @@ def test_pathological_json_is_a_400_or_413_never_a_500(fake_server: LiveServer, 
     assert client.get("/api/health").json()["status"] == "ok"
     ok = client.post(export, json={"format": "glb"})
     assert ok.status_code == 200, ok.text
+
+
+# -- files and processes ---------------------------------------------------------------------------------
+def test_symlinks_out_of_the_job_folder_are_not_followed(tmp_path):
+    folders = JobFolders(tmp_path)
+    job_id, other = "a" * 32, "b" * 32
+    folders.write_bytes(job_id, "model.glb", b"glb")
+    folders.write_bytes(other, "model.glb", b"other")
+    secret = tmp_path / "secret.txt"
+    secret.write_text("secret")
+    assert folders.real_file(job_id, "model.glb") == folders.path(job_id, "model.glb").resolve()
+    (folders.folder(job_id) / "out.glb").symlink_to(secret)
+    (folders.folder(job_id) / "sideways.glb").symlink_to(folders.path(other, "model.glb"))
+    (folders.folder(job_id) / "dir.glb").mkdir()
+    for name in ("out.glb", "sideways.glb", "dir.glb", "missing.glb"):
+        assert folders.real_file(job_id, name) is None, name
+    linked = "c" * 32
+    (folders.root / linked).symlink_to(folders.folder(other), target_is_directory=True)
+    assert folders.real_file(linked, "model.glb") is None, "a job folder that is a link is refused"
+
+
+def test_live_server_serves_no_file_through_a_symlink(fake_server: LiveServer, done_job: str):
+    folder = fake_server.data_dir / "jobs" / done_job
+    url = f"/api/jobs/{done_job}/files/model.glb"
+    assert fake_server.client.get(url).status_code == 200
+    model = folder / "model.glb"
+    kept = folder / "model.kept"
+    model.rename(kept)
+    model.symlink_to(fake_server.data_dir / "genesis.db")
+    try:
+        r = fake_server.client.get(url)
+        assert r.status_code == 404 and error_code(r) == "file_not_found"
+        assert b"SQLite" not in r.content
+    finally:
+        model.unlink()
+        kept.rename(model)
+
+
+@pytest.fixture(scope="module")
+def inproc(tmp_path_factory):
+    """The app in this process (its worker in its own), so a test can slow the export down."""
+    tmp = tmp_path_factory.mktemp("inproc")
+    spec = EngineSpec(
+        "tests.server.fake_engine:fake_engines", converter="gui.backend.export:vertex_colored_mesh"
+    )
+    app = create_app(Settings(models_dir=tmp / "models", data_dir=tmp / "data"), spec)
+    with TestClient(app, base_url="http://127.0.0.1") as client:
+        yield client
+
+
+def finished(client: TestClient) -> str:
+    r = client.post("/api/generate/image", files={"image": ("a.png", png_bytes(), "image/png")})
+    job_id = r.json()["job_id"]
+    for _ in range(400):
+        if client.get(f"/api/jobs/{job_id}").json()["state"] == "succeeded":
+            return job_id
+        time.sleep(0.05)
+    raise AssertionError("the job did not finish")
+
+
+@pytest.mark.parametrize("wait_s, status", [(5.0, 200), (0.2, 409)])
+def test_delete_during_export_waits_or_answers_409_never_500(inproc, monkeypatch, wait_s, status):
+    from gui.backend import routes
+
+    real = routes.export_generation
+
+    def slow(*args, **kwargs):
+        time.sleep(1.0)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(routes, "export_generation", slow)
+    monkeypatch.setattr(routes, "DELETE_WAIT_S", wait_s)
+    job_id = finished(inproc)
+    results = {}
+    exporting = threading.Thread(
+        target=lambda: results.update(
+            export=inproc.post(f"/api/jobs/{job_id}/export", json={"format": "ply"})
+        )
+    )
+    exporting.start()
+    time.sleep(0.3)
+    deleted = inproc.delete(f"/api/jobs/{job_id}")
+    exporting.join()
+    assert deleted.status_code == status, deleted.text
+    assert results["export"].status_code in (200, 404), results["export"].text
+    if status == 409:
+        assert error_code(deleted) == "job_busy"
+        assert inproc.delete(f"/api/jobs/{job_id}").status_code == 200
+    assert inproc.get(f"/api/jobs/{job_id}").status_code == 404
+    assert inproc.get("/api/health").json()["status"] == "ok"
+
+
+def child_pids(pid: int) -> list[int]:
+    out = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        out += [int(c) for c in (task / "children").read_text().split()]
+    return out
+
+
+def is_gone(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except OSError:
+        return True
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
+def test_the_worker_dies_within_2_s_of_its_server(tmp_path):
+    """Even in the middle of a long step that never calls back (a native call, texture baking)."""
+    server = LiveServer(fake_server_cmd(tmp_path, "--steps", "2", "--step-s", "30"), tmp_path)
+    try:
+        job_id = submit(server)
+        server.wait_state(job_id, ("running",))
+        time.sleep(0.5)  # inside the 30 s step
+        workers = [
+            p for p in child_pids(server.proc.pid) if "spawn_main" in Path(f"/proc/{p}/cmdline").read_text()
+        ]
+        assert workers, "the worker process was not found"
+        server.kill()
+        killed = time.monotonic()
+        while not all(is_gone(p) for p in workers) and time.monotonic() - killed < 10:
+            time.sleep(0.05)
+        assert all(is_gone(p) for p in workers), "the worker outlived its server"
+        assert time.monotonic() - killed < 2.0
+    finally:
+        server.stop()
