@@ -29,28 +29,76 @@ function venvPython(root = REPO_ROOT, platform = process.platform, env = process
     : path.join(root, '.venv', 'bin', 'python');
 }
 
+/** True for this machine's names: 127.0.0.0/8, localhost, ::1 (as `URL.hostname` spells them). */
+function isLoopbackHost(hostname) {
+  return ['localhost', '[::1]', '::1'].includes(hostname) || /^127(\.\d{1,3}){3}$/.test(hostname);
+}
+
+/**
+ * Whether `url` belongs to the origin of `base`: parsed scheme, host and port compared, never string
+ * prefixes (`http://127.0.0.1:PORT@other.host/` is other.host). URLs carrying user info are refused.
+ */
+function sameOrigin(url, base) {
+  try {
+    const a = new URL(url);
+    const b = new URL(base);
+    return !a.username && !a.password && a.protocol === b.protocol && a.hostname === b.hostname
+      && a.port === b.port && ['http:', 'https:'].includes(a.protocol);
+  } catch {
+    return false;
+  }
+}
+
+const flagValue = (argv, name) => {
+  const flag = argv.find((a) => a.startsWith(`--${name}=`));
+  return flag ? flag.slice(name.length + 3) : undefined;
+};
+
 /**
  * Decide how to reach the server: `--backend-url=URL` or GENESIS_BACKEND_URL connects to a running
  * one; otherwise we start `python -m gui.backend.launcher --no-window` from the project's .venv.
+ * The access token comes from `--backend-token=` or GENESIS_TOKEN (the launcher's environment, which a
+ * spawned server shares). A backend on another machine must use https, unless the user opts in with
+ * `--allow-insecure-backend` or GENESIS_ALLOW_INSECURE_BACKEND=1.
  */
 function resolveBackend({ argv = process.argv, env = process.env, root = REPO_ROOT, platform } = {}) {
-  const flag = argv.find((a) => a.startsWith('--backend-url='));
-  const url = flag ? flag.slice('--backend-url='.length) : env.GENESIS_BACKEND_URL;
-  if (url) {
-    let parsed;
-    try {
-      parsed = new URL(url);
-    } catch {
-      throw new BackendError(`The backend address "${url}" is not a valid URL.`,
-        'Use a full address such as http://127.0.0.1:8000.');
-    }
-    if (!['http:', 'https:'].includes(parsed.protocol)) {
-      throw new BackendError(`The backend address "${url}" must start with http:// or https://.`,
-        'Use a full address such as http://127.0.0.1:8000.');
-    }
-    return { mode: 'connect', url: parsed.origin };
+  const url = flagValue(argv, 'backend-url') ?? env.GENESIS_BACKEND_URL;
+  const token = flagValue(argv, 'backend-token') ?? env.GENESIS_TOKEN ?? null;
+  if (!url) return { mode: 'spawn', python: venvPython(root, platform, env), cwd: root, token };
+  let parsed;
+  try {
+    parsed = new URL(url);
+  } catch {
+    throw new BackendError(`The backend address "${url}" is not a valid URL.`,
+      'Use a full address such as http://127.0.0.1:8000.');
   }
-  return { mode: 'spawn', python: venvPython(root, platform, env), cwd: root };
+  if (!['http:', 'https:'].includes(parsed.protocol)) {
+    throw new BackendError(`The backend address "${url}" must start with http:// or https://.`,
+      'Use a full address such as http://127.0.0.1:8000.');
+  }
+  if (parsed.username || parsed.password) {
+    throw new BackendError(`The backend address "${url}" must not carry a user name or password.`,
+      'Give the access token with --backend-token (or GENESIS_TOKEN) instead.');
+  }
+  const insecureOk = argv.includes('--allow-insecure-backend') || env.GENESIS_ALLOW_INSECURE_BACKEND === '1';
+  if (parsed.protocol === 'http:' && !isLoopbackHost(parsed.hostname) && !insecureOk) {
+    throw new BackendError(`The backend at ${parsed.origin} is on another machine and uses plain http.`,
+      'Serve it over https (for example behind a reverse proxy), or start the window with '
+      + '--allow-insecure-backend if you trust the network.');
+  }
+  return { mode: 'connect', url: parsed.origin, token };
+}
+
+/** Request headers that carry the access token (none without one). */
+function authHeaders(token) {
+  return token ? { Authorization: `Bearer ${token}` } : {};
+}
+
+/** The address the window opens: the server's page, with the token for the renderer to keep. */
+function pageUrl(url, token) {
+  const page = new URL('/', url);
+  if (token) page.searchParams.set('token', token);
+  return page.href;
 }
 
 /** A TCP port on 127.0.0.1 that is free right now. */
@@ -111,7 +159,7 @@ const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
  * server process exits first or `timeoutMs` passes. `onStatus(text)` gets progress for the splash.
  */
 async function waitForHealth(url, { timeoutMs = 120000, intervalMs = 250, server = null, onStatus = () => {},
-  fetchImpl = globalThis.fetch } = {}) {
+  fetchImpl = globalThis.fetch, token = null } = {}) {
   const deadline = Date.now() + timeoutMs;
   let exited = null;
   const child = server?.child;
@@ -127,10 +175,17 @@ async function waitForHealth(url, { timeoutMs = 120000, intervalMs = 250, server
           server.output());
       }
       try {
-        const res = await fetchImpl(`${url}/api/health`, { signal: AbortSignal.timeout(Math.max(1000, intervalMs * 4)) });
+        const res = await fetchImpl(`${url}/api/health`, {
+          signal: AbortSignal.timeout(Math.max(1000, intervalMs * 4)), headers: authHeaders(token),
+        });
         if (res.ok) return await res.json();
+        if (res.status === 401) {
+          throw new BackendError(`The Genesis server at ${url} requires an access token.`,
+            'Start the window with --backend-token=TOKEN (or set GENESIS_TOKEN) as printed by the server.');
+        }
         lastError = `HTTP ${res.status}`;
       } catch (err) {
+        if (err instanceof BackendError) throw err;
         lastError = err.cause?.code || err.message;
       }
       if (Date.now() >= deadline) {
@@ -163,5 +218,6 @@ function stopServer(child, { graceMs = 5000 } = {}) {
 }
 
 module.exports = {
-  BackendError, READY_LINE, REPO_ROOT, freePort, resolveBackend, startServer, stopServer, venvPython, waitForHealth,
+  BackendError, READY_LINE, REPO_ROOT, authHeaders, freePort, isLoopbackHost, pageUrl, resolveBackend, sameOrigin,
+  startServer, stopServer, venvPython, waitForHealth,
 };

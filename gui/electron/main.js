@@ -25,7 +25,9 @@ const MAX_PICKED_IMAGES = 8;
 const MAX_IMAGE_BYTES = 64 * 2 ** 20;
 const EXPORT_TYPES = { glb: 'glTF binary', zip: 'OBJ (zip)', obj: 'OBJ', stl: 'STL', ply: 'PLY', png: 'PNG image' };
 
-const state = { server: null, url: null, mainWindow: null, splash: null, lastSaved: null, quitting: false, failed: false };
+const state = {
+  server: null, url: null, token: null, mainWindow: null, splash: null, lastSaved: null, quitting: false, failed: false,
+};
 
 function webPreferences(extra = {}) {
   return { contextIsolation: true, nodeIntegration: false, sandbox: true, webSecurity: true, ...extra };
@@ -45,11 +47,7 @@ function createSplash() {
 }
 
 function fromOurPage(event) {
-  try {
-    return new URL(event.senderFrame.url).origin === new URL(state.url).origin;
-  } catch {
-    return false;
-  }
+  return Boolean(state.url && event?.senderFrame) && backend.sameOrigin(event.senderFrame.url, state.url);
 }
 
 function registerIpc() {
@@ -107,10 +105,9 @@ async function openFolder() {
 }
 
 function lockDownSession() {
-  const origin = new URL(state.url).origin;
   session.defaultSession.webRequest.onHeadersReceived((details, callback) => {
     const headers = { ...details.responseHeaders };
-    if (details.url.startsWith(origin) && details.resourceType === 'mainFrame') {
+    if (backend.sameOrigin(details.url, state.url) && details.resourceType === 'mainFrame') {
       headers['Content-Security-Policy'] = [CONTENT_SECURITY_POLICY];
     }
     callback({ responseHeaders: headers });
@@ -128,20 +125,22 @@ function createMainWindow() {
   });
   state.mainWindow = win;
   if (saved.maximized) win.maximize();
-  const origin = new URL(state.url).origin;
   win.webContents.setWindowOpenHandler(({ url }) => {
-    if (/^https?:/.test(url) && !url.startsWith(origin)) shell.openExternal(url);
+    if (/^https?:/i.test(url) && !backend.sameOrigin(url, state.url)) shell.openExternal(url);
     return { action: 'deny' };
   });
-  win.webContents.on('will-navigate', (event, url) => {
-    if (!url.startsWith(origin)) event.preventDefault();
-  });
+  const stayHome = (event, url) => {
+    if (!backend.sameOrigin(url, state.url)) event.preventDefault();
+  };
+  win.webContents.on('will-navigate', stayHome);
+  win.webContents.on('will-redirect', stayHome);
+  win.webContents.on('will-attach-webview', (event) => event.preventDefault());
   win.on('close', () => saveWindowState(app.getPath('userData'), win));
   win.once('ready-to-show', () => {
     win.show();
     if (state.splash && !state.splash.isDestroyed()) state.splash.close();
   });
-  win.loadURL(`${state.url}/`);
+  win.loadURL(backend.pageUrl(state.url, state.token));
   return win;
 }
 
@@ -149,6 +148,7 @@ async function boot() {
   createSplash();
   try {
     const config = backend.resolveBackend();
+    state.token = config.token;
     if (config.mode === 'spawn') {
       const port = await backend.freePort();
       showSplash({ state: 'loading', message: 'Starting the Genesis server…', detail: '' });
@@ -162,7 +162,7 @@ async function boot() {
       showSplash({ state: 'loading', message: `Connecting to ${config.url}…` });
     }
     const timeoutMs = Number(process.env.GENESIS_HEALTH_TIMEOUT_MS) || 180000;
-    await backend.waitForHealth(state.url, { timeoutMs, server: state.server });
+    await backend.waitForHealth(state.url, { timeoutMs, server: state.server, token: state.token });
     lockDownSession();
     registerIpc();
     createMainWindow();

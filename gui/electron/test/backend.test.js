@@ -12,10 +12,56 @@ async function startFake(mode) {
 }
 
 test('a configured URL connects instead of spawning', () => {
-  assert.deepEqual(backend.resolveBackend({ argv: ['electron', '.', '--backend-url=http://10.0.0.5:8000/x'], env: {} }),
-    { mode: 'connect', url: 'http://10.0.0.5:8000' });
+  assert.deepEqual(backend.resolveBackend({ argv: ['electron', '.', '--backend-url=http://127.0.0.1:8000/x'], env: {} }),
+    { mode: 'connect', url: 'http://127.0.0.1:8000', token: null });
   assert.deepEqual(backend.resolveBackend({ argv: [], env: { GENESIS_BACKEND_URL: 'https://gpu.local' } }),
-    { mode: 'connect', url: 'https://gpu.local' });
+    { mode: 'connect', url: 'https://gpu.local', token: null });
+});
+
+test('a remote backend must use https unless the user opts in', () => {
+  const remote = ['--backend-url=http://10.0.0.5:8000'];
+  assert.throws(() => backend.resolveBackend({ argv: remote, env: {} }),
+    (err) => err instanceof backend.BackendError && /plain http/.test(err.message) && /https/.test(err.fix));
+  assert.deepEqual(backend.resolveBackend({ argv: [...remote, '--allow-insecure-backend'], env: {} }),
+    { mode: 'connect', url: 'http://10.0.0.5:8000', token: null });
+  assert.equal(backend.resolveBackend({ argv: remote, env: { GENESIS_ALLOW_INSECURE_BACKEND: '1' } }).mode, 'connect');
+  for (const local of ['http://localhost:9', 'http://127.0.0.2:9', 'http://[::1]:9']) {
+    assert.equal(backend.resolveBackend({ argv: [`--backend-url=${local}`], env: {} }).mode, 'connect', local);
+  }
+  assert.throws(() => backend.resolveBackend({ argv: ['--backend-url=https://me:pw@gpu.local'], env: {} }),
+    /user name or password/);
+});
+
+test('the token comes from the launcher: a flag or GENESIS_TOKEN', () => {
+  const url = '--backend-url=https://gpu.local';
+  assert.equal(backend.resolveBackend({ argv: [url, '--backend-token=abc'], env: { GENESIS_TOKEN: 'env' } }).token, 'abc');
+  assert.equal(backend.resolveBackend({ argv: [url], env: { GENESIS_TOKEN: 'env' } }).token, 'env');
+  assert.equal(backend.resolveBackend({ argv: [], env: { GENESIS_TOKEN: 'spawned' } }).token, 'spawned');
+  assert.equal(backend.pageUrl('https://gpu.local:9', 'a b&c'), 'https://gpu.local:9/?token=a+b%26c');
+  assert.equal(backend.pageUrl('http://127.0.0.1:9', null), 'http://127.0.0.1:9/');
+  assert.deepEqual(backend.authHeaders('t'), { Authorization: 'Bearer t' });
+  assert.deepEqual(backend.authHeaders(null), {});
+});
+
+test('origins are compared parsed, never as string prefixes', () => {
+  const base = 'http://127.0.0.1:8741';
+  assert.ok(backend.sameOrigin(`${base}/index.html?x=1`, base));
+  assert.ok(backend.sameOrigin('HTTP://127.0.0.1:8741/', base));
+  for (const url of [`${base}@other.host/`, `${base}.evil.example/`, 'http://127.0.0.1:87410/', 'https://127.0.0.1:8741/',
+    'http://localhost:8741/', 'http://user@127.0.0.1:8741/', 'file:///etc/passwd', 'javascript:alert(1)', 'not a url', '']) {
+    assert.equal(backend.sameOrigin(url, base), false, url);
+  }
+  assert.ok(backend.sameOrigin('https://gpu.local/x', 'https://gpu.local:443'), 'default ports are the same port');
+});
+
+test('the health check sends the token and explains a 401', async () => {
+  const seen = [];
+  const ok = async (url, opts) => { seen.push(opts.headers); return { ok: true, status: 200, json: async () => ({ status: 'ok' }) }; };
+  await backend.waitForHealth('https://gpu.local', { token: 'tk', fetchImpl: ok, timeoutMs: 1000 });
+  assert.deepEqual(seen, [{ Authorization: 'Bearer tk' }]);
+  const denied = async () => ({ ok: false, status: 401 });
+  await assert.rejects(backend.waitForHealth('https://gpu.local', { fetchImpl: denied, timeoutMs: 5000 }),
+    (err) => /requires an access token/.test(err.message) && /--backend-token/.test(err.fix));
 });
 
 test('a bad configured URL is explained', () => {
@@ -26,7 +72,7 @@ test('a bad configured URL is explained', () => {
 
 test('without a URL the server is spawned from the project .venv', () => {
   const linux = backend.resolveBackend({ argv: [], env: {}, root: '/repo', platform: 'linux' });
-  assert.deepEqual(linux, { mode: 'spawn', python: '/repo/.venv/bin/python', cwd: '/repo' });
+  assert.deepEqual(linux, { mode: 'spawn', python: '/repo/.venv/bin/python', cwd: '/repo', token: null });
   const win = backend.resolveBackend({ argv: [], env: {}, root: 'C:\\g', platform: 'win32' });
   assert.match(win.python, /\.venv.Scripts.python\.exe$/);
 });

@@ -47,6 +47,23 @@ test('starts the server, waits for health, opens a locked-down window, stops the
     assert.equal(await electron.handlers.get('genesis:backend-url')(fromPage), main.state.url);
     await assert.rejects(electron.handlers.get('genesis:backend-url')({ senderFrame: { url: 'https://evil.example/' } }),
       /Refused/);
+    for (const url of [`${main.state.url}@evil.example/`, `${main.state.url}.evil.example/`]) {
+      await assert.rejects(electron.handlers.get('genesis:backend-url')({ senderFrame: { url } }), /Refused/, url);
+    }
+
+    const navigation = (url) => {
+      let prevented = false;
+      win.webContents.emit('will-navigate', { preventDefault: () => { prevented = true; } }, url);
+      return prevented;
+    };
+    assert.equal(navigation(`${main.state.url}/index.html#jobs`), false, 'its own pages may load');
+    assert.equal(navigation(`${main.state.url}@other.host/`), true, 'user info does not make another host ours');
+    assert.equal(navigation('https://evil.example/'), true);
+    const opened = [];
+    electron.shell.openExternal = (url) => opened.push(url);
+    assert.deepEqual(win.windowOpenHandler({ url: `${main.state.url}@other.host/` }), { action: 'deny' });
+    assert.deepEqual(win.windowOpenHandler({ url: `${main.state.url}/x` }), { action: 'deny' });
+    assert.deepEqual(opened, [`${main.state.url}@other.host/`], 'foreign links open in the browser, never here');
 
     const [hook] = electron.calls.headerHooks;
     let headers;
@@ -77,6 +94,30 @@ test('a server that never becomes healthy shows the error screen and is stopped'
     assert.match(status.message, /did not answer/);
     assert.ok(status.fix.length > 10);
     assert.notEqual(main.state.server.child.exitCode ?? main.state.server.child.signalCode, null, 'server stopped');
+  }));
+
+test('a server that needs a token: the window passes it from the launcher', () =>
+  withEnv({ GENESIS_PYTHON: FAKE, FAKE_SERVER_MODE: 'ok', GENESIS_BACKEND_URL: undefined, GENESIS_TOKEN: 's3cret' },
+    async () => {
+      const electron = installElectronMock();
+      const main = freshRequire('../main.js');
+      await main.ready;
+      const win = electron.windows[1];
+      assert.ok(win, 'main window opened');
+      assert.equal(win.loads[0], `${main.state.url}/?token=s3cret`);
+      await main.shutdown();
+    }));
+
+test('a plain-http backend on another machine is refused without the opt-in', () =>
+  withEnv({ GENESIS_BACKEND_URL: 'http://192.0.2.7:8741', GENESIS_ALLOW_INSECURE_BACKEND: undefined }, async () => {
+    const electron = installElectronMock();
+    const main = freshRequire('../main.js');
+    await main.ready;
+    assert.equal(electron.windows.length, 1, 'only the splash');
+    const status = splashStatus(electron.windows[0]);
+    assert.equal(status.state, 'error');
+    assert.match(status.message, /plain http/);
+    assert.match(status.fix, /allow-insecure-backend/);
   }));
 
 test('a broken installation shows what to run', () =>
