@@ -19,7 +19,7 @@ from .config import REPO_ROOT, Settings
 from .engines import EngineManager
 from .errors import ApiError, error_response
 from .files import MANIFEST_FILE, DiskReserve, JobFolders, disk_full_message, is_disk_full
-from .images import DecodeBudget
+from .images import DecodeBudget, return_freed_pixels_to_the_system
 from .routes import JobLocks, router
 from .security import BodyLimitMiddleware, HostOriginMiddleware, TokenMiddleware
 from .store import JobStore
@@ -41,6 +41,7 @@ class Services:
         )  # statuses only: never loaded here
         self.converter = spec.build_converter()
         self.decode_budget = DecodeBudget.for_pixels(settings.max_image_pixels)
+        return_freed_pixels_to_the_system()
         self.reserve = DiskReserve(settings.data_dir)
         self.job_locks = JobLocks()
         self.worker = WorkerProcess(settings, spec, self.store)

@@ -8,7 +8,9 @@ decodes and stores its images one at a time.
 
 from __future__ import annotations
 
+import ctypes
 import io
+import sys
 import threading
 import warnings
 from collections.abc import Iterator
@@ -30,6 +32,8 @@ PREVIEW_SIZE = 256
 DECODE_BYTES_PER_PIXEL = 16
 FULL_SIZE_DECODES = 2  # the shared budget holds this many images of the maximum size at once
 DECODE_WAIT_S = 60.0  # a request waits this long for budget before it is told the server is busy
+M_MMAP_THRESHOLD = -3  # <malloc.h>
+MMAP_THRESHOLD_BYTES = 2**20  # blocks this large and larger are mapped on their own, and unmapped when freed
 PngImagePlugin.MAX_TEXT_MEMORY = 4 * 2**20  # text chunks kept per PNG (Pillow's default is 64 MiB)
 
 
@@ -56,6 +60,18 @@ def normalizer():
         return normalize_image, ImageInputError
     except Exception:  # noqa: BLE001
         return basic_normalize, ImageDecodeError
+
+
+def return_freed_pixels_to_the_system() -> bool:
+    """Make glibc give large freed blocks (decoded images) back at once: without a fixed mmap threshold it
+    keeps them in per-thread arenas, and a burst of uploads leaves the server hundreds of MB larger."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None)
+        return bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES))
+    except (OSError, AttributeError):  # not glibc (musl has no mallopt)
+        return False
 
 
 class DecodeBudget:

@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import io
 import json
+import math
+import os
 import struct
 import threading
 import time
 import zlib
 from pathlib import Path
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
@@ -448,3 +451,68 @@ def test_the_worker_dies_within_2_s_of_its_server(tmp_path):
         assert time.monotonic() - killed < 2.0
     finally:
         server.stop()
+
+
+# -- memory ------------------------------------------------------------------------------------------------
+MEMORY_PIXELS = int(os.environ.get("GENESIS_MEMORY_PIXELS", "4000000"))  # 40000000 for the README figure
+MEMORY_SLACK_BYTES = 96 * 2**20  # request buffers, threads, allocator slack
+
+
+def proc_kib(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise KeyError(field)
+
+
+def gradient_png(side: int) -> bytes:
+    """A picture at the pixel limit that compresses to almost nothing: the costliest upload per byte."""
+    ramp = Image.linear_gradient("L").resize((side, side))
+    image = Image.merge("RGBA", (ramp, ramp.transpose(Image.Transpose.ROTATE_90), ramp, ramp))
+    buf = io.BytesIO()
+    image.save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="needs Linux /proc")
+def test_ten_concurrent_max_size_uploads_stay_under_the_memory_ceiling(tmp_path, capsys):
+    side = math.isqrt(MEMORY_PIXELS)
+    data = gradient_png(side)
+    server = LiveServer(
+        fake_server_cmd(tmp_path, "--max-pixels", str(MEMORY_PIXELS), "--steps", "1", "--step-s", "0"),
+        tmp_path,
+    )
+    try:
+        pid = server.proc.pid
+
+        def upload() -> int:
+            files_ = {"image": ("max.png", data, "image/png")}
+            with httpx.Client(base_url=server.url, timeout=600) as client:
+                return client.post("/api/generate/image", files=files_, data={"params": "{}"}).status_code
+
+        assert upload() == 202  # warm: imports, threads, the decoder
+        baseline = proc_kib(pid, "VmRSS") * 1024
+        try:
+            Path(f"/proc/{pid}/clear_refs").write_text("5")  # restart the peak from here
+        except OSError:
+            pass
+        results: list[int] = []
+        threads = [threading.Thread(target=lambda: results.append(upload())) for _ in range(10)]
+        started = time.monotonic()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        seconds = time.monotonic() - started
+        peak = proc_kib(pid, "VmHWM") * 1024
+    finally:
+        server.stop()
+    ceiling = DecodeBudget.for_pixels(MEMORY_PIXELS).limit + MEMORY_SLACK_BYTES
+    with capsys.disabled():
+        print(
+            f"\nmemory: 10 concurrent {side}x{side} uploads ({len(data) / 2**20:.1f} MiB each) in {seconds:.1f} s; "
+            f"server RSS {baseline / 2**20:.0f} MiB idle, peak +{(peak - baseline) / 2**20:.0f} MiB "
+            f"(ceiling +{ceiling / 2**20:.0f} MiB)"
+        )
+    assert results == [202] * 10
+    assert peak - baseline <= ceiling
