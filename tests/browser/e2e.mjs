@@ -136,6 +136,19 @@ try {
   const health = await page.evaluate(() => fetch('/api/health').then((r) => r.json()));
   check(await page.getAttribute('#mode-fast', 'aria-disabled') === String(!health.engines.fresnel?.ready),
     'the Fast tab is enabled exactly when the server says Fresnel is ready');
+  const engines = (await page.evaluate(() => fetch('/api/config').then((r) => r.json()))).engines;
+  const faces = (name) => String(engines[name].params.decimation_target.default);
+  if (health.engines.fresnel?.ready) {
+    await page.click('#mode-fast');
+    check(await page.inputValue('#decimation-target') === faces('fresnel'), 'the Fast tab shows its own draft defaults');
+    await page.click('#mode-image');
+    check(await page.inputValue('#decimation-target') === faces('trellis2'), 'back on TRELLIS.2, its defaults return');
+    await page.click('#mode-fast');
+    await page.fill('#decimation-target', '30000');
+    await page.click('#mode-image');
+    check(await page.inputValue('#decimation-target') === '30000', 'a value the user set stays when the engine changes');
+    await page.fill('#decimation-target', faces('trellis2'));
+  }
   await page.click('#mode-multiview');
   check(await page.locator('#slots .slot').count() === 4, 'four labelled view slots');
   check(/Front/.test(await page.locator('#slots').innerText()), 'slots are labelled');

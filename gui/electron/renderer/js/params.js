@@ -16,23 +16,32 @@ const CHOICES = {
   mode: () => config().multiview_modes,
 };
 
-/** Fill the menus and limits of the form for an engine's `fields` (keeps what the user already chose). */
+/** Fill the menus and limits of the form for an engine's `fields`. A field the user has not edited shows this
+ * engine's default (the Fast tab's draft export settings differ from TRELLIS.2's); an edited one keeps its value. */
 export function prepareForm(fields) {
   for (const [name, field] of Object.entries(fields)) {
     const input = $(inputId(name));
     if (name === 'mode') buildRadios($('mode-choices'), field);
-    else if (input?.tagName === 'SELECT' && !input.options.length) fillMenu(input, name, field);
-    else if (input?.type === 'number') applyLimits(input, field, { value: input.value === '' });
-    else if (input?.type === 'checkbox' && !input.dataset.prepared) {
-      input.checked = Boolean(field.default);
+    if (!input || name === 'mode') continue;
+    if (!input.dataset.prepared) {
       input.dataset.prepared = 'true';
+      input.addEventListener('change', (e) => { if (e.isTrusted) markEdited(input); });
     }
+    const keep = input.dataset.edited === 'true';
+    if (input.tagName === 'SELECT') {
+      if (!input.options.length) fillMenu(input, name, field);
+      if (!keep && field.default !== null && field.default !== undefined) input.value = String(field.default);
+    } else if (input.type === 'number') applyLimits(input, field, { value: !keep && input.id !== 'seed' || input.value === '' });
+    else if (input.type === 'checkbox' && !keep) input.checked = Boolean(field.default);
   }
   for (const box of document.querySelectorAll('[data-param]')) {
     const param = box.dataset.param;
     box.hidden = param === 'sampler' ? stagesOf(fields).length === 0 : !(param in fields);
   }
 }
+
+/** From now on `input` keeps its value when the engine changes. */
+const markEdited = (input) => { input.dataset.edited = 'true'; };
 
 /** Fill a menu: the vocabulary's labelled choices, or the field's own `choices` (labelled as the config says). */
 function fillMenu(select, name, field) {
@@ -148,6 +157,7 @@ export function writeParams(params) {
   if (!params) return;
   const set = (input, value) => {
     if (!input || value === undefined || value === null) return;
+    markEdited(input);
     if (input.type === 'checkbox') input.checked = Boolean(value);
     else if (input.tagName !== 'SELECT' || [...input.options].some((o) => o.value === String(value))) input.value = String(value);
   };
