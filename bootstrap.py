@@ -191,7 +191,12 @@ def cmd_test(args: list[str]) -> int:
 
 def cmd_start(args: list[str]) -> int:
     py = install(dev=False)
-    return subprocess.run([str(py), "-m", "gui.backend.launcher", *args], cwd=ROOT).returncode
+    command = [str(py), "-m", "gui.backend.launcher", *args]
+    if os.name == "posix":  # become the launcher: Ctrl+C and SIGTERM reach the server itself, no orphan
+        sys.stdout.flush()
+        os.chdir(ROOT)
+        os.execv(command[0], command)
+    return subprocess.run(command, cwd=ROOT).returncode
 
 
 def main(argv: list[str]) -> int:

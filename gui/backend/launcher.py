@@ -51,8 +51,11 @@ def open_browser(url: str) -> None:
     )
 
 
-def run_window(server: AnnouncingServer, force_browser: bool) -> None:
-    """Wait for the server, then show the UI; when the Electron window closes, stop the server."""
+def run_window(
+    server: AnnouncingServer, force_browser: bool, windows: list[subprocess.Popen] | None = None
+) -> None:
+    """Wait for the server, then show the UI; when the Electron window closes, stop the server. The window's
+    process is added to `windows`, so that stopping the server closes it too."""
     while not server.started and not server.should_exit:
         time.sleep(0.1)
     if server.should_exit or server.url is None:
@@ -66,9 +69,12 @@ def run_window(server: AnnouncingServer, force_browser: bool) -> None:
         open_browser(server.url)
         return
     try:
+        env = {**os.environ, "GENESIS_TOKEN": server.settings.token} if server.settings.token else None
         proc = subprocess.Popen(
-            [str(electron), str(ELECTRON_DIR), f"--backend-url={server.url}"], cwd=ELECTRON_DIR
+            [str(electron), str(ELECTRON_DIR), f"--backend-url={server.url}"], cwd=ELECTRON_DIR, env=env
         )
+        if windows is not None:
+            windows.append(proc)
     except OSError as exc:
         print(f"The desktop window could not start ({exc}); using the browser.", flush=True)
         open_browser(server.url)
@@ -108,9 +114,15 @@ def main(argv: list[str] | None = None) -> int:
         timeout_graceful_shutdown=5,
     )
     server = AnnouncingServer(config, settings)
+    windows: list[subprocess.Popen] = []
     if not args.no_window:
-        threading.Thread(target=run_window, args=(server, args.browser), daemon=True).start()
-    server.run()
+        threading.Thread(target=run_window, args=(server, args.browser, windows), daemon=True).start()
+    try:
+        server.run()
+    finally:
+        for window in windows:  # the server stopped (Ctrl+C, SIGTERM): the window goes with it
+            if window.poll() is None:
+                window.terminate()
     return 0 if server.started else 1
 
 

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import sys
+from types import SimpleNamespace
 
 import pytest
+
+from tests.process_utils import wait_until_gone
 
 from .conftest import REPO_ROOT, LiveServer
 
 
 def start_and_check(cmd: list[str], data) -> None:
+    """Start, check the server answers, stop it with SIGTERM: nothing of it may be left running."""
     server = LiveServer(cmd, data, timeout=240)
     try:
         assert server.url.startswith("http://127.0.0.1:")
@@ -21,6 +25,7 @@ def start_and_check(cmd: list[str], data) -> None:
     finally:
         server.stop()
     assert server.proc.returncode is not None
+    assert wait_until_gone(str(data)) == [], "SIGTERM left a process of the start command running"
 
 
 def test_launcher_without_window(tmp_path):
@@ -93,6 +98,7 @@ def test_window_falls_back_to_the_browser_without_electron(monkeypatch, capsys):
 
     class Started:
         started, should_exit, url = True, False, "http://127.0.0.1:1234"
+        settings = SimpleNamespace(token=None)
 
     server = Started()
     launcher.run_window(server, force_browser=False)
@@ -112,6 +118,27 @@ def test_window_falls_back_when_electron_exits_at_once(monkeypatch, tmp_path):
 
     class Started:
         started, should_exit, url = True, False, "http://127.0.0.1:1234"
+        settings = SimpleNamespace(token=None)
 
     launcher.run_window(Started(), force_browser=False)
     assert opened == ["http://127.0.0.1:1234"]
+
+
+def test_the_window_gets_the_token_and_closes_with_the_server(monkeypatch, tmp_path):
+    from gui.backend import launcher
+
+    seen = tmp_path / "token"
+    fake = tmp_path / "electron"
+    fake.write_text(f'#!/bin/sh\nprintf "%s" "$GENESIS_TOKEN" > {seen}\nexit 0\n')
+    fake.chmod(0o755)
+    monkeypatch.setattr(launcher, "electron_binary", lambda: fake)
+
+    class Started:
+        started, should_exit, url = True, False, "http://127.0.0.1:1234"
+        settings = SimpleNamespace(token="s3cret")
+
+    server, windows = Started(), []
+    launcher.run_window(server, force_browser=False, windows=windows)
+    assert seen.read_text() == "s3cret"
+    assert len(windows) == 1 and windows[0].returncode == 0
+    assert server.should_exit, "closing the window stops the server"
