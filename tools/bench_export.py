@@ -1,8 +1,9 @@
-"""Benchmark `o_voxel.postprocess.to_glb` + GLB writing on dense decoded-like O-Voxel meshes.
+"""Benchmark the O-Voxel export on dense decoded-like O-Voxel meshes: `to_glb` + the GLB writer, and (for STL and
+PLY) `to_vertex_colored_mesh` + the PLY writer, which skip the UV unwrap and the bake.
 
 Builds a bumpy sphere ("noisy blob") directly as a flexible dual grid at a resolution that gives about N
 faces (active voxels around sign changes of an analytic SDF, dual vertices on the surface), attaches smooth
-PBR voxel attributes, then runs `to_glb` with remesh off and on. Reports seconds and peak memory per step
+PBR voxel attributes, then runs each format with remesh off and on. Reports seconds and peak memory per step
 (GPU: torch.cuda.max_memory_allocated; CPU: peak resident set size sampled every 10 ms) and the hardware.
 
     python tools/bench_export.py --quick                      # seconds, CPU smoke test
@@ -26,7 +27,8 @@ import torch
 
 from o_voxel.boxes import enumerate_boxes
 from o_voxel.convert import flexible_dual_grid_to_mesh
-from o_voxel.postprocess import to_glb
+from o_voxel.export import export_asset
+from o_voxel.postprocess import to_glb, to_vertex_colored_mesh
 
 AABB = [[-0.5] * 3, [0.5] * 3]
 LAYOUT = {"base_color": slice(0, 3), "metallic": slice(3, 4), "roughness": slice(4, 5), "alpha": slice(5, 6)}
@@ -158,7 +160,10 @@ def hardware(device: torch.device) -> dict:
     return info
 
 
-def run_case(vertices, faces, attrs, coords, res, target, texture, remesh, device, out_dir: Path) -> dict:
+def run_case(
+    vertices, faces, attrs, coords, res, target, texture, remesh, device, out_dir: Path, fmt: str = "glb"
+) -> dict:
+    """One export of the blob as `fmt` ('glb': textured; 'ply': vertex colours, no bake), timed per step."""
     memory = PeakMemory(device)
     steps: list[dict] = []
     start = last = time.perf_counter()
@@ -171,35 +176,27 @@ def run_case(vertices, faces, attrs, coords, res, target, texture, remesh, devic
         memory.reset()
         last = now
 
-    mesh = to_glb(
-        vertices,
-        faces,
-        attrs,
-        coords,
-        LAYOUT,
-        AABB,
-        grid_size=res,
-        decimation_target=target,
-        texture_size=texture,
-        remesh=remesh,
-        progress=progress,
-    )
-    path = out_dir / f"bench_{len(faces)}_{'remesh' if remesh else 'simplify'}.glb"
-    mesh.export(path)
+    common = {"grid_size": res, "decimation_target": target, "remesh": remesh, "progress": progress}
+    if fmt == "glb":
+        mesh = to_glb(vertices, faces, attrs, coords, LAYOUT, AABB, texture_size=texture, **common)
+    else:
+        mesh = to_vertex_colored_mesh(vertices, faces, attrs, coords, LAYOUT, AABB, **common)
+    path = export_asset(mesh, out_dir, f"bench_{len(faces)}_{'remesh' if remesh else 'simplify'}", fmt)
     now = time.perf_counter()
     steps.append(
-        {"step": "write glb", "seconds": round(now - last, 3), "peak_gb": round(memory.read_gb(), 3)}
+        {"step": f"write {fmt}", "seconds": round(now - last, 3), "peak_gb": round(memory.read_gb(), 3)}
     )
     memory.close()
     return {
         "input_faces": int(faces.shape[0]),
         "resolution": res,
         "voxels": int(coords.shape[0]),
+        "format": fmt,
         "remesh": remesh,
         "decimation_target": target,
-        "texture_size": texture,
+        "texture_size": texture if fmt == "glb" else None,
         "output_faces": int(len(mesh.faces)),
-        "glb_mb": round(path.stat().st_size / 2**20, 2),
+        "file_mb": round(path.stat().st_size / 2**20, 2),
         "total_seconds": round(now - start, 3),
         "peak_gb": max(s["peak_gb"] for s in steps),
         "steps": steps,
@@ -221,6 +218,9 @@ def main() -> None:
         "--remesh", choices=["off", "on", "both"], default=None, help="default: both (off if --quick)"
     )
     parser.add_argument(
+        "--formats", default=None, help="comma-separated: glb, ply (default: glb,ply; glb if --quick)"
+    )
+    parser.add_argument(
         "--out", type=Path, default=None, help="write the results as JSON here (GLBs beside it)"
     )
     args = parser.parse_args()
@@ -230,6 +230,7 @@ def main() -> None:
     texture = 512 if args.quick else args.texture_size
     remesh = args.remesh or ("off" if args.quick else "both")
     modes = {"off": [False], "on": [True], "both": [False, True]}[remesh]
+    formats = (args.formats or ("glb" if args.quick else "glb,ply")).split(",")
     out_dir = args.out.parent if args.out else Path(tempfile.mkdtemp(prefix="bench_export_"))
     out_dir.mkdir(parents=True, exist_ok=True)
     results = {"hardware": hardware(device), "device": str(device), "cases": []}
@@ -241,14 +242,18 @@ def main() -> None:
         print(
             f"built {faces.shape[0]} faces, {coords.shape[0]} voxels at R={res} in {time.perf_counter() - t:.1f}s"
         )
-        for remesh in modes:
-            case = run_case(vertices, faces, attrs, coords, res, target, texture, remesh, device, out_dir)
-            results["cases"].append(case)
-            print(
-                f"faces={case['input_faces']} remesh={remesh}: {case['total_seconds']}s peak {case['peak_gb']} GB"
-            )
-            for s in case["steps"]:
-                print(f"    {s['step']:<14} {s['seconds']:>9.3f}s  {s['peak_gb']:>7.3f} GB")
+        for fmt in formats:
+            for remesh in modes:
+                case = run_case(
+                    vertices, faces, attrs, coords, res, target, texture, remesh, device, out_dir, fmt
+                )
+                results["cases"].append(case)
+                print(
+                    f"{fmt} faces={case['input_faces']} remesh={remesh}: {case['total_seconds']}s "
+                    f"peak {case['peak_gb']} GB"
+                )
+                for s in case["steps"]:
+                    print(f"    {s['step']:<18} {s['seconds']:>9.3f}s  {s['peak_gb']:>7.3f} GB")
         del vertices, faces, attrs, coords
     if args.out:
         args.out.write_text(json.dumps(results, indent=2))
