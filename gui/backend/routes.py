@@ -349,6 +349,8 @@ async def export_job(request: Request, job_id: str) -> dict[str, Any]:
     data = parse_json(body, 'The request body (JSON, e.g. {"format": "obj"})') if body.strip() else {}
     if not isinstance(data, dict):
         raise ApiError("invalid_json", "The request body must be a JSON object.")
+    if data.get("name") is None and job.params.get("name"):
+        data["name"] = job.params["name"]  # a re-export keeps the asset name the job was made with
     req = validated(ExportRequest, data)
     if job.state != SUCCEEDED:
         raise ApiError("job_not_succeeded", f"Only a finished job can be exported; this one is {job.state}.")

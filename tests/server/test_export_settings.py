@@ -206,6 +206,11 @@ def test_everything_in_the_glb_is_named_after_the_job(box_server: LiveServer, jo
         )
 
 
+def test_a_re_export_without_a_name_keeps_the_jobs_name(box_server: LiveServer, jobs, tmp_path):
+    _, data = export(box_server, jobs["solid"], tmp_path, format="glb", alpha_mode="MASK")
+    assert names_of(glb_json(data))["meshes"] == ["genesis_My_chair_v2"]
+
+
 def test_each_setting_gets_its_own_file(box_server: LiveServer, jobs, tmp_path):
     job = jobs["see_through"]
     results = {
