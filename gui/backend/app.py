@@ -15,6 +15,7 @@ from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from .api_docs import docs_page
 from .config import REPO_ROOT, Settings
 from .engines import EngineManager
 from .errors import ApiError, error_response
@@ -98,10 +99,15 @@ def create_app(settings: Settings | None = None, spec: EngineSpec | None = None)
         title="Genesis job server",
         version=__version__,
         lifespan=lifespan,
-        docs_url="/api/docs",
+        docs_url=None,  # our own page (api_docs): the stock one loads its scripts from a CDN
         openapi_url="/api/openapi.json",
         redoc_url=None,
     )
+
+    @app.get("/api/docs", include_in_schema=False)
+    def api_reference() -> HTMLResponse:
+        return HTMLResponse(docs_page(app.openapi()))
+
     app.state.settings = settings
     install_error_handlers(app)
     app.include_router(router)
