@@ -68,7 +68,7 @@ async function fastTab() {
 async function readmeShots() {
   await page.goto(opts.url);
   await page.waitForSelector('body[data-ready="true"]');
-  await page.waitForFunction(() => document.getElementById('server-status').textContent.startsWith('Ready'));
+  await page.waitForFunction(() => document.getElementById('server-status').dataset.reachable === 'true');
   await drop('#dropzone', opts.image);
   await page.waitForFunction(() => /transparency|opaque/.test(document.getElementById('image-note').textContent));
   await page.selectOption('#pipeline-type', '512');

@@ -104,7 +104,7 @@ try {
   await page.goto(opts.url);
   log('page loaded');
   await page.waitForSelector('body[data-ready="true"]');
-  await page.waitForFunction(() => document.getElementById('server-status').textContent.startsWith('Ready'));
+  await page.waitForFunction(() => document.getElementById('server-status').dataset.reachable === 'true');
   await page.waitForTimeout(500);
   const canvas = page.locator('#viewer-canvas');
   await shot('01-empty-viewer', canvas);
@@ -138,6 +138,12 @@ try {
     'the Fast tab is enabled exactly when the server says Fresnel is ready');
   const engines = (await page.evaluate(() => fetch('/api/config').then((r) => r.json()))).engines;
   const faces = (name) => String(engines[name].params.decimation_target.default);
+  const header = await page.textContent('#server-status');
+  for (const [name, entry] of Object.entries(engines)) {
+    const ready = health.engines[name]?.ready;
+    check(header.includes(ready ? `${entry.label} ready` : `${entry.label}: `), `the header says whether ${entry.label} can run: ${header}`);
+  }
+  check(header.includes(health.device === 'cpu' ? 'CPU (slow)' : health.device), `the header names the device: ${header}`);
   if (health.engines.fresnel?.ready) {
     await page.click('#mode-fast');
     check(await page.inputValue('#decimation-target') === faces('fresnel'), 'the Fast tab shows its own draft defaults');

@@ -48,17 +48,33 @@ async function refreshHealth() {
   const status = $('server-status');
   try {
     app.health = await api.health();
-    const where = desktop.available ? '' : ` · ${location.host}`;
-    status.textContent = `Ready · ${app.health.device || 'unknown device'}${where}`;
-    status.className = 'server-status ok';
+    status.dataset.reachable = 'true';
   } catch (err) {
     app.health = null;
     status.textContent = 'Server not reachable';
     status.className = 'server-status bad';
+    status.dataset.reachable = 'false';
     status.title = err.message;
   }
   updateModeAvailability();
   validate();
+}
+
+/** The header says which engines can run (e.g. "Fast ready · Image: Models missing · CPU (slow)"), amber when
+ * the chosen one cannot; each engine's full reason is in the tooltip. */
+function showEngineSummary(status) {
+  const names = Object.keys(config().engines);
+  const short = (reason) => (reason || 'not ready').split(/[:.(]| in /)[0].trim();
+  const parts = names.map((name) => {
+    const state = engineState(name);
+    return state.ready ? `${engine(name).label} ready` : `${engine(name).label}: ${short(state.reason)}`;
+  });
+  const device = app.health.device || 'unknown device';
+  parts.push(device === 'cpu' ? 'CPU (slow)' : device);
+  if (!desktop.available) parts.push(location.host);
+  status.textContent = parts.join(' · ');
+  status.title = names.map((name) => `${engine(name).label}: ${engineState(name).reason || 'ready'}`).join('\n');
+  status.className = `server-status ${engineState(app.mode || names[0]).ready ? 'ok' : 'warn'}`;
 }
 
 /** When the first engine cannot run (e.g. TRELLIS.2 without its models) open on one that can, and say why. */
@@ -80,6 +96,7 @@ function updateModeAvailability() {
     tab.setAttribute('aria-disabled', String(!state.ready));
     tab.title = state.ready ? engine(tab.dataset.mode).description : `Not available: ${state.reason || 'not ready'}`;
   }
+  if (app.health) showEngineSummary($('server-status'));
   const note = $('fast-note');
   const state = engineState(app.mode);
   note.hidden = state.ready || !app.health;
