@@ -21,7 +21,7 @@ from gui.backend.worker_process import EngineSpec
 from o_voxel import formats, validation
 from trellis2.pipelines import pipeline_config
 
-from .conftest import png_bytes
+from .conftest import REPO_ROOT, png_bytes
 
 BACKEND = Path(__file__).resolve().parents[2] / "gui" / "backend"
 
@@ -191,3 +191,17 @@ def test_settings_are_typed_and_read_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("GENESIS_MAX_UPLOAD_BYTES", "lots")
     with pytest.raises(ValueError, match="max_upload_bytes"):
         Settings()
+
+
+def test_the_readme_lists_every_error_code_with_its_status():
+    """The README's error table is written by hand: it must name every code of the error table, in its status's
+    row (codes without a status of their own are named in the text)."""
+    readme = (REPO_ROOT / "README.md").read_text()
+    rows = {
+        line.split("|")[1].strip(): line for line in readme.splitlines() if re.match(r"\| [1-5]\d\d \|", line)
+    }
+    for code, info in ERROR_CODES.items():
+        if info.status is None:
+            assert f"`{code}`" in readme, code
+        else:
+            assert f"`{code}`" in rows.get(str(info.status), ""), (code, info.status)
