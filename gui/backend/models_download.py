@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -160,6 +161,28 @@ def explain(specs: list[ModelSpec], token: str | None) -> None:
     print()
 
 
+class NoConnection(Exception):
+    """Hugging Face cannot be reached: no model can be downloaded now (one message, not one per model)."""
+
+
+NETWORK_ERROR_NAMES = {"ConnectError", "ConnectTimeout", "ReadTimeout", "NetworkError", "TimeoutException"}
+
+
+def is_network_error(exc: BaseException) -> bool:
+    """True for a failure to reach the hub (DNS, refused, timeout), seen anywhere in the exception's chain,
+    whichever HTTP library huggingface_hub uses underneath."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if (
+            isinstance(exc, (socket.gaierror, ConnectionError, TimeoutError))
+            or type(exc).__name__ in NETWORK_ERROR_NAMES
+        ):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
 def download_all(
     models_dir: Path, token: str | None = None, assume_yes: bool = False, only: list[str] | None = None
 ) -> int:
@@ -183,7 +206,11 @@ def download_all(
         if input("Download now? [y/N] ").strip().lower() not in ("y", "yes"):
             return 1
     api = HfApi()
-    problems = [download_one(api, spec, local_folder(models_dir, spec.repo_id), token) for spec in specs]
+    try:
+        problems = [download_one(api, spec, local_folder(models_dir, spec.repo_id), token) for spec in specs]
+    except NoConnection as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     for problem in filter(None, problems):
         print(f"    {problem}", file=sys.stderr)
     return 1 if any(problems) else 0
@@ -212,8 +239,15 @@ def download_one(api, spec: ModelSpec, folder: Path, token: str | None) -> str |
         )
     except RepositoryNotFoundError:
         return f"{spec.repo_id} was not found (or needs a token to be seen)."
-    except (HfHubHTTPError, OSError) as exc:
-        return f"{spec.repo_id}: download failed: {exc}. Run the command again to resume."
+    except Exception as exc:
+        if is_network_error(exc):
+            raise NoConnection(
+                f"huggingface.co cannot be reached ({type(exc).__name__}): check the network connection or proxy, "
+                "then run the command again; files already downloaded are kept and the download resumes."
+            ) from None
+        if isinstance(exc, (HfHubHTTPError, OSError)):  # e.g. a full disk: says so, keeps what is there
+            return f"{spec.repo_id}: download failed: {exc}. Run the command again to resume."
+        raise
     if bad:
         return f"{spec.repo_id}: checksum problems: {', '.join(bad[:5])}. Delete those files and run again."
     (folder / VERIFIED_FILE).write_text(json.dumps({k: v[1] for k, v in expected.items()}, indent=1))
