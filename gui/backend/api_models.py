@@ -94,6 +94,7 @@ class HealthOut(BaseModel):
     version: str
     device: str
     engines: dict[str, EngineHealth]
+    summary: str  # one line: which engines can run, and the device (`engines.engine_summary`)
     loaded_engine: str | None
     running_job: str | None
 

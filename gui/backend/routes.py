@@ -32,7 +32,7 @@ from .api_models import (
     JobOut,
     ModelInfo,
 )
-from .engines import ENGINES, EngineEntry
+from .engines import ENGINES, EngineEntry, engine_summary
 from .errors import ApiError, error_table, job_not_found
 from .export import download_name, export_file_name, export_generation
 from .files import is_job_id
@@ -97,11 +97,13 @@ async def health(request: Request) -> dict[str, Any]:
 
     svc = services(request)
     statuses = await run_in_threadpool(svc.engines.statuses)
+    device = describe_device(svc.settings.device)
     return {
         "status": "ok",
         "version": __version__,
-        "device": describe_device(svc.settings.device),
+        "device": device,
         "engines": {name: s.to_api() for name, s in statuses.items()},
+        "summary": engine_summary(statuses, device),
         "loaded_engine": svc.worker.loaded_engine,
         "running_job": svc.store.running_job_id(),
     }

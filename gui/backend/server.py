@@ -33,6 +33,13 @@ class AnnouncingServer(uvicorn.Server):
         host = self.settings.host if ":" not in self.settings.host else f"[{self.settings.host}]"
         self.url = f"http://{host}:{port}"
         print(READY_LINE.format(url=self.url), flush=True)
+        services = getattr(getattr(self.config.app, "state", None), "services", None)
+        if services is not None:  # the same line as the app's header
+            from .engines import engine_summary
+            from .routes import describe_device
+
+            statuses = services.engines.statuses()
+            print(f"Engines: {engine_summary(statuses, describe_device(self.settings.device))}", flush=True)
         if self.settings.token and not self.settings.is_loopback:
             print(
                 f"Access token (send as 'Authorization: Bearer <token>'): {self.settings.token}", flush=True

@@ -22,6 +22,8 @@ def start_and_check(cmd: list[str], data) -> None:
         page = server.client.get("/")
         assert page.status_code == 200 and "<" in page.text
         assert server.client.get("/api/jobs").json() == []
+        summary = health.json()["summary"]
+        assert "Fast ready" in summary and f"Engines: {summary}" in server.lines, server.lines
     finally:
         server.stop()
     assert server.proc.returncode is not None

@@ -183,3 +183,21 @@ def test_model_verification_detects_changed_files(tmp_path):
     assert verify(tmp_path, expected) == []
     (tmp_path / "a.bin").write_bytes(data + b"!")
     assert verify(tmp_path, {**expected, "c": ("sha1", "0")}) == ["a.bin (checksum mismatch)", "c (missing)"]
+
+
+def test_the_engine_summary_says_what_can_run_in_one_line():
+    from gui.backend.engines import EngineStatus, engine_summary
+
+    statuses = {
+        "trellis2": EngineStatus(
+            False, "Models missing in /m: microsoft/TRELLIS.2-4B. Run genesis models download."
+        ),
+        "multiview": EngineStatus(False, "Models missing in /m: x"),
+        "fresnel": EngineStatus(True, ""),
+    }
+    assert engine_summary(statuses, "cpu") == (
+        "Image: Models missing · Multi-view: Models missing · Fast ready · CPU (slow)"
+    )
+    assert engine_summary({"fresnel": EngineStatus(True, "")}, "cuda (NVIDIA H200)") == (
+        "Fast ready · cuda (NVIDIA H200)"
+    )

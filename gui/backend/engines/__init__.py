@@ -8,6 +8,7 @@ plus one `EngineEntry` below: its name, the label people read, its params class 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,3 +80,22 @@ ENGINES: dict[str, EngineEntry] = {
 
 def default_engines(models_dir: Path, device: str | None = None) -> dict[str, Engine]:
     return {name: entry.engine_class(models_dir, device) for name, entry in ENGINES.items()}
+
+
+def short_reason(reason: str) -> str:
+    """The first words of a status reason ("Models missing in /x: ..." -> "Models missing")."""
+    return re.split(r"[:.(]| in ", reason or "not ready")[0].strip() or "not ready"
+
+
+def engine_summary(statuses: dict[str, EngineStatus], device: str) -> str:
+    """One line saying which engines can run, e.g. "Image: Models missing · Fast ready · CPU (slow)": the
+    header of the app and the terminal of `start` show the same."""
+    parts = [
+        f"{entry.label} ready"
+        if statuses[name].ready
+        else f"{entry.label}: {short_reason(statuses[name].reason)}"
+        for name, entry in ENGINES.items()
+        if name in statuses
+    ]
+    parts.append("CPU (slow)" if device == "cpu" else device)
+    return " · ".join(parts)

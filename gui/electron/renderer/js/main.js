@@ -60,19 +60,11 @@ async function refreshHealth() {
   validate();
 }
 
-/** The header says which engines can run (e.g. "Fast ready · Image: Models missing · CPU (slow)"), amber when
- * the chosen one cannot; each engine's full reason is in the tooltip. */
+/** The header shows the server's one-line summary of which engines can run (`summary` of GET /api/health), amber
+ * when the chosen one cannot; each engine's full reason is in the tooltip. */
 function showEngineSummary(status) {
   const names = Object.keys(config().engines);
-  const short = (reason) => (reason || 'not ready').split(/[:.(]| in /)[0].trim();
-  const parts = names.map((name) => {
-    const state = engineState(name);
-    return state.ready ? `${engine(name).label} ready` : `${engine(name).label}: ${short(state.reason)}`;
-  });
-  const device = app.health.device || 'unknown device';
-  parts.push(device === 'cpu' ? 'CPU (slow)' : device);
-  if (!desktop.available) parts.push(location.host);
-  status.textContent = parts.join(' · ');
+  status.textContent = app.health.summary + (desktop.available ? '' : ` · ${location.host}`);
   status.title = names.map((name) => `${engine(name).label}: ${engineState(name).reason || 'ready'}`).join('\n');
   status.className = `server-status ${engineState(app.mode || names[0]).ready ? 'ok' : 'warn'}`;
 }
