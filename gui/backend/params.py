@@ -59,20 +59,6 @@ class OneOf:
         return out
 
 
-def alpha_modes() -> tuple[str, ...]:
-    """The alpha modes of the export (`o_voxel.export.ALPHA_MODES`: 'auto', then the glTF modes)."""
-    from o_voxel.export import ALPHA_MODES
-
-    return tuple(ALPHA_MODES)
-
-
-def z_up_axes() -> tuple[str, ...]:
-    """The up axes of the formats whose convention is z-up (STL, PLY; `o_voxel.export.UP_AXES`), default first."""
-    from o_voxel.export import UP_AXES
-
-    return next(axes for axes in UP_AXES.values() if axes[0] == "z")
-
-
 def spelled_as(choices: Callable[[], Sequence[str]]) -> BeforeValidator:
     """Field metadata: a string is matched to `choices()` ignoring case ('blend' -> 'BLEND')."""
 
@@ -98,8 +84,8 @@ TextureSize = Annotated[int, OneOf(vocabulary.texture_sizes)]
 ExportFormatName = Annotated[str, OneOf(vocabulary.export_format_names)]
 MultiViewMode = Annotated[str, OneOf(vocabulary.multiview_modes)]
 Seed = Annotated[int, Field(ge=0, le=MAX_SEED, title="Seed")]
-AlphaMode = Annotated[str, spelled_as(alpha_modes), OneOf(alpha_modes)]
-UpAxis = Annotated[str, spelled_as(z_up_axes), OneOf(z_up_axes)]
+AlphaMode = Annotated[str, spelled_as(vocabulary.alpha_modes), OneOf(vocabulary.alpha_modes)]
+UpAxis = Annotated[str, spelled_as(vocabulary.z_up_axes), OneOf(vocabulary.z_up_axes)]
 AssetName = Annotated[str | None, AfterValidator(sanitise_name)]
 
 
@@ -132,7 +118,7 @@ class ExportParams(Strict):
         description="auto: opaque when the model's alpha is solid everywhere, else blend",
     )
     alpha_cutoff: float = Field(0.5, ge=0.0, le=1.0, title="Alpha cutoff (mask)")
-    up_axis: UpAxis = Field(default_factory=lambda: z_up_axes()[0], title="Up axis (STL, PLY)")
+    up_axis: UpAxis = Field(default_factory=lambda: vocabulary.z_up_axes()[0], title="Up axis (STL, PLY)")
     name: AssetName = Field(
         None,
         title="Asset name",

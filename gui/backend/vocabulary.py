@@ -6,6 +6,7 @@
 | multi-view modes | `trellis2.pipelines.multiview.MULTIVIEW_MODES` |
 | export formats (label, extension, media type) | `o_voxel.formats.EXPORT_FORMATS` |
 | texture sizes | `o_voxel.validation.SUPPORTED_TEXTURE_SIZES` |
+| alpha modes, up axes per format | `o_voxel.export.ALPHA_MODES`, `o_voxel.export.UP_AXES` |
 
 Each accessor reads its owner at call time, so the API, the CLI and the renderer (through `GET /api/config`)
 follow a change in the owning module. The engine packages are imported on first use, so a broken engine
@@ -72,3 +73,17 @@ def vocabulary() -> dict[str, list[dict]]:
         ],
         "texture_sizes": [{"value": size, "label": f"{size} px"} for size in texture_sizes()],
     }
+
+
+def alpha_modes() -> tuple[str, ...]:
+    """The alpha modes of the export (`o_voxel.export.ALPHA_MODES`: 'auto', then the glTF modes)."""
+    from o_voxel.export import ALPHA_MODES
+
+    return tuple(ALPHA_MODES)
+
+
+def z_up_axes() -> tuple[str, ...]:
+    """The up axes of the formats whose convention is z-up (STL, PLY; `o_voxel.export.UP_AXES`), default first."""
+    from o_voxel.export import UP_AXES
+
+    return next(axes for axes in UP_AXES.values() if axes[0] == "z")

@@ -23,7 +23,8 @@ from pydantic import ValidationError
 from gui.backend import cli
 from gui.backend.export import asset_name, export_file_name, export_generation
 from gui.backend.files import FILE_NAME_PATTERN
-from gui.backend.params import MAX_NAME, ExportParams, ExportRequest, alpha_modes, z_up_axes
+from gui.backend.params import MAX_NAME, ExportParams, ExportRequest
+from gui.backend.vocabulary import alpha_modes, z_up_axes
 from o_voxel.asset import MeshWithVoxel
 from tests.o_voxel.ov_gltf_validator import assert_valid_glb
 
