@@ -10,6 +10,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -19,6 +21,23 @@ from PIL import Image
 REPO_ROOT = Path(__file__).resolve().parents[2]
 READY = re.compile(r"Genesis is running at (http://\S+)")
 FAKE_SERVER = Path(__file__).with_name("serve_fake.py")
+FAKE_ENGINES = "tests.server.fake_engine:fake_engines"
+
+
+@contextmanager
+def app_in_process(tmp: Path) -> Iterator:
+    """A `TestClient` of the real app in this process (its worker in its own) with the fake engines and the
+    quick vertex-coloured export, its models and data under `tmp`, addressed as the loopback server."""
+    from fastapi.testclient import TestClient
+
+    from gui.backend.app import create_app
+    from gui.backend.config import Settings
+    from gui.backend.worker_process import EngineSpec
+
+    spec = EngineSpec(FAKE_ENGINES, converter="gui.backend.export:vertex_colored_mesh")
+    app = create_app(Settings(models_dir=tmp / "models", data_dir=tmp / "data"), spec)
+    with TestClient(app, base_url="http://127.0.0.1") as client:
+        yield client
 
 
 class LiveServer:

@@ -4,17 +4,11 @@ from __future__ import annotations
 
 import re
 
-from fastapi.testclient import TestClient
-
-from gui.backend.app import create_app
-from gui.backend.config import Settings
-from gui.backend.worker_process import EngineSpec
+from .conftest import app_in_process
 
 
 def test_the_api_reference_renders_offline(tmp_path):
-    settings = Settings(models_dir=tmp_path, data_dir=tmp_path / "data")
-    app = create_app(settings, EngineSpec("tests.server.fake_engine:fake_engines"))
-    with TestClient(app, base_url="http://127.0.0.1") as client:
+    with app_in_process(tmp_path) as client:
         page = client.get("/api/docs")
         spec = client.get("/api/openapi.json").json()
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")

@@ -20,13 +20,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from gui.backend import files, worker
-from gui.backend.app import create_app
-from gui.backend.config import Settings
 from gui.backend.files import RESERVE_FILE, DiskFull, JobFolders, is_disk_full
 from gui.backend.store import FAILED, SUCCEEDED
-from gui.backend.worker_process import EngineSpec
 
-from .conftest import LiveServer, fake_server_cmd, png_bytes, submit
+from .conftest import LiveServer, app_in_process, fake_server_cmd, png_bytes, submit
 from .test_units import make_worker
 
 NO_SPACE = OSError(errno.ENOSPC, "No space left on device")
@@ -116,11 +113,7 @@ def test_disk_full_is_recognised_however_it_surfaces():
 @pytest.fixture(scope="module")
 def app_client(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("full")
-    spec = EngineSpec(
-        "tests.server.fake_engine:fake_engines", converter="gui.backend.export:vertex_colored_mesh"
-    )
-    app = create_app(Settings(models_dir=tmp / "models", data_dir=tmp / "data"), spec)
-    with TestClient(app, base_url="http://127.0.0.1") as client:
+    with app_in_process(tmp) as client:
         yield client, tmp / "data"
 
 

@@ -27,9 +27,9 @@ from gui.backend.images import ACCEPTED_FORMATS, DECODE_BYTES_PER_PIXEL, DecodeB
 from gui.backend.security import host_origin, parse_origin
 from gui.backend.worker_process import EngineSpec
 
-from .conftest import LiveServer, fake_server_cmd, png_bytes, submit
+from .conftest import FAKE_ENGINES, LiveServer, app_in_process, fake_server_cmd, png_bytes, submit
 
-FAKE_SPEC = EngineSpec("tests.server.fake_engine:fake_engines")
+FAKE_SPEC = EngineSpec(FAKE_ENGINES)
 EVIL = "https://evil.example"
 
 
@@ -366,12 +366,7 @@ def test_live_server_serves_no_file_through_a_symlink(fake_server: LiveServer, d
 @pytest.fixture(scope="module")
 def inproc(tmp_path_factory):
     """The app in this process (its worker in its own), so a test can slow the export down."""
-    tmp = tmp_path_factory.mktemp("inproc")
-    spec = EngineSpec(
-        "tests.server.fake_engine:fake_engines", converter="gui.backend.export:vertex_colored_mesh"
-    )
-    app = create_app(Settings(models_dir=tmp / "models", data_dir=tmp / "data"), spec)
-    with TestClient(app, base_url="http://127.0.0.1") as client:
+    with app_in_process(tmp_path_factory.mktemp("inproc")) as client:
         yield client
 
 
