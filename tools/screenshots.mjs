@@ -49,19 +49,29 @@ async function snap(name) {
   log(name);
 }
 
+/** Drop `image` into the single-image input and wait until the app has read it. */
+async function dropImage(image) {
+  await drop('#dropzone', image);
+  await page.waitForFunction(() => /transparency|opaque/.test(document.getElementById('image-note').textContent));
+}
+
+/** Once the viewer holds the model: light it with `environment`, frame it, and take `name`. */
+async function snapModel(environment, name) {
+  await page.waitForSelector('#viewport[data-loaded="true"]');
+  await page.selectOption('#environment', environment);
+  await page.click('#reset-view');
+  await page.waitForTimeout(800);
+  await snap(name);
+}
+
 /** The first start without downloads: the app opens on Fast; a photo goes in, a Fresnel model comes out. */
 async function fastTab() {
   await page.goto(opts.url);
   await page.waitForSelector('body[data-ready="true"]');
   await page.waitForFunction(() => document.getElementById('mode-fast')?.getAttribute('aria-selected') === 'true');
-  await drop('#dropzone', opts.fast);
-  await page.waitForFunction(() => /transparency|opaque/.test(document.getElementById('image-note').textContent));
+  await dropImage(opts.fast);
   await generate(0);
-  await page.waitForSelector('#viewport[data-loaded="true"]');
-  await page.selectOption('#environment', 'studio');
-  await page.click('#reset-view');
-  await page.waitForTimeout(800);
-  await snap('fast-tab.png');
+  await snapModel('studio', 'fast-tab.png');
 }
 
 /** main-window.png, multiview.png and history.png. */
@@ -69,19 +79,14 @@ async function readmeShots() {
   await page.goto(opts.url);
   await page.waitForSelector('body[data-ready="true"]');
   await page.waitForFunction(() => document.getElementById('server-status').dataset.reachable === 'true');
-  await drop('#dropzone', opts.image);
-  await page.waitForFunction(() => /transparency|opaque/.test(document.getElementById('image-note').textContent));
+  await dropImage(opts.image);
   await page.selectOption('#pipeline-type', '512');
   await page.selectOption('#texture-size', '512');
   await page.fill('#decimation-target', '20000');
   await page.uncheck('#remesh');
   await generate(42);
   await generate(7);
-  await page.waitForSelector('#viewport[data-loaded="true"]');
-  await page.selectOption('#environment', 'sunset');
-  await page.click('#reset-view');
-  await page.waitForTimeout(800);
-  await snap('main-window.png');
+  await snapModel('sunset', 'main-window.png');
 
   await page.click('#mode-multiview');
   const views = opts.views.split(',');

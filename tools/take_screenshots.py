@@ -61,7 +61,7 @@ def photo_like_image(path: Path, seed: int = PHOTO_SEED, size: int = 768) -> Pat
     a soft vertical light gradient, a contact shadow under the object and a little sensor noise."""
     import numpy as np
     import torch
-    from PIL import Image, ImageFilter
+    from PIL import Image, ImageDraw, ImageFilter
 
     from fresnel.data.render import EVAL_CAMERAS, render, sample_cameras
     from fresnel.data.scenes import EVAL_RULES, sample_scenes
@@ -84,8 +84,6 @@ def photo_like_image(path: Path, seed: int = PHOTO_SEED, size: int = 768) -> Pat
             xs.max() - 0.1 * width,
             bottom + 0.04 * width,
         )
-        from PIL import ImageDraw
-
         ImageDraw.Draw(shadow).ellipse(ellipse, fill=110)
     shade = np.asarray(shadow.filter(ImageFilter.GaussianBlur(size / 40)), dtype=np.float64)[..., None] / 255
     backdrop *= 1 - 0.5 * shade
