@@ -22,6 +22,7 @@ from .errors import ApiError, error_response
 from .files import MANIFEST_FILE, DiskReserve, JobFolders, disk_full_message, is_disk_full
 from .images import DecodeBudget, return_freed_pixels_to_the_system
 from .routes import JobLocks, router
+from .routes_models import router as models_router
 from .security import BodyLimitMiddleware, HostOriginMiddleware, TokenMiddleware
 from .store import JobStore
 from .worker_process import EngineSpec, WorkerProcess
@@ -111,6 +112,7 @@ def create_app(settings: Settings | None = None, spec: EngineSpec | None = None)
     app.state.settings = settings
     install_error_handlers(app)
     app.include_router(router)
+    app.include_router(models_router)
     mount_renderer(app, RENDERER_DIR)
     # the last added runs first: Host/Origin, then the token, then the body limits, then CORS (which only
     # ever sees origins the first check let through)

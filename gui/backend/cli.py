@@ -227,13 +227,46 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 # -- models --------------------------------------------------------------------------------------------------
 def cmd_models(args: argparse.Namespace) -> int:
-    from .models_download import download_all, print_status
+    """`genesis models [status|download|token|use]`: the same as the app's Models panel."""
+    from . import models_download as md
+    from .hf_token import BadToken, TokenStore
 
     settings = settings_from(args)
     if args.action == "download":
         only = (args.repos or []) + (args.only or [])
-        return download_all(settings.models_dir, token=args.hf_token, assume_yes=args.yes, only=only or None)
-    return print_status(settings.models_dir)
+        return md.download_all(
+            settings.models_dir,
+            token=args.hf_token,
+            assume_yes=args.yes,
+            only=only or None,
+            data_dir=settings.data_dir,
+        )
+    if args.action == "token":
+        tokens = TokenStore(settings.data_dir)
+        if args.clear:
+            tokens.clear()
+        else:
+            import getpass
+
+            try:
+                where = tokens.set(getpass.getpass("Hugging Face token (input hidden): "))
+            except BadToken as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 2
+            print(f"token stored in the {'OS keyring' if where == 'keyring' else 'data folder (mode 0600)'}")
+        status = tokens.status()
+        print(f"token: {'set (' + str(status['source']) + ')' if status['set'] else 'not set'}")
+        return 0
+    if args.action == "use":
+        choice = args.repos[0] if args.repos else None
+        try:
+            md.choose_background(settings.models_dir, choice)
+        except KeyError as exc:
+            print(f"error: {exc.args[0]}", file=sys.stderr)
+            return 2
+        print(f"background removal: {md.background_model(settings.models_dir) or 'none installed'} in use")
+        return 0
+    return md.print_status(settings.models_dir)
 
 
 def default_of(model, name: str):
@@ -333,13 +366,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="copy the file here")
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("models", help="show which models are present, or download them")
+    p = sub.add_parser(
+        "models",
+        help="show the models (state, size, licence), download them, store the Hugging Face token, choose "
+        "the background-removal model",
+    )
     add_location_flags(p)
-    p.add_argument("action", nargs="?", choices=["status", "download"], default="status")
-    p.add_argument("repos", nargs="*", help="download only these model ids (e.g. microsoft/TRELLIS.2-4B)")
-    p.add_argument("--hf-token", help="Hugging Face token for gated models (default: HF_TOKEN or your login)")
+    p.add_argument("action", nargs="?", choices=["status", "download", "token", "use"], default="status")
+    p.add_argument(
+        "repos",
+        nargs="*",
+        help="download: only these model ids (e.g. microsoft/TRELLIS.2-4B); use: the background-removal model "
+        "(e.g. ZhengPeng7/BiRefNet; none given forgets the choice)",
+    )
+    p.add_argument(
+        "--hf-token",
+        help="Hugging Face token for gated models (default: the stored one, HF_TOKEN or your login)",
+    )
     p.add_argument("--yes", action="store_true", help="do not ask before downloading")
     p.add_argument("--only", action="append", help="download only this model id (repeatable)")
+    p.add_argument("--clear", action="store_true", help="token: forget the stored token")
     p.set_defaults(func=cmd_models)
 
     from .backup import add_backup_commands
