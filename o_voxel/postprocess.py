@@ -123,7 +123,7 @@ def _export_surface(
     if f0.shape[0] == 0:
         raise ValueError("input mesh has only degenerate (zero-area) faces")
     bvh = cm.MeshBVH(v0, f0)
-    step(0)
+    step(1)
 
     # 2. the export surface, with clean topology after every operation
     if remesh:
@@ -143,15 +143,15 @@ def _export_surface(
             keep_inward_sheets=False,  # the inner sheet of a closed object is never seen: spend the budget outside
         )
         v1, f1 = _simplify_clean(cm, *_dedupe(cm, v1, f1), target)
-        step(1)
+        step(2)
     else:
         v1, f1 = _simplify_clean(cm, v0, f0, target * 3)
-        step(1)
+        step(2)
         v1, f1 = _clean_simplify(cm, v1, f1, target)
     v1, f1 = cm.clean_topology(v1, f1)  # the full pass: also consistent winding, closed parts outward
     if f1.shape[0] == 0:
         raise ValueError("simplification left no faces; the input mesh is too small or degenerate")
-    step(2)
+    step(3)
     return _Surface(v1, f1, (v0, f0), bvh, feats, vox, grid, aabb_t, vs, device)
 
 
@@ -212,8 +212,8 @@ def to_glb(
     `roughness`, `alpha`): the voxel attributes, nominally in [0, 1]. `decimation_target` is a face count.
     `alpha_mode`: 'auto' (default: OPAQUE when the baked alpha is solid everywhere, else BLEND), 'OPAQUE'
     (RGB base colour), 'MASK' (RGBA, cut at `alpha_cutoff`) or 'BLEND' (RGBA). `name` names the material,
-    textures, mesh and node of the GLB (e.g. `genesis_<job>`). `progress(stage, step, total)` is called once
-    per step. The result has clean topology (`cumesh.check_topology` finds no defect; it is checked here).
+    textures, mesh and node of the GLB (e.g. `genesis_<job>`). `progress(stage, done, total)` is called as
+    each step starts (`stage` names it, `done` steps are finished) and once at the end (`done == total`). The result has clean topology (`cumesh.check_topology` finds no defect; it is checked here).
     Returns a Y-up `trimesh.Trimesh` (process=False) for `o_voxel.export.export_asset`. `verbose` /
     `use_tqdm` are accepted for API compatibility.
     """
@@ -221,10 +221,14 @@ def to_glb(
     size = validate_texture_size(texture_size)
     cm = _cumesh()
 
-    def step(i: int) -> None:
+    def step(
+        done: int,
+    ) -> None:  # `done` steps are finished; the one named is running (or the last, at the end)
         if progress is not None:
-            stage = "remesh + simplify" if (remesh and i == 1) else _STEPS[i]
-            progress(stage, i + 1, len(_STEPS))
+            running = min(done, len(_STEPS) - 1)
+            progress("remesh + simplify" if (remesh and running == 1) else _STEPS[running], done, len(_STEPS))
+
+    step(0)
 
     s = _export_surface(
         vertices,
@@ -267,7 +271,7 @@ def to_glb(
     n2 = normals[vmap.to(normals.device).long()]
     v2, f2, n2, uvs = _split_folds(cm, v2, f2, n2, uvs)
     _validated(cm, v2, f2, n2)
-    step(3)
+    step(4)
 
     # 4. textures
     baked = bake_attribute_textures(
@@ -283,7 +287,7 @@ def to_glb(
         vs,
         attr_layout,
     )
-    step(4)
+    step(5)
 
     # 5. glTF material and Y-up mesh
     mode = resolve_alpha_mode(alpha_mode, baked.alpha[baked.covered], alpha_cutoff)
@@ -309,7 +313,7 @@ def to_glb(
         visual=trimesh.visual.TextureVisuals(uv=uv_np, material=material),
         metadata={"name": name},
     )
-    step(5)
+    step(6)
     return mesh
 
 
@@ -339,10 +343,12 @@ def to_vertex_colored_mesh(
     stages = ("fill holes", "simplify", "clean up", "vertex colours")
     cm = _cumesh()
 
-    def step(i: int) -> None:
+    def step(done: int) -> None:  # as in `to_glb`
         if progress is not None:
-            stage = "remesh + simplify" if (remesh and i == 1) else stages[i]
-            progress(stage, i + 1, len(stages))
+            running = min(done, len(stages) - 1)
+            progress("remesh + simplify" if (remesh and running == 1) else stages[running], done, len(stages))
+
+    step(0)
 
     s = _export_surface(
         vertices,
@@ -385,5 +391,5 @@ def to_vertex_colored_mesh(
         process=False,
         metadata={"name": name},
     )
-    step(3)
+    step(4)
     return mesh

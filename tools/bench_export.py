@@ -169,10 +169,16 @@ def run_case(
     start = last = time.perf_counter()
     memory.reset()
 
+    running: list[str] = []  # the step the export said it was starting
+
     def progress(stage: str, step: int, total: int) -> None:
         nonlocal last
         now = time.perf_counter()
-        steps.append({"step": stage, "seconds": round(now - last, 3), "peak_gb": round(memory.read_gb(), 3)})
+        if running:  # the time since the last report belongs to the step that report started
+            steps.append(
+                {"step": running[0], "seconds": round(now - last, 3), "peak_gb": round(memory.read_gb(), 3)}
+            )
+        running[:] = [stage] if step < total else []
         memory.reset()
         last = now
 

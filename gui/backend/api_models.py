@@ -66,6 +66,9 @@ class JobOut(BaseModel):
     error: ErrorBody | None = None
     result: JobResult | None = None
     queue_position: int | None = None
+    cancel_requested: bool = Field(
+        False, description="a cancel was asked for and the running job is stopping"
+    )
 
 
 class JobCreated(BaseModel):
@@ -152,6 +155,7 @@ class ConfigOut(BaseModel):
     multiview_modes: list[Choice]
     export_formats: list[FormatChoice]
     texture_sizes: list[Choice]
+    stage_names: dict[str, str] = Field(description="the words for the stage ids jobs report")
     export: dict[str, dict[str, Any]] = Field(description="fields of POST /api/jobs/{id}/export")
     errors: dict[str, ErrorCodeInfo]
     models: list[ModelInfo]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -79,10 +80,26 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 # -- generate ------------------------------------------------------------------------------------------------
-def progress_bar(fraction: float, stage: str, eta: float | None, width: int = 30) -> str:
+# Environment that keeps libraries' own progress bars and warnings out of the CLI's output.
+QUIET_LIBRARIES = {
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    "TQDM_DISABLE": "1",
+    "TRANSFORMERS_VERBOSITY": "error",
+}
+
+
+def progress_bar(
+    fraction: float, stage: str, eta: float | None, width: int = 30, first_run: bool = False
+) -> str:
+    """One terminal line: the bar, the stage in the app's words and the time left."""
+    from .vocabulary import stage_name
+
     filled = int(round(fraction * width))
-    eta_text = f" ETA {eta:4.0f}s" if eta is not None else ""
-    return f"\r[{'#' * filled}{'.' * (width - filled)}] {fraction * 100:5.1f}% {stage[:24]:<24}{eta_text}"
+    eta_text = (
+        f" about {eta:.0f} s left" + (" (first-run estimate)" if first_run else "") if eta is not None else ""
+    )
+    words = stage_name(stage)[:40]
+    return f"\r[{'#' * filled}{'.' * (width - filled)}] {fraction * 100:5.1f}% {words:<40}{eta_text}\033[K"
 
 
 def default_engine(engines: dict, image_count: int) -> str:
@@ -98,10 +115,14 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from .errors import ApiError, error_hint
     from .files import MODEL_FILE, JobFolders
     from .images import decode_upload, store_inputs
+    from .progress import FIRST_RUN
     from .routes import parse_params
     from .store import SUCCEEDED, JobStore
+    from .vocabulary import stage_name
     from .worker import JobWorker
 
+    for name, value in QUIET_LIBRARIES.items():  # our progress line only: no bars or chatter from libraries
+        os.environ.setdefault(name, value)
     settings = settings_from(args)
     engines = default_engines(settings.models_dir, settings.device)
     engine = args.engine or default_engine(engines, len(args.images))
@@ -141,8 +162,15 @@ def cmd_generate(args: argparse.Namespace) -> int:
     worker = JobWorker(store, folders, EngineManager(engines), device=settings.device)
     print(f"job {job.id} ({engine})")
 
+    shown: list[str] = []
+
     def show(snap) -> None:
-        sys.stdout.write(progress_bar(snap.fraction, snap.stage, snap.eta_s))
+        if sys.stdout.isatty():
+            first_run = snap.eta_basis == FIRST_RUN
+            sys.stdout.write(progress_bar(snap.fraction, snap.stage, snap.eta_s, first_run=first_run))
+        elif stage_name(snap.stage) not in shown[-1:]:  # a log or a pipe: one line per stage
+            shown.append(stage_name(snap.stage))
+            sys.stdout.write(f"{snap.fraction * 100:3.0f}% {shown[-1]}\n")
         sys.stdout.flush()
 
     try:

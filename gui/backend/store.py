@@ -23,6 +23,7 @@ from typing import Any, Literal, get_args
 
 from .errors import error_hint, error_info
 from .files import JOBS_DIR, MANIFEST_FILE, MODEL_FILE, PREVIEW_FILE, is_job_id
+from .timings import HISTORY_RUNS, KEPT_RUNS
 
 log = logging.getLogger("genesis.store")
 DB_NAME = "genesis.db"
@@ -55,10 +56,20 @@ CREATE TABLE IF NOT EXISTS jobs (
     stats TEXT NOT NULL DEFAULT '{}',
     error_code TEXT,
     error_message TEXT,
-    cancel_requested INTEGER NOT NULL DEFAULT 0
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    eta_basis TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, seq);
+CREATE TABLE IF NOT EXISTS timings (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL,
+    recorded_at REAL NOT NULL,
+    timeline TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS timings_kind ON timings(kind, seq);
 """
+# Columns added after the first release, with their definitions (older databases gain them when opened).
+ADDED_COLUMNS = {"cancel_requested": "INTEGER NOT NULL DEFAULT 0", "eta_basis": "TEXT NOT NULL DEFAULT ''"}
 
 
 @dataclass
@@ -80,6 +91,8 @@ class Job:
     stats: dict[str, Any] = field(default_factory=dict)
     error_code: str | None = None
     error_message: str | None = None
+    cancel_requested: bool = False
+    eta_basis: str = ""  # where `eta_s` comes from: "history" (this machine's earlier jobs) or "first_run"
 
     @property
     def is_final(self) -> bool:
@@ -97,12 +110,14 @@ class Job:
             "total": self.total,
             "progress": round(self.progress, 4),
             "eta_s": None if self.eta_s is None else round(self.eta_s, 1),
+            "eta_basis": (self.eta_basis or None) if self.state == RUNNING else None,
             "created_at": self.created_at,
             "started_at": self.started_at,
             "finished_at": self.finished_at,
             "params": self.params,
             "inputs": [base + name for name in self.inputs],
             "preview": base + PREVIEW_FILE if PREVIEW_FILE in self.inputs else None,
+            "cancel_requested": bool(self.cancel_requested) and self.state == RUNNING,
         }
         if self.state == FAILED or self.error_code:
             code = self.error_code or "engine_error"
@@ -201,8 +216,9 @@ class JobStore:
             if check != "ok":
                 raise sqlite3.DatabaseError(f"the integrity check says: {check}")
             columns = {row["name"] for row in conn.execute("PRAGMA table_info(jobs)")}
-            if "cancel_requested" not in columns:  # databases written before cancellation moved here
-                conn.execute("ALTER TABLE jobs ADD COLUMN cancel_requested INTEGER NOT NULL DEFAULT 0")
+            for name, definition in ADDED_COLUMNS.items():  # databases written before these columns came
+                if name not in columns:
+                    conn.execute(f"ALTER TABLE jobs ADD COLUMN {name} {definition}")
 
     def _move_aside(self) -> Path:
         """Rename a damaged database (with its WAL and shared-memory files) out of the way."""
@@ -424,12 +440,42 @@ class JobStore:
         )
 
     def update_progress(
-        self, job_id: str, stage: str, step: int, total: int, progress: float, eta_s: float | None
+        self,
+        job_id: str,
+        stage: str,
+        step: int,
+        total: int,
+        progress: float,
+        eta_s: float | None,
+        eta_basis: str = "",
     ) -> None:
         self._write(
-            "UPDATE jobs SET stage = ?, step = ?, total = ?, progress = ?, eta_s = ? WHERE id = ? AND state = ?",
-            (stage, step, total, progress, eta_s, job_id, RUNNING),
+            "UPDATE jobs SET stage = ?, step = ?, total = ?, progress = ?, eta_s = ?, eta_basis = ? "
+            "WHERE id = ? AND state = ?",
+            (stage, step, total, progress, eta_s, eta_basis, job_id, RUNNING),
         )
+
+    # -- timings: how long jobs of each kind took on this machine (`timings.py`) ----------------------------
+    def add_timeline(self, kind: str, timeline: list[tuple[float, float]]) -> None:
+        """Keep a finished job's timeline for its kind (the latest `KEPT_RUNS` of each kind are kept)."""
+        with self._write_lock:
+            conn = self._conn()
+            conn.execute(
+                "INSERT INTO timings (kind, recorded_at, timeline) VALUES (?, ?, ?)",
+                (kind, time.time(), json.dumps(timeline)),
+            )
+            conn.execute(
+                "DELETE FROM timings WHERE kind = ? AND seq NOT IN "
+                "(SELECT seq FROM timings WHERE kind = ? ORDER BY seq DESC LIMIT ?)",
+                (kind, kind, KEPT_RUNS),
+            )
+
+    def timelines(self, kind: str, limit: int = HISTORY_RUNS) -> list[list[tuple[float, float]]]:
+        """The latest `limit` timelines of `kind`, newest first."""
+        rows = self._conn().execute(
+            "SELECT timeline FROM timings WHERE kind = ? ORDER BY seq DESC LIMIT ?", (kind, limit)
+        )
+        return [[(float(p), float(t)) for p, t in json.loads(row[0])] for row in rows]
 
     def succeed(self, job_id: str, files: dict[str, str], stats: dict[str, Any]) -> None:
         self._write(

@@ -7,6 +7,7 @@
 | export formats (label, extension, media type) | `o_voxel.formats.EXPORT_FORMATS` |
 | texture sizes | `o_voxel.validation.SUPPORTED_TEXTURE_SIZES` |
 | alpha modes, up axes per format | `o_voxel.export.ALPHA_MODES`, `o_voxel.export.UP_AXES` |
+| stage names people read | here (`STAGE_NAMES`) |
 
 Each accessor reads its owner at call time, so the API, the CLI and the renderer (through `GET /api/config`)
 follow a change in the owning module. The engine packages are imported on first use, so a broken engine
@@ -25,6 +26,48 @@ PIPELINE_TYPE_NOTES = {
     "1024_cascade": "balanced",
     "1536_cascade": "most detail",
 }
+
+
+# The words for the stages engines and the export report (`engine:sub-step` is shown as "Engine: sub-step");
+# an id without a name here is made readable, never hidden.
+STAGE_NAMES = {
+    "queued": "Waiting in queue",
+    "starting": "Starting",
+    "loading": "Loading models",
+    "preprocess": "Preparing the image",
+    "conditioning": "Reading the image",
+    "sparse_structure": "Sampling the structure",
+    "shape_slat": "Sampling the shape",
+    "shape_slat_hr": "Refining the shape",
+    "tex_slat": "Sampling the texture",
+    "decode": "Decoding",
+    "network": "Predicting the shape",
+    "surface": "Building the surface",
+    "saving": "Saving the generation",
+    "export": "Exporting",
+    "fill holes": "filling holes",
+    "simplify": "simplifying the mesh",
+    "remesh + simplify": "remeshing",
+    "clean up": "cleaning the mesh",
+    "uv unwrap": "unwrapping UVs",
+    "bake textures": "baking textures",
+    "assemble": "assembling the model",
+    "vertex colours": "colouring vertices",
+    "done": "Done",
+}
+
+
+def stage_name(stage: str) -> str:
+    """`export:uv unwrap` → `Exporting: unwrapping UVs` (the renderer does the same with `stage_names`)."""
+    if not stage:
+        return ""
+    head, _, rest = stage.partition(":")
+    readable = head.replace("_", " ").replace(".", " ").replace("-", " ").strip()
+    words = STAGE_NAMES.get(head) or readable[:1].upper() + readable[1:]
+    if rest:
+        sub = STAGE_NAMES.get(rest) or rest.replace("_", " ").replace(".", " ").replace("-", " ").strip()
+        return f"{words}: {sub}"
+    return words
 
 
 def pipeline_types() -> tuple[str, ...]:
@@ -62,7 +105,7 @@ def choice(name: str, label: str) -> dict[str, str]:
     return {"value": name, "label": label}
 
 
-def vocabulary() -> dict[str, list[dict]]:
+def vocabulary() -> dict[str, list[dict] | dict[str, str]]:
     """The menus of `GET /api/config`: every choice with the label a person reads."""
     return {
         "pipeline_types": [choice(t, pipeline_type_label(t)) for t in pipeline_types()],
@@ -72,6 +115,7 @@ def vocabulary() -> dict[str, list[dict]]:
             for f in export_formats().values()
         ],
         "texture_sizes": [{"value": size, "label": f"{size} px"} for size in texture_sizes()],
+        "stage_names": dict(STAGE_NAMES),
     }
 
 

@@ -17,14 +17,17 @@ from .engines import ENGINES
 from .engines.base import EngineManager, EngineRequest, free_accelerator_memory
 from .errors import error_info
 from .export import Converter, export_generation
-from .files import MODEL_FILE, DiskReserve, JobFolders, disk_full_message, is_disk_full
+from .export_process import ExportCrashed, ExportProcess, ExportTask
+from .files import MODEL_FILE, PREVIEW_FILE, DiskReserve, JobFolders, disk_full_message, is_disk_full
 from .generation import GENERATION_FILE, save_generation
 from .images import load_job_images
 from .progress import ProgressSnapshot, ProgressTracker
 from .store import CANCELLED, FAILED, Job, JobStore
+from .timings import ExpectedCurve, compact, device_label, timing_key
 
 log = logging.getLogger("genesis.worker")
 DB_PROGRESS_INTERVAL_S = 0.2
+TICK_S = 0.5  # how often the progress of a job with a history moves on between the engine's reports
 CANCEL_POLL_S = 0.1
 FINAL_WRITE_ATTEMPTS = 6  # tries to record a job's end (about 3 s in all) before leaving it to the restart
 
@@ -55,6 +58,8 @@ def classify_failure(exc: BaseException, data_dir: Path | None = None) -> JobFai
     """Map an engine exception to what the user sees (never a stack trace)."""
     if isinstance(exc, JobFailure):
         return exc
+    if isinstance(exc, ExportCrashed):
+        return JobFailure("worker_crashed", str(exc))
     if is_disk_full(exc):
         return JobFailure("disk_full", disk_full_message(exc, data_dir or Path("."), "the job"))
     if is_out_of_memory(exc):
@@ -121,6 +126,68 @@ def exit_if_orphaned(parent_pid: int | None) -> None:
         os._exit(0)
 
 
+def input_count(job: Job) -> int:
+    """How many input images the job has (its preview is not one)."""
+    return sum(1 for name in job.inputs if name != PREVIEW_FILE)
+
+
+class JobProgress:
+    """One running job's progress: each report goes through the tracker to the live view, the store (at most
+    every `DB_PROGRESS_INTERVAL_S`) and `on_progress`; with a history, a ticker publishes between reports too,
+    so the bar and the time left move through long steps (a UV unwrap, a bake). Raises `JobCancelled` on a
+    report once the job's cancel flag is set."""
+
+    def __init__(
+        self,
+        worker: JobWorker,
+        job_id: str,
+        tracker: ProgressTracker,
+        flag: CancelFlag,
+        on_progress: Callable[[ProgressSnapshot], None] | None = None,
+    ) -> None:
+        self.worker, self.job_id, self.tracker, self.flag = worker, job_id, tracker, flag
+        self.on_progress = on_progress
+        self._last_write = 0.0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._ticker: threading.Thread | None = None
+
+    def __call__(self, stage: str, step: int, total: int) -> None:
+        if self.flag.is_set():
+            raise JobCancelled("the job was cancelled")
+        self.publish(self.tracker.update(stage, step, total))
+
+    def publish(self, snap: ProgressSnapshot) -> None:
+        with self._lock:
+            self.worker.live[self.job_id] = snap
+            now = time.monotonic()
+            if now - self._last_write >= DB_PROGRESS_INTERVAL_S:
+                self._last_write = now
+                self.worker.store.update_progress(
+                    self.job_id, snap.stage, snap.step, snap.total, snap.fraction, snap.eta_s, snap.eta_basis
+                )
+            if self.on_progress is not None:
+                self.on_progress(snap)
+
+    def _tick(self) -> None:
+        while not self._stop.wait(TICK_S):
+            try:
+                self.publish(self.tracker.current())
+            except Exception:  # noqa: BLE001 - e.g. a full disk for a moment: the next report tries again
+                log.debug("progress tick failed", exc_info=True)
+
+    def __enter__(self) -> JobProgress:
+        if self.tracker.expected is not None:
+            self._ticker = threading.Thread(target=self._tick, name="genesis-progress-tick", daemon=True)
+            self._ticker.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._ticker is not None:
+            self._ticker.join()
+
+
 class JobWorker:
     """Owns the only thread that touches the accelerator. The database is the queue, so a restart
     resumes queued jobs; `live` holds the running job's fresh progress for the API."""
@@ -136,6 +203,7 @@ class JobWorker:
         wake=None,
         stop=None,
         parent_pid: int | None = None,
+        exporter: ExportProcess | None = None,
     ) -> None:
         self.store = store
         self.folders = folders
@@ -143,6 +211,9 @@ class JobWorker:
         self.poll_s = poll_s
         self.device = device
         self.converter = converter
+        self.exporter = (
+            exporter  # None: export in this process (cancel then waits for the next progress call)
+        )
         self.live: dict[str, ProgressSnapshot] = {}
         self.current: str | None = None
         self._cancel: dict[str, CancelFlag] = {}
@@ -150,8 +221,16 @@ class JobWorker:
         self._stop = stop if stop is not None else threading.Event()
         self.parent_pid = parent_pid
         self.reserve = DiskReserve(store.data_dir)
+        self._device_name: str | None = None
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+
+    @property
+    def device_name(self) -> str:
+        """The accelerator this worker's jobs run on, by name (timings are learned per device)."""
+        if self._device_name is None:
+            self._device_name = device_label(self.device)
+        return self._device_name
 
     # -- lifecycle -------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -219,24 +298,12 @@ class JobWorker:
             if engine is None:
                 raise JobFailure("engine_not_installed", f"There is no engine called {engine_name!r}.")
             params = ENGINES[engine_name].params.model_validate(job.params)
-            tracker = ProgressTracker(engine.stage_plan(params))
-            last_write = [0.0]
-
-            def progress(stage: str, step: int, total: int) -> None:
-                if flag.is_set():
-                    raise JobCancelled("the job was cancelled")
-                snap = tracker.update(stage, step, total)
-                self.live[job.id] = snap
-                now = time.monotonic()
-                if now - last_write[0] >= DB_PROGRESS_INTERVAL_S:
-                    last_write[0] = now
-                    self.store.update_progress(
-                        job.id, snap.stage, snap.step, snap.total, snap.fraction, snap.eta_s
-                    )
-                if on_progress is not None:
-                    on_progress(snap)
-
-            self._execute(job, engine_name, params, progress, flag)
+            plan = engine.stage_plan(params)
+            kind = timing_key(engine_name, self.device_name, plan, params, input_count(job))
+            tracker = ProgressTracker(plan, ExpectedCurve.from_timelines(self.store.timelines(kind)))
+            with JobProgress(self, job.id, tracker, flag, on_progress) as progress:
+                self._execute(job, engine_name, params, progress, flag)
+            self.remember_timeline(kind, tracker)
         except JobCancelled:
             self.record_final(job.id, CANCELLED, "cancelled", error_info("cancelled").message)
         except BaseException as exc:  # noqa: BLE001 - every failure becomes a failed job
@@ -258,6 +325,13 @@ class JobWorker:
             self.engines.touch()
             free_accelerator_memory()
         return self.store.get(job.id) or job
+
+    def remember_timeline(self, kind: str, tracker: ProgressTracker) -> None:
+        """Keep the finished job's timeline for the next job of its kind (a failure here costs only that)."""
+        try:
+            self.store.add_timeline(kind, compact(tracker.finish()))
+        except sqlite3.Error as exc:
+            log.warning("could not keep the job's timings: %s", exc)
 
     def record_final(self, job_id: str, state: str, code: str, message: str) -> None:
         """Record how the job ended, also on a full disk (the reserve file is given up for it): a job
@@ -290,19 +364,23 @@ class JobWorker:
             save_generation(meshes, tmp)
         progress("saving", 1, 1)
         glb = size + 2 * params.texture_size**2  # the geometry and its (compressed) texture maps
+        export_progress = lambda stage, step, total: progress(f"export:{stage}", step, total)  # noqa: E731
         with self.folders.atomic(job.id, MODEL_FILE, glb, "writing the model") as tmp:
-            stats = export_generation(
-                meshes,
-                params.export_params(),
-                "glb",
-                tmp,
-                lambda stage, step, total: progress(f"export:{stage}", step, total),
-                self.converter,
-            )
+            if self.exporter is not None:
+                del meshes  # the export process reads the saved generation
+                free_accelerator_memory()
+                task = ExportTask(
+                    self.folders.path(job.id, GENERATION_FILE), params.export_params(), "glb", tmp
+                )
+                stats = self.exporter.run(task, export_progress, flag.is_set)
+            else:
+                stats = export_generation(
+                    meshes, params.export_params(), "glb", tmp, export_progress, self.converter
+                )
         stats["file_bytes"] = self.folders.path(job.id, MODEL_FILE).stat().st_size
         stats["seconds"] = round(time.monotonic() - started, 2)
         stats["texture_size"] = params.texture_size
-        peak = peak_memory_bytes()
+        peak = max(filter(None, (peak_memory_bytes(), stats.pop("peak_vram_bytes", None))), default=None)
         if peak is not None:
             stats["peak_vram_bytes"] = peak
         progress("export", 1, 1)

@@ -3,12 +3,12 @@ that crashes the process fails only its job. A watchdog restarts the process; th
 
 from __future__ import annotations
 
+import atexit
 import importlib
 import logging
 import multiprocessing
 import os
 import signal
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -17,12 +17,13 @@ from typing import Any
 from .config import Settings
 from .engines.base import Engine, EngineManager
 from .export import Converter
+from .export_process import ExportProcess
+from .process_lifetime import die_with_parent
 from .store import JobStore
 
 log = logging.getLogger("genesis.worker")
 WATCHDOG_INTERVAL_S = 0.5
 FLAG_POLL_S = 0.02
-PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 def resolve(path: str) -> Any:
@@ -69,31 +70,6 @@ class EngineSpec:
         return resolve(self.converter) if self.converter else None
 
 
-def die_with_parent(parent_pid: int, lifeline) -> None:
-    """End this process as soon as the server is gone, even in the middle of a long native call: on Linux
-    the kernel kills it (PR_SET_PDEATHSIG); everywhere, a thread waits on a pipe whose only writer is the
-    server and exits when it reads end-of-file."""
-    if sys.platform.startswith("linux"):
-        try:
-            import ctypes
-
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        except (OSError, AttributeError):
-            pass
-    if os.getppid() != parent_pid:  # the server died before the line above
-        os._exit(0)
-
-    def watch() -> None:
-        try:
-            lifeline.recv()
-        except (EOFError, OSError):
-            pass
-        os._exit(0)
-
-    threading.Thread(target=watch, name="genesis-parent-watch", daemon=True).start()
-
-
 def worker_main(
     settings: Settings, spec: EngineSpec, wake, stop, loaded, parent_pid: int, lifeline=None
 ) -> None:
@@ -112,6 +88,8 @@ def worker_main(
 
     manager.on_change = publish
     store = JobStore(settings.data_dir)
+    exporter = ExportProcess(settings.device, spec.converter)
+    exporter.start()  # warms up while the first job's engine loads
     worker = JobWorker(
         store,
         JobFolders(settings.data_dir),
@@ -122,10 +100,12 @@ def worker_main(
         wake=wake,
         stop=stop,
         parent_pid=parent_pid,
+        exporter=exporter,
     )
     try:
         worker.run_forever()
     finally:
+        exporter.close()
         manager.unload_all()
         store.close()
 
@@ -153,7 +133,7 @@ class WorkerProcess:
         self._proc = self._ctx.Process(
             target=worker_main,
             name="genesis-worker",
-            daemon=True,
+            daemon=False,  # it starts the export process; `stop` (also at exit) ends it
             args=(self.settings, self.spec, self._wake, self._stop, self._loaded, os.getpid(), receiver),
         )
         self._proc.start()
@@ -163,6 +143,7 @@ class WorkerProcess:
         self._lifeline = sender
 
     def start(self) -> None:
+        atexit.register(self.stop)  # before multiprocessing's own exit handler joins the process
         self._spawn()
         self._watchdog = threading.Thread(target=self._watch, name="genesis-worker-watchdog", daemon=True)
         self._watchdog.start()
@@ -200,6 +181,9 @@ class WorkerProcess:
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop between jobs if possible; a running job is ended and marked interrupted."""
+        if self._stopped.is_set():
+            return
+        atexit.unregister(self.stop)
         self._closing.set()
         self._stop.set()
         self._wake.set()

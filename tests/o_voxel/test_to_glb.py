@@ -83,7 +83,8 @@ def test_bake_export_reload_reads_back_the_field(tmp_path, shape, alpha_mode, re
         alpha_mode=alpha_mode,
         progress=lambda stage, step, total: calls.append((stage, step, total)),
     )
-    assert [c[1] for c in calls] == list(range(1, calls[0][2] + 1))
+    assert [c[1] for c in calls] == list(range(0, calls[0][2] + 1))  # each step as it starts, then the end
+    assert calls[0][0] == "fill holes" and calls[-1][1] == calls[-1][2]
     assert material_double_sided(mesh) == (not remesh)
     path = export_asset(mesh, tmp_path, f"{shape}_test", "glb")
     assert_valid_glb(path)

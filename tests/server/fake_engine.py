@@ -85,6 +85,20 @@ class FakeEngine(Engine):
         return [cube_mesh()]
 
 
+STUCK_EXPORT_S = 120.0
+
+
+def stuck_converter(mesh: MeshWithVoxel, params, progress=None):
+    """An export that reports its bake stage, then blocks in one call that never looks back (as a native UV
+    unwrap or bake does) for `STUCK_EXPORT_S`; then the quick vertex-coloured mesh."""
+    from gui.backend.export import vertex_colored_mesh
+
+    if progress is not None:
+        progress("bake", 0, 1)
+    time.sleep(STUCK_EXPORT_S)
+    return vertex_colored_mesh(mesh, params)
+
+
 def fake_engines(models_dir=None, device=None, steps: int = 5, step_s: float = 0.05) -> dict[str, Engine]:
     return {
         "trellis2": FakeEngine("trellis2", steps, step_s),

@@ -21,10 +21,12 @@ if __name__ == "__main__":
     parser.add_argument(
         "--real-export", action="store_true", help="use the O-Voxel export, not vertex colours"
     )
+    parser.add_argument("--converter", help="`module:function` that converts meshes for the export")
     args = parser.parse_args()
+    quick = "gui.backend.export:vertex_colored_mesh"
     spec = EngineSpec(
         "tests.server.fake_engine:fake_engines",
         {"steps": args.steps, "step_s": args.step_s},
-        converter=None if args.real_export else "gui.backend.export:vertex_colored_mesh",
+        converter=args.converter or (None if args.real_export else quick),
     )
     serve(settings_from(args), spec)

@@ -129,6 +129,42 @@ def test_cancel_queued_and_running_jobs(slow_server: LiveServer):
     assert slow_server.client.get("/api/health").json()["running_job"] is None
 
 
+@pytest.fixture(scope="module")
+def stuck_export_server(tmp_path_factory):
+    data = tmp_path_factory.mktemp("stuck-export")
+    converter = "tests.server.fake_engine:stuck_converter"
+    server = LiveServer(fake_server_cmd(data, "--steps", "2", "--converter", converter), data)
+    yield server
+    server.stop()
+
+
+def test_cancel_holds_while_the_export_is_in_uninterruptible_work(stuck_export_server: LiveServer):
+    """The export blocks in one call (as UV unwrap and baking do in native code): cancel still ends the job
+    within 2 s, leaves no half-written file, and the next job exports in a fresh export process."""
+    server = stuck_export_server
+    job_id = submit(server)
+    deadline = time.monotonic() + 60
+    while server.client.get(f"/api/jobs/{job_id}").json()["stage"] != "export:bake":
+        assert time.monotonic() < deadline, server.log
+        time.sleep(0.05)
+    time.sleep(0.5)  # well inside the blocking call
+    asked = time.monotonic()
+    r = server.client.post(f"/api/jobs/{job_id}/cancel")
+    assert r.status_code == 200 and r.json()["cancel_requested"] is True
+    job = server.wait_state(job_id, ("cancelled", "succeeded", "failed"), timeout=5)
+    assert job["state"] == "cancelled" and time.monotonic() - asked < 2.0
+    folder = server.data_dir / "jobs" / job_id
+    assert not (folder / "model.glb").exists()
+    assert [p.name for p in folder.iterdir() if p.name.startswith(".tmp-")] == []
+    second = submit(server)  # the killed export process was replaced: this job gets as far as the bake too
+    deadline = time.monotonic() + 60
+    while server.client.get(f"/api/jobs/{second}").json()["stage"] != "export:bake":
+        assert time.monotonic() < deadline, server.log
+        time.sleep(0.05)
+    server.client.post(f"/api/jobs/{second}/cancel")
+    assert server.wait_state(second, ("cancelled", "succeeded", "failed"), timeout=5)["state"] == "cancelled"
+
+
 def test_restart_keeps_finished_jobs_and_a_killed_run_comes_back_failed(tmp_path):
     data = tmp_path / "data"
     server = LiveServer(fake_server_cmd(data, "--steps", "40", "--step-s", "0.05"), data)

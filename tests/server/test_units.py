@@ -18,6 +18,7 @@ from gui.backend.models_download import git_blob_sha1, verify
 from gui.backend.params import ExportRequest, GenerateParams, MultiViewParams
 from gui.backend.progress import ProgressTracker
 from gui.backend.store import FAILED, QUEUED, RUNNING, JobStore
+from gui.backend.timings import ExpectedCurve, compact
 from gui.backend.worker import JobWorker, classify_failure
 
 from .fake_engine import OOM_SEED, FakeEngine, cube_mesh, fake_engines
@@ -56,17 +57,82 @@ def test_parameters_follow_the_official_names_defaults_and_ranges():
 
 def test_progress_fraction_is_monotonic_and_eta_comes_from_step_times():
     tracker = ProgressTracker([("a", 1.0), ("b", 3.0)])
-    assert tracker.update("a", 0, 4).eta_s is None
     t0 = time.monotonic()
-    assert tracker.update("a", 1, 4).eta_s is None, "no ETA before some work was timed"
+    first = tracker.update("a", 0, 4)
+    assert first.eta_s is None and first.eta_basis == "first_run", "no ETA before some work was timed"
     time.sleep(0.02)
     snap = tracker.update("a", 4, 4)
     elapsed = time.monotonic() - t0
-    # 3/16 of the work took `elapsed`, so the remaining 12/16 take four times as long
-    assert snap.fraction == pytest.approx(0.25) and 4 * 0.02 <= snap.eta_s <= 4 * elapsed
+    # a quarter of the work took `elapsed`, so the remaining three quarters take three times as long
+    assert snap.fraction == pytest.approx(0.25) and 3 * 0.02 <= snap.eta_s <= 3 * elapsed
     assert tracker.update("b", 3, 3).fraction == pytest.approx(0.999)
     assert tracker.update("a", 0, 4).fraction == pytest.approx(0.999), "never backwards"
     assert ProgressTracker().update("unplanned", 1, 2).fraction == pytest.approx(0.5)
+
+
+def test_expected_curve_is_the_median_of_past_timelines():
+    runs = [
+        [(0.0, 0.0), (0.5, 2.0), (1.0, 10.0)],
+        [(0.0, 0.0), (0.5, 4.0), (1.0, 12.0)],
+        [(0.0, 0.0), (1.0, 30.0)],
+    ]
+    curve = ExpectedCurve.from_timelines(runs)
+    assert curve.runs == 3 and curve.total_s == pytest.approx(12.0)
+    assert curve.seconds_at(0.5) == pytest.approx(4.0)  # median of 2, 4 and 15 (the third run, interpolated)
+    assert curve.next_point_after(0.5) == 1.0 and curve.next_point_after(0.2) == 0.5
+    assert ExpectedCurve.from_timelines([]) is None and ExpectedCurve.from_timelines([[(0.0, 0.0)]]) is None
+    long = [(i / 999, i * 0.1) for i in range(1000)]
+    short = compact(long, 64)
+    assert len(short) == 64 and short[0] == (0.0, 0.0) and short[-1] == (1.0, pytest.approx(99.9))
+
+
+def test_progress_with_history_follows_time_and_moves_between_reports(monkeypatch):
+    """A plan whose last stage (the export) is cheap on paper but took 80 % of the time before: the bar follows
+    the time, moves on between reports without passing the next one, and the time left comes from history."""
+    import gui.backend.progress as progress_module
+
+    clock = [100.0]
+    monkeypatch.setattr(progress_module.time, "monotonic", lambda: clock[0])
+    plan = [("loading", 1.0), ("sampling", 4.0), ("export", 1.0)]
+    history = [[(1 / 6, 0.0), (5 / 6, 2.0), (1.0, 10.0)]]  # sampling took 2 s, the export 8 s
+    tracker = ProgressTracker(plan, ExpectedCurve.from_timelines(history))
+    assert tracker.update("loading", 0, 1).eta_basis == "history"
+    clock[0] += 30.0  # a cold load: not counted
+    tracker.update("loading", 1, 1)
+    tracker.update("sampling", 0, 4)
+    clock[0] += 2.0
+    snap = tracker.update("export", 0, 1)  # sampling done in 2 s, as before
+    assert snap.fraction == pytest.approx(0.2) and snap.eta_s == pytest.approx(8.0)
+    clock[0] += 4.0  # half-way through the export, with no report
+    snap = tracker.current()
+    assert snap.fraction == pytest.approx(0.6, abs=0.01) and snap.eta_s == pytest.approx(4.0, abs=0.1)
+    clock[0] += 20.0  # far slower than before: the bar waits at the next report, the time left does not go up
+    snap = tracker.current()
+    assert snap.fraction == pytest.approx(0.999) and snap.eta_s == pytest.approx(0.0)
+    timeline = tracker.finish()
+    assert timeline[0] == (pytest.approx(1 / 6), 0.0) and timeline[-1] == (1.0, pytest.approx(26.0))
+
+
+def test_a_job_learns_from_the_last_one_of_its_kind(tmp_path):
+    """The worker keeps each finished job's timeline under its kind; the next job of that kind reports its
+    time left from history, a job of another kind (another texture size) is a first run."""
+    worker, queue = make_worker(tmp_path)
+    seen: list[str] = []
+
+    def run(texture_size: int) -> None:
+        done = worker.run_job(
+            queue(texture_size=texture_size), on_progress=lambda s: seen.append(s.eta_basis)
+        )
+        assert done.state == "succeeded"
+
+    run(1024)
+    assert set(seen) == {"first_run"}
+    seen.clear()
+    run(1024)
+    assert set(seen) == {"history"}
+    seen.clear()
+    run(2048)
+    assert set(seen) == {"first_run"}
 
 
 def test_store_recovers_running_jobs_as_failed_and_keeps_queued_ones(tmp_path):

@@ -205,3 +205,29 @@ def test_the_readme_lists_every_error_code_with_its_status():
             assert f"`{code}`" in readme, code
         else:
             assert f"`{code}`" in rows.get(str(info.status), ""), (code, info.status)
+
+
+def test_stage_names_read_the_same_in_the_cli_and_the_renderer(client):
+    """The renderer words stages with the config's `stage_names` as `vocabulary.stage_name` does for the CLI,
+    including the export's own steps (every step `o_voxel.postprocess` reports has a name)."""
+    import shutil
+    import subprocess
+
+    from gui.backend import vocabulary
+    from o_voxel import postprocess
+
+    names = client.get("/api/config").json()["stage_names"]
+    assert names == vocabulary.STAGE_NAMES
+    assert set(postprocess._STEPS) <= set(names)
+    ids = ["sparse_structure", "export:uv unwrap", "export:bake textures", "export:new_step", "brand_new", ""]
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed")
+    script = (
+        "import('./gui/electron/renderer/js/format.js').then((m) => "
+        f"console.log(JSON.stringify({json.dumps(ids)}.map((id) => m.stageName(id, {json.dumps(names)})))))"
+    )
+    run = subprocess.run([node, "-e", script], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout) == [vocabulary.stage_name(i) for i in ids]
+    assert vocabulary.stage_name("export:uv unwrap") == "Exporting: unwrapping UVs"

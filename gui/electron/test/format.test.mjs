@@ -3,11 +3,13 @@ import test from 'node:test';
 import assert from 'node:assert/strict';
 import { bytes, duration, explainError, stageName, toDate } from '../renderer/js/format.js';
 
-test('server stage ids read as words, unknown ones stay readable', () => {
-  assert.equal(stageName('sparse_structure'), 'Sampling the structure');
-  assert.equal(stageName('tex_slat'), 'Sampling the texture');
-  assert.equal(stageName('export:uv_unwrap'), 'Exporting: uv unwrap');
-  assert.equal(stageName('something_new'), 'Something new');
+test('server stage ids read as words with the config\'s names, unknown ones stay readable', () => {
+  const names = { sparse_structure: 'Sampling the structure', export: 'Exporting', 'uv unwrap': 'unwrapping UVs' };
+  assert.equal(stageName('sparse_structure', names), 'Sampling the structure');
+  assert.equal(stageName('export:uv unwrap', names), 'Exporting: unwrapping UVs');
+  assert.equal(stageName('export:uv_unwrap', names), 'Exporting: uv unwrap');
+  assert.equal(stageName('something_new', names), 'Something new');
+  assert.equal(stageName('tex_slat'), 'Tex slat');
   assert.equal(stageName(''), '');
 });
 

@@ -1,48 +1,15 @@
 // Words and numbers for people: stage names, durations, sizes, and server errors with a fix.
 
-const STAGE_NAMES = {
-  queued: 'Waiting in queue',
-  starting: 'Starting',
-  loading: 'Loading models',
-  load_models: 'Loading models',
-  preprocess: 'Preparing the image',
-  remove_background: 'Removing the background',
-  background: 'Removing the background',
-  image_features: 'Reading the image',
-  condition: 'Reading the image',
-  conditioning: 'Reading the image',
-  saving: 'Saving the generation',
-  sparse_structure: 'Sampling the structure',
-  ss: 'Sampling the structure',
-  decode_structure: 'Decoding the structure',
-  shape_slat: 'Sampling the shape',
-  shape: 'Sampling the shape',
-  shape_slat_hr: 'Refining the shape',
-  cascade: 'Refining the shape',
-  decode_shape: 'Decoding the shape',
-  tex_slat: 'Sampling the texture',
-  texture: 'Sampling the texture',
-  decode_texture: 'Decoding the texture',
-  decode: 'Decoding',
-  mesh: 'Building the mesh',
-  export: 'Exporting',
-  decimate: 'Simplifying the mesh',
-  remesh: 'Remeshing',
-  uv: 'Unwrapping UVs',
-  unwrap: 'Unwrapping UVs',
-  bake: 'Baking textures',
-  write: 'Writing the file',
-  done: 'Done',
-};
-
-/** A readable name for a server stage id (unknown ids are made readable, never hidden). */
-export function stageName(stage) {
+/** A readable name for a server stage id with `names` (the config's `stage_names`; unknown ids are made
+ * readable, never hidden), as `vocabulary.stage_name` words it: `export:uv unwrap` → `Exporting: unwrapping UVs`. */
+export function stageName(stage, names = {}) {
   if (!stage) return '';
-  if (STAGE_NAMES[stage]) return STAGE_NAMES[stage];
   const [head, ...rest] = String(stage).split(':');
-  if (rest.length) return `${stageName(head)}: ${rest.join(':').replace(/[_.-]+/g, ' ').trim()}`;
-  const words = head.replace(/[_.-]+/g, ' ').trim();
-  return words.charAt(0).toUpperCase() + words.slice(1);
+  const readable = (id) => id.replace(/[_.-]+/g, ' ').trim();
+  const words = names[head] || (readable(head).charAt(0).toUpperCase() + readable(head).slice(1));
+  if (!rest.length) return words;
+  const sub = rest.join(':');
+  return `${words}: ${names[sub] || readable(sub)}`;
 }
 
 export function duration(seconds) {

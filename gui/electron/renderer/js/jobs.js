@@ -2,7 +2,7 @@
 // finished jobs (thumbnail, reopen, export, reuse settings, delete, errors with their fix).
 
 import { withToken } from './api.js';
-import { engine, explain } from './config.js';
+import { config, engine, explain } from './config.js';
 import { clock, duration, elapsedSeconds, stageName, toDate } from './format.js';
 
 const ACTIVE = new Set(['queued', 'running']);
@@ -45,6 +45,19 @@ export class JobList {
     this.actions = actions;
     this.jobs = new Map();
     this.currentId = null;
+    this.cancelling = new Set(); // ids whose Cancel was clicked: shown as stopping until they end
+  }
+
+  /** Show the job as stopping at once (before the server has answered). */
+  markCancelling(id) {
+    this.cancelling.add(id);
+    this.render();
+  }
+
+  /** The cancel request failed: show the job as it was. */
+  unmarkCancelling(id) {
+    this.cancelling.delete(id);
+    this.render();
   }
 
   /** Replace the whole list (from GET /api/jobs). */
@@ -78,6 +91,7 @@ export class JobList {
     const jobs = this.sorted();
     const active = jobs.filter((j) => ACTIVE.has(j.state)).reverse(); // oldest first: the order they run
     const done = jobs.filter((j) => !ACTIVE.has(j.state));
+    for (const id of this.cancelling) if (!ACTIVE.has(this.jobs.get(id)?.state)) this.cancelling.delete(id);
     $('queue-list').replaceChildren(...active.map((j) => this.activeItem(j)));
     $('history-list').replaceChildren(...done.map((j) => this.historyItem(j)));
     $('queue-empty').hidden = active.length > 0;
@@ -86,13 +100,17 @@ export class JobList {
 
   activeItem(job) {
     const running = job.state === 'running';
+    const stopping = running && (job.cancel_requested || this.cancelling.has(job.id));
     const pct = Math.round(100 * Math.min(1, Math.max(0, Number(job.progress) || 0)));
     const steps = running && job.total ? ` · step ${job.step}/${job.total}` : '';
-    const eta = running && job.eta_s !== null && job.eta_s !== undefined ? `about ${duration(job.eta_s)} left` : '';
-    const stage = running ? stageName(job.stage) || 'Starting' : 'Waiting in queue';
+    const firstRun = job.eta_basis === 'first_run' ? ' (first-run estimate)' : '';
+    const eta = running && job.eta_s !== null && job.eta_s !== undefined ? `about ${duration(job.eta_s)} left${firstRun}` : '';
+    const stage = stopping ? 'Cancelling…' : running ? stageName(job.stage, config().stage_names) || 'Starting' : 'Waiting in queue';
     const bar = el('div', { className: 'progress', role: 'progressbar', 'aria-valuemin': '0', 'aria-valuemax': '100',
       'aria-valuenow': String(pct), 'aria-label': `${jobTitle(job)} progress` }, el('span'));
     bar.firstChild.style.width = `${pct}%`;
+    const cancel = button(stopping ? 'Cancelling…' : 'Cancel', `Cancel ${jobTitle(job)}`, () => this.actions.cancel(job));
+    cancel.disabled = stopping;
     return el('li', { className: 'job', dataset: { jobId: job.id, state: job.state } },
       thumbnail(job),
       el('div', { className: 'body' },
@@ -100,9 +118,8 @@ export class JobList {
           el('span', { className: `badge ${job.state}`, textContent: running ? `${pct}%` : STATE_NAMES.queued })),
         el('div', { className: 'stage', textContent: `${stage}${steps}` }),
         bar,
-        el('div', { className: 'meta', textContent: eta || (running ? 'Estimating time…' : '') }),
-        el('div', { className: 'actions' },
-          button('Cancel', `Cancel ${jobTitle(job)}`, () => this.actions.cancel(job)))));
+        el('div', { className: 'meta', textContent: stopping ? '' : eta || (running ? 'Estimating time…' : '') }),
+        el('div', { className: 'actions' }, cancel)));
   }
 
   historyItem(job) {
