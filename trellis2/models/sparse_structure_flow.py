@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 
 from ..modules.rope import RotaryPositionEmbedder
-from ..modules.transformer import FlowTransformer
+from ..modules.transformer import FastPathUnsupported, FlowTransformer
 
 
 class SparseStructureFlowModel(FlowTransformer):
@@ -80,3 +80,25 @@ class SparseStructureFlowModel(FlowTransformer):
         mod = self.timestep_modulation(t, batch)
         h = self.run_blocks(h, mod, cond, self.rope_phases)
         return h.permute(0, 2, 1).reshape(batch, self.out_channels, r, r, r)
+
+    # --- fast path (see FlowTransformer.forward_fast) -----------------------------------------
+    def check_fast_input(self, x: torch.Tensor, **kwargs) -> None:
+        """Raise `FastPathUnsupported` unless `x` is a latent batch this model takes."""
+        r = self.resolution
+        if kwargs:
+            raise FastPathUnsupported(f"unexpected model arguments {sorted(kwargs)}")
+        if not torch.is_tensor(x) or x.dim() != 5 or tuple(x.shape[1:]) != (self.in_channels, r, r, r):
+            raise FastPathUnsupported(f"x must be [B, {self.in_channels}, {r}, {r}, {r}]")
+
+    def dense_tokens(self, x: torch.Tensor, **kwargs) -> torch.Tensor:
+        """`[B, C, R, R, R]` -> tokens `[B, R^3, C]` (a view) in the order of `forward`."""
+        return x.reshape(x.shape[0], self.in_channels, self.resolution**3).permute(0, 2, 1)
+
+    def dense_phases(self, x: torch.Tensor) -> torch.Tensor:
+        """RoPE phases `[1, R^3, head_dim / 2]`, shared by every sample."""
+        return self.rope_phases[None]
+
+    def from_dense_tokens(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """Output tokens `[B, R^3, C]` -> `[B, C, R, R, R]`, as `forward` returns them."""
+        r = self.resolution
+        return out.permute(0, 2, 1).reshape(out.shape[0], self.out_channels, r, r, r)

@@ -8,7 +8,7 @@ import torch
 
 from ..modules.rope import RotaryPositionEmbedder
 from ..modules.sparse import SparseTensor
-from ..modules.transformer import FlowTransformer
+from ..modules.transformer import FastPathUnsupported, FlowTransformer
 
 
 class SLatFlowModel(FlowTransformer):
@@ -102,6 +102,38 @@ class SLatFlowModel(FlowTransformer):
         else:
             out = self.run_blocks(h, mod, cond, phases, seqlens)
         return x.replace(out)
+
+    # --- fast path (see FlowTransformer.forward_fast) -----------------------------------------
+    def check_fast_input(self, x: SparseTensor, concat_cond: SparseTensor | None = None, **kwargs) -> None:
+        """Raise `FastPathUnsupported` unless every sample of `x` has the same number of voxels (a
+        dense `[B, L, C]` batch, as `forward` runs it) and `concat_cond` lies on the same voxels."""
+        if not isinstance(x, SparseTensor):
+            raise FastPathUnsupported("x must be a SparseTensor")
+        seqlens = x.seqlens
+        if not seqlens or len(set(seqlens)) != 1:
+            raise FastPathUnsupported(f"samples of unequal token counts {seqlens} run packed")
+        channels = x.feats.shape[1] + (0 if concat_cond is None else concat_cond.feats.shape[1])
+        if x.feats.dim() != 2 or channels != self.in_channels:
+            raise FastPathUnsupported(f"expected {self.in_channels} input channels, got {channels}")
+        if concat_cond is not None and not torch.equal(concat_cond.coords, x.coords):
+            raise FastPathUnsupported("concat_cond must have the same voxels, in the same order, as x")
+
+    def dense_tokens(
+        self, x: SparseTensor, concat_cond: SparseTensor | None = None, **kwargs
+    ) -> torch.Tensor:
+        """Features (plus `concat_cond`) as tokens `[B, L, in_channels]` (checked inputs only)."""
+        feats = x.feats
+        if concat_cond is not None:
+            feats = torch.cat([feats, concat_cond.feats.to(feats.dtype)], dim=-1)
+        return feats.reshape(x.batch_size, -1, feats.shape[-1])
+
+    def dense_phases(self, x: SparseTensor) -> torch.Tensor:
+        """RoPE phases of `x`'s voxels as `[B, L, head_dim / 2]`."""
+        return self.rope_phases(x).reshape(x.batch_size, -1, self.head_dim // 2)
+
+    def from_dense_tokens(self, x: SparseTensor, out: torch.Tensor) -> SparseTensor:
+        """Output tokens `[B, L, C]` back on `x`'s voxels."""
+        return x.replace(out.reshape(-1, self.out_channels))
 
 
 class ElasticSLatFlowModel(SLatFlowModel):

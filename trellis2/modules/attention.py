@@ -118,10 +118,11 @@ class SelfAttention(nn.Module):
     def forward(
         self,
         x: torch.Tensor,
-        phases: torch.Tensor | None = None,
+        phases: torch.Tensor | tuple[torch.Tensor, torch.Tensor] | None = None,
         seqlens: Sequence[int] | None = None,
     ) -> torch.Tensor:
-        """`x [B, L, C]` (dense) or `[N, C]` with `seqlens` (packed); `phases [..., D/2]` like `x`."""
+        """`x [B, L, C]` (dense) or `[N, C]` with `seqlens` (packed); `phases [..., D/2]` like `x`
+        (complex, or `(cos, sin)`)."""
         qkv = self.to_qkv(x).unflatten(-1, (3, self.num_heads, self.head_dim))
         q, k, v = qkv.unbind(dim=-3)
         if self.qk_rms_norm:
@@ -157,19 +158,33 @@ class CrossAttention(nn.Module):
             self.k_rms_norm = MultiHeadRMSNorm(self.head_dim, num_heads)
         self.to_out = nn.Linear(channels, channels)
 
+    def context_kv(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys (RMS-normed when configured) and values `[..., T, H, D]` of `context [..., T, Cc]`:
+        what `forward` computes from the context, ready to be reused for many queries."""
+        kv = self.to_kv(context).unflatten(-1, (2, self.num_heads, self.head_dim))
+        k, v = kv.unbind(dim=-3)
+        if self.qk_rms_norm:
+            k = self.k_rms_norm(k)
+        return k, v
+
     def forward(
         self,
         x: torch.Tensor,
-        context: torch.Tensor,
+        context: torch.Tensor | tuple[torch.Tensor, torch.Tensor],
         seqlens: Sequence[int] | None = None,
         context_seqlens: Sequence[int] | None = None,
     ) -> torch.Tensor:
         """`x` dense `[B, L, C]` or packed `[N, C]` + `seqlens`; `context` likewise (`[B, T, Cc]`
-        or `[T, Cc]` + `context_seqlens`)."""
+        or `[T, Cc]` + `context_seqlens`), or its `context_kv` computed beforehand."""
         q = self.to_q(x).unflatten(-1, (self.num_heads, self.head_dim))
-        kv = self.to_kv(context).unflatten(-1, (2, self.num_heads, self.head_dim))
-        k, v = kv.unbind(dim=-3)
-        if self.qk_rms_norm:
-            q, k = self.q_rms_norm(q), self.k_rms_norm(k)
+        if isinstance(context, tuple):
+            k, v = context
+            if self.qk_rms_norm:
+                q = self.q_rms_norm(q)
+        else:
+            kv = self.to_kv(context).unflatten(-1, (2, self.num_heads, self.head_dim))
+            k, v = kv.unbind(dim=-3)
+            if self.qk_rms_norm:
+                q, k = self.q_rms_norm(q), self.k_rms_norm(k)
         h = attention(q, k, v, seqlens, context_seqlens)
         return self.to_out(h.flatten(-2))

@@ -56,8 +56,28 @@ class RotaryPositionEmbedder:
         return self.phases(grid)
 
 
-def apply_rotary(x: torch.Tensor, phases: torch.Tensor) -> torch.Tensor:
-    """Rotate `x [..., heads, head_dim]` by `phases [..., head_dim // 2]` (shared by all heads)."""
+def apply_rotary(x: torch.Tensor, phases: torch.Tensor | tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """Rotate `x [..., heads, head_dim]` by `phases [..., head_dim // 2]` (shared by all heads).
+
+    `phases` may also be `(cos, sin)` float32 tensors (see `rotary_cos_sin`): the same products in
+    real arithmetic, for compilers that do not handle complex tensors.
+    """
+    if isinstance(phases, tuple):
+        return apply_rotary_real(x, *phases)
     pairs = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))
     rotated = torch.view_as_real(pairs * phases.unsqueeze(-2))
+    return rotated.reshape(x.shape).to(x.dtype)
+
+
+def rotary_cos_sin(phases: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Complex phases -> `(cos, sin)` float32 tensors of the same shape."""
+    return phases.real.contiguous(), phases.imag.contiguous()
+
+
+def apply_rotary_real(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """`apply_rotary` with phases as `cos, sin [..., head_dim // 2]`: `(a, b) -> (a c - b s, a s + b c)`."""
+    pairs = x.float().reshape(*x.shape[:-1], -1, 2)
+    a, b = pairs[..., 0], pairs[..., 1]
+    c, s = cos.unsqueeze(-2), sin.unsqueeze(-2)
+    rotated = torch.stack((a * c - b * s, a * s + b * c), dim=-1)
     return rotated.reshape(x.shape).to(x.dtype)

@@ -10,14 +10,22 @@
 Tokens are dense `[B, L, C]` or packed `[N, C]` with per-sample `seqlens` (see `attention.py`).
 Precision follows the official models: Linear layers inside `blocks` hold the model dtype; the
 timestep path, input/output layers, norms, RMS gains and the per-block `modulation` stay float32.
+
+`forward` is the reference path. `FlowTransformer.forward_fast` is the same network on dense tokens
+for a sampling run whose conditioning was prepared once (`prepare_condition`: every block's
+cross-attention keys and values, and for an all-zero unconditional branch the constant that its
+cross-attention returns), optionally with several copies of the batch in one forward (guidance
+pairs) and LayerNorm evaluated directly in the activation dtype.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .attention import CrossAttention, SelfAttention
@@ -33,6 +41,10 @@ _DTYPES = {
     "fp16": torch.float16,
     "f16": torch.float16,
 }
+
+
+class FastPathUnsupported(ValueError):
+    """The inputs of a sampling run do not fit the fast path (it then runs the reference path)."""
 
 
 def parse_dtype(dtype: str | torch.dtype) -> torch.dtype:
@@ -156,6 +168,102 @@ class ModulatedTransformerCrossBlock(nn.Module):
         h = self.norm3(x) * (1 + scale_mlp) + shift_mlp
         return x + self.mlp(h) * gate_mlp
 
+    # --- fast path (dense tokens, conditioning prepared once per sampling run) -----------------
+    def prepare_context(
+        self, cond: torch.Tensor | None, null_cond: torch.Tensor | None, null_tokens: int
+    ) -> BlockContext:
+        """This block's cross-attention inputs for a sampling run: keys/values of `cond [Bc, T, Cc]`
+        and, for an all-zero `null_cond`, the output its cross-attention gives every token.
+
+        With identical keys the softmax is uniform, so attention returns the (identical) value row
+        exactly; `to_out` of that row is computed on `null_tokens` rows, the size of the real call.
+        """
+        kv = self.cross_attn.context_kv(cond) if cond is not None else None
+        null_out, null_rows = None, 0
+        if null_cond is not None:
+            _, v = self.cross_attn.context_kv(null_cond[:1])
+            row = v[:, 0].flatten(-2)  # [1, C]: the attention output of every query
+            null_out = self.cross_attn.to_out(row.expand(max(1, null_tokens), -1).contiguous())[0]
+            null_rows = null_cond.shape[0]
+        return BlockContext(kv, null_out, null_rows)
+
+    def forward_fast(
+        self,
+        x: torch.Tensor,
+        mod: torch.Tensor,
+        context: BlockContext | torch.Tensor,
+        phases: torch.Tensor | tuple[torch.Tensor, torch.Tensor] | None = None,
+        native_norm: bool = False,
+    ) -> torch.Tensor:
+        """`forward` on dense `x [B, L, C]` with a prepared `context` (or a `[B, T, Cc]` tensor).
+
+        `native_norm`: the affine-free norms run in the activation dtype (fp32 statistics inside the
+        kernel) instead of through a float32 copy; `phases` may be `(cos, sin)` (real RoPE).
+        """
+        if self.share_mod:
+            mod = (self.modulation + mod).to(mod.dtype)
+        else:
+            mod = self.adaLN_modulation(mod)
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = (
+            m[:, None] for m in mod.chunk(6, dim=1)
+        )
+        h = self._plain_norm(self.norm1, x, native_norm) * (1 + scale_msa) + shift_msa
+        x = x + self.self_attn(h, phases) * gate_msa
+        x = self._cross_fast(x, context)
+        h = self._plain_norm(self.norm3, x, native_norm) * (1 + scale_mlp) + shift_mlp
+        return x + self.mlp(h) * gate_mlp
+
+    @staticmethod
+    def _plain_norm(norm: LayerNorm32, x: torch.Tensor, native: bool) -> torch.Tensor:
+        if not native:
+            return norm(x)
+        return F.layer_norm(x, norm.normalized_shape, None, None, norm.eps)
+
+    def _cross_fast(self, x: torch.Tensor, context: BlockContext | torch.Tensor) -> torch.Tensor:
+        if torch.is_tensor(context):
+            return x + self.cross_attn(self.norm2(x), context)
+        if context.null_rows == 0:
+            return x + self.cross_attn(self.norm2(x), context.kv)
+        if context.kv is None:
+            return x + context.null_out
+        conditioned = x.shape[0] - context.null_rows
+        out = torch.empty_like(x)
+        head, tail = x[:conditioned], x[conditioned:]
+        torch.add(head, self.cross_attn(self.norm2(head), context.kv), out=out[:conditioned])
+        torch.add(tail, context.null_out, out=out[conditioned:])
+        return out
+
+
+@dataclass
+class BlockContext:
+    """One block's cross-attention inputs, prepared once per sampling run.
+
+    `kv`: keys and values `[Bc, T, H, D]` of the conditioned batch rows (the first `Bc`); the last
+    `null_rows` rows are conditioned on zero image tokens and take `null_out [C]` as their
+    cross-attention output.
+    """
+
+    kv: tuple[torch.Tensor, torch.Tensor] | None
+    null_out: torch.Tensor | None = None
+    null_rows: int = 0
+
+
+@dataclass
+class PreparedCondition:
+    """Every block's `BlockContext` for one batch layout (`batch_size` rows)."""
+
+    blocks: list[BlockContext]
+    batch_size: int
+
+    def nbytes(self) -> int:
+        """Device memory the cached keys, values and constants hold."""
+        total = 0
+        for block in self.blocks:
+            for tensor in (*(block.kv or ()), block.null_out):
+                if tensor is not None:
+                    total += tensor.untyped_storage().nbytes()
+        return total
+
 
 def prepare_context(
     cond: torch.Tensor | Sequence[torch.Tensor], batch_size: int, dtype: torch.dtype
@@ -264,4 +372,61 @@ class FlowTransformer(nn.Module):
         for block in self.blocks:
             h = block(h, mod, context, phases, seqlens, context_seqlens)
         h = torch.nn.functional.layer_norm(h.float(), h.shape[-1:])
+        return self.out_layer(h)
+
+    # --- fast path ---------------------------------------------------------------------------
+    def prepare_condition(
+        self, cond: torch.Tensor | None, null_cond: torch.Tensor | None = None, tokens: int = 1
+    ) -> PreparedCondition:
+        """Cross-attention inputs of every block for batch rows `[cond rows; null_cond rows]`.
+
+        `cond [Bc, T, Cc]`: image tokens whose keys/values are computed here once; `null_cond
+        [Bn, T, Cc]`: an all-zero unconditional condition (the caller checks it is zero), whose
+        cross-attention output is a per-block constant; `tokens`: latent tokens per sample.
+        """
+        if cond is None and null_cond is None:
+            raise ValueError("prepare_condition needs cond, null_cond or both")
+        cond = None if cond is None else cond.to(self.dtype)
+        null_cond = None if null_cond is None else null_cond.to(self.dtype)
+        null_tokens = 0 if null_cond is None else null_cond.shape[0] * tokens
+        blocks = [block.prepare_context(cond, null_cond, null_tokens) for block in self.blocks]
+        rows = (0 if cond is None else cond.shape[0]) + (0 if null_cond is None else null_cond.shape[0])
+        return PreparedCondition(blocks, rows)
+
+    def forward_fast(
+        self,
+        tokens: torch.Tensor,
+        t: torch.Tensor,
+        condition: PreparedCondition | torch.Tensor,
+        phases: torch.Tensor | tuple[torch.Tensor, torch.Tensor] | None,
+        repeat: int = 1,
+        native_norm: bool = False,
+        block_fns: Sequence[Callable[..., torch.Tensor]] | None = None,
+    ) -> torch.Tensor:
+        """The network on dense `tokens [B, L, in_channels]` at times `t [B]`, its batch taken
+        `repeat` times (rows `[copy 0; copy 1; ...]`, e.g. a guidance pair) -> float32
+        `[repeat * B, L, out_channels]`.
+
+        `condition`: from `prepare_condition` for `repeat * B` rows, or image tokens
+        `[repeat * B, T, Cc]`. The input layer and timestep modulation run once on the B samples.
+        `block_fns` replace `block.forward_fast` (e.g. compiled versions), one per block.
+        """
+        batch = tokens.shape[0]
+        h = self.input_layer(tokens.float()).to(self.dtype)
+        mod = self.timestep_modulation(t, batch)
+        if repeat > 1:
+            h = h.repeat(repeat, 1, 1)
+            mod = mod.repeat(repeat, 1)
+        if torch.is_tensor(condition):
+            if condition.dim() != 3 or condition.shape[0] != h.shape[0]:
+                raise ValueError(f"condition must be [{h.shape[0]}, T, C], got {tuple(condition.shape)}")
+            contexts = [condition.to(self.dtype)] * len(self.blocks)
+        else:
+            if condition.batch_size != h.shape[0]:
+                raise ValueError(f"condition prepared for {condition.batch_size} rows, got {h.shape[0]}")
+            contexts = condition.blocks
+        for index, block in enumerate(self.blocks):
+            fn = block.forward_fast if block_fns is None else block_fns[index]
+            h = fn(h, mod, contexts[index], phases, native_norm)
+        h = F.layer_norm(h.float(), h.shape[-1:])
         return self.out_layer(h)
