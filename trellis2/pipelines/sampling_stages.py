@@ -3,6 +3,9 @@ texture latent, and decoding to meshes with PBR voxels.
 
 Every stage draws its noise from the caller's CPU generator, in the official order, and runs its
 networks through `PipelineModels.on_device`, so each visits the compute device only for its stage.
+`fast` (see `trellis2.samplers.fast_path`) chooses how the samplers evaluate the flows: by default
+the fast path on CUDA and the reference path on the CPU; `fast_path_reports` keeps, per stage, what
+the last run's sampler did.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from o_voxel.asset import MeshWithVoxel
 
 from ..modules.sparse.tensor import SparseTensor
 from ..progress import CancelFlag, ProgressCallback, no_progress, raise_if_cancelled
-from ..samplers import SAMPLER_CLASSES
+from ..samplers import SAMPLER_CLASSES, FastPathReport, FastPathSetting
 from .conditioning import Conditioning
 from .pipeline_config import MODEL_KEYS, SAMPLER_KEYS, PipelineConfig, SamplerConfig
 from .pipeline_models import PipelineModels
@@ -34,11 +37,13 @@ def make_sampler(entry: SamplerConfig) -> Any:
 class SamplingStages:
     """Stages 1-3 and decoding on the networks of `models`, with the samplers of `config`."""
 
-    def __init__(self, config: PipelineConfig, models: PipelineModels) -> None:
+    def __init__(self, config: PipelineConfig, models: PipelineModels, fast: FastPathSetting = None) -> None:
         self.config = config
         self.models = models
         self.device = models.device
         self.samplers = {key: make_sampler(getattr(config, key)) for key in SAMPLER_KEYS}
+        self.fast = fast
+        self.fast_path_reports: dict[str, FastPathReport] = {}
 
     def model(self, key: str) -> torch.nn.Module:
         """Checkpoint `key` of `pipeline.json`, loaded once and kept on the CPU between uses."""
@@ -60,21 +65,21 @@ class SamplingStages:
     ) -> Any:
         """One sampler run on the device; `params` override the sampler's `pipeline.json` params."""
         with self.models.on_device(model):
-            return (
-                self.samplers[sampler_key]
-                .sample(
-                    model,
-                    noise,
-                    cond.positive,
-                    cond.negative,
-                    progress=progress,
-                    stage=stage,
-                    cancel=cancel,
-                    **{**getattr(self.config, sampler_key).params, **params},
-                    **kwargs,
-                )
-                .samples
+            out = self.samplers[sampler_key].sample(
+                model,
+                noise,
+                cond.positive,
+                cond.negative,
+                progress=progress,
+                stage=stage,
+                cancel=cancel,
+                fast=self.fast,
+                **{**getattr(self.config, sampler_key).params, **params},
+                **kwargs,
             )
+        if out.fast_path is not None:
+            self.fast_path_reports[stage] = out.fast_path
+        return out.samples
 
     def _denormalize(self, slat: SparseTensor, key: str) -> SparseTensor:
         norm = getattr(self.config, key)

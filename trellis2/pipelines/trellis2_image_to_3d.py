@@ -25,6 +25,7 @@ from PIL import Image
 from o_voxel.asset import MeshWithVoxel
 
 from ..progress import CancelFlag, ProgressCallback, no_progress, raise_if_cancelled
+from ..samplers import FastPathSetting
 from .conditioning import Conditioning, image_conditioning, image_features
 from .image_loading import ImageInputError, has_real_alpha, normalize_image
 from .model_paths import locate_pipeline
@@ -55,8 +56,11 @@ class Trellis2ImageTo3DPipeline(SamplingStages):
         models_dir: Path | str | None,
         device: torch.device | str | None = None,
         missing_model_hint: str = "",
+        fast: FastPathSetting = None,
     ) -> None:
-        super().__init__(config, PipelineModels(config, pipeline_dir, models_dir, device, missing_model_hint))
+        super().__init__(
+            config, PipelineModels(config, pipeline_dir, models_dir, device, missing_model_hint), fast
+        )
         self.pipeline_dir = self.models.pipeline_dir
         self.models_dir = self.models.models_dir
         self.pipeline_repo = self.models.pipeline_repo
@@ -67,11 +71,15 @@ class Trellis2ImageTo3DPipeline(SamplingStages):
         path: str | os.PathLike,
         device: torch.device | str | None = None,
         missing_model_hint: str = "",
+        fast: FastPathSetting = None,
     ) -> Trellis2ImageTo3DPipeline:
-        """Open a pipeline folder (with `pipeline.json`) or a models folder holding `microsoft/TRELLIS.2-4B`."""
+        """Open a pipeline folder (with `pipeline.json`) or a models folder holding `microsoft/TRELLIS.2-4B`.
+
+        `fast`: how the flows are evaluated (`trellis2.samplers.fast_path.resolve_fast_path`); the
+        default runs the fast path on CUDA and the reference path on the CPU."""
         pipeline_dir, models_dir = locate_pipeline(path, PIPELINE_REPO, missing_model_hint)
         config = PipelineConfig.load(pipeline_dir / "pipeline.json")
-        return cls(config, pipeline_dir, models_dir, device, missing_model_hint)
+        return cls(config, pipeline_dir, models_dir, device, missing_model_hint, fast)
 
     # --- the networks ------------------------------------------------------------------------
     def checkpoint_path(self, key: str) -> Path:

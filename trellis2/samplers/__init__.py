@@ -1,5 +1,6 @@
 """Samplers that turn noise into latents with a flow model."""
 
+from .fast_path import FastPathOptions, FastPathReport, FastPathSetting, FlowRunner, resolve_fast_path
 from .flow_euler import (
     ConditionalVelocity,
     FlowEulerGuidanceIntervalSampler,
@@ -12,6 +13,11 @@ SAMPLER_CLASSES: dict[str, type] = {"FlowEulerGuidanceIntervalSampler": FlowEule
 
 __all__ = [
     "ConditionalVelocity",
+    "FastPathOptions",
+    "FastPathReport",
+    "FastPathSetting",
+    "FlowRunner",
+    "resolve_fast_path",
     "FlowEulerGuidanceIntervalSampler",
     "SAMPLER_CLASSES",
     "SamplerOutput",

@@ -5,6 +5,11 @@ Conditioning is pluggable: `cond` is either a tensor (one image) or a `Condition
 object that returns the conditional velocity for a step. Multi-view sampling (several views per
 step, or one view per step) is written that way, and shares everything else with single-image
 sampling: time grid, guidance formula, rescale, interval, progress and cancellation.
+
+`sample(..., fast=...)` chooses how the model is evaluated: the reference path calls `model` as the
+official sampler does (two forwards per guided step); the fast path (`fast_path.FlowRunner`) computes
+the same velocities with batched guidance pairs, a per-run context cache and CUDA graphs. The
+time grid, the guidance arithmetic and the Euler update are the same code in both.
 """
 
 from __future__ import annotations
@@ -17,7 +22,9 @@ import numpy as np
 import torch
 
 from ..modules.sparse.tensor import SparseTensor, sample_std
+from ..modules.transformer import FastPathUnsupported
 from ..progress import CancelFlag, ProgressCallback, raise_if_cancelled
+from .fast_path import FastPathReport, FastPathSetting, FlowRunner, resolve_fast_path
 
 Latent = Any  # torch.Tensor (dense stage) or SparseTensor (sparse stages)
 
@@ -47,6 +54,7 @@ class SamplerOutput:
     samples: Latent
     pred_x_t: list[Latent] = field(default_factory=list)
     pred_x_0: list[Latent] = field(default_factory=list)
+    fast_path: FastPathReport | None = None
 
 
 def time_grid(steps: int, rescale_t: float) -> np.ndarray:
@@ -98,15 +106,39 @@ class FlowEulerGuidanceIntervalSampler:
         **kwargs,
     ) -> Latent:
         """`s v_pos + (1 - s) v_neg` inside the interval (plus rescale), `v_pos` outside it."""
-        t_model = torch.full((_batch_size(x_t),), 1000.0 * t, dtype=torch.float32, device=x_t.device)
-        low, high = guidance_interval
-        strength = guidance_strength if low <= t <= high else 1.0
+        t_model = _model_time(x_t, t)
+        strength = _strength(t, guidance_strength, guidance_interval)
         if strength == 1.0:
             return positive(model, x_t, t_model, step, **kwargs)
         if strength == 0.0:
             return model(x_t, t_model, neg_cond, **kwargs)
         v_pos = positive(model, x_t, t_model, step, **kwargs)
         v_neg = model(x_t, t_model, neg_cond, **kwargs)
+        return self.combine_guidance(x_t, t, v_pos, v_neg, strength, guidance_rescale)
+
+    def fast_guided_velocity(
+        self,
+        runner: FlowRunner,
+        x_t: Latent,
+        t: float,
+        guidance_strength: float,
+        guidance_rescale: float,
+        guidance_interval: tuple[float, float],
+    ) -> Latent:
+        """`guided_velocity` with the model evaluated by a fast-path `runner`."""
+        t_model = _model_time(x_t, t)
+        strength = _strength(t, guidance_strength, guidance_interval)
+        if strength == 1.0:
+            return runner.positive(x_t, t_model)
+        if strength == 0.0:
+            return runner.negative(x_t, t_model)
+        v_pos, v_neg = runner.pair(x_t, t_model)
+        return self.combine_guidance(x_t, t, v_pos, v_neg, strength, guidance_rescale)
+
+    def combine_guidance(
+        self, x_t: Latent, t: float, v_pos: Latent, v_neg: Latent, strength: float, guidance_rescale: float
+    ) -> Latent:
+        """Classifier-free guidance of the two velocities, with the official std rescale."""
         v = strength * v_pos + (1 - strength) * v_neg
         if guidance_rescale > 0:
             x0_pos = self._x0_from_v(x_t, t, v_pos)
@@ -133,12 +165,14 @@ class FlowEulerGuidanceIntervalSampler:
         stage: str = "sampling",
         cancel: CancelFlag | None = None,
         keep_trajectory: bool = False,
+        fast: FastPathSetting = None,
         **kwargs,
     ) -> SamplerOutput:
         """Integrate from `noise` at t = 1 to t = 0; extra kwargs (e.g. `concat_cond`) reach the model.
 
         `progress(stage, k, steps)` is called after step k (1-based); `cancel` is checked before
-        every step.
+        every step. `fast` (see `fast_path.resolve_fast_path`; default: fast on CUDA, reference
+        elsewhere) picks how the model is evaluated; `SamplerOutput.fast_path` says what ran.
         """
         steps = int(steps)
         if len(guidance_interval) != 2:
@@ -148,32 +182,80 @@ class FlowEulerGuidanceIntervalSampler:
         if neg_cond is None and guidance_strength != 1.0:
             raise ValueError("classifier-free guidance needs neg_cond (use zeros like cond)")
         grid = time_grid(steps, float(rescale_t))
+        strength, rescale = float(guidance_strength), float(guidance_rescale)
+        runner, report = self._fast_runner(
+            fast, model, noise, cond, neg_cond, grid, strength, interval, kwargs
+        )
         x_t = noise
-        out = SamplerOutput(samples=None)
-        for k in range(steps):
-            raise_if_cancelled(cancel)
-            t, t_prev = float(grid[k]), float(grid[k + 1])
-            v = self.guided_velocity(
-                model,
-                x_t,
-                t,
-                k,
-                positive,
-                neg_cond,
-                float(guidance_strength),
-                float(guidance_rescale),
-                interval,
-                **kwargs,
-            )
-            if keep_trajectory:
-                out.pred_x_0.append(self._x0_from_v(x_t, t, v))
-            x_t = x_t - (t - t_prev) * v
-            if keep_trajectory:
-                out.pred_x_t.append(x_t)
-            if progress is not None:
-                progress(stage, k + 1, steps)
+        out = SamplerOutput(samples=None, fast_path=report)
+        try:
+            for k in range(steps):
+                raise_if_cancelled(cancel)
+                t, t_prev = float(grid[k]), float(grid[k + 1])
+                if runner is None:
+                    v = self.guided_velocity(
+                        model, x_t, t, k, positive, neg_cond, strength, rescale, interval, **kwargs
+                    )
+                else:
+                    v = self.fast_guided_velocity(runner, x_t, t, strength, rescale, interval)
+                if keep_trajectory:
+                    out.pred_x_0.append(self._x0_from_v(x_t, t, v))
+                x_t = x_t - (t - t_prev) * v
+                if keep_trajectory:
+                    out.pred_x_t.append(x_t)
+                if progress is not None:
+                    progress(stage, k + 1, steps)
+        finally:
+            if runner is not None:
+                runner.close()
         out.samples = x_t
         return out
+
+    def _fast_runner(
+        self,
+        fast: FastPathSetting,
+        model: Callable,
+        noise: Latent,
+        cond: Any,
+        neg_cond: Any,
+        grid: np.ndarray,
+        strength: float,
+        interval: tuple[float, float],
+        kwargs: dict[str, Any],
+    ) -> tuple[FlowRunner | None, FastPathReport]:
+        """A `FlowRunner` for this run, or None (reference path) with the reason in the report."""
+        options = resolve_fast_path(fast, noise.device)
+        if options is None:
+            return None, FastPathReport(reason="reference path selected")
+        if _is_conditional_velocity(cond):
+            return None, FastPathReport(
+                reason="a conditional velocity (e.g. multi-view) runs the reference path"
+            )
+        try:
+            runner = FlowRunner(model, noise, cond, neg_cond, options, **kwargs)
+        except FastPathUnsupported as exc:
+            return None, FastPathReport(reason=str(exc))
+        counts = dict.fromkeys(("positive", "negative", "pair"), 0)
+        for t in grid[:-1]:
+            s = _strength(float(t), strength, interval)
+            kinds = ["positive"] if s == 1.0 else ["negative"] if s == 0.0 else ["pair"]
+            if kinds == ["pair"] and not options.batch_guidance:
+                kinds = ["positive", "negative"]
+            for kind in kinds:
+                counts[kind] += 1
+        runner.expect(counts)
+        return runner, runner.report
+
+
+def _model_time(x_t: Latent, t: float) -> torch.Tensor:
+    """The network's time input: `[B]` float32 `1000 t`."""
+    return torch.full((_batch_size(x_t),), 1000.0 * t, dtype=torch.float32, device=x_t.device)
+
+
+def _strength(t: float, guidance_strength: float, guidance_interval: tuple[float, float]) -> float:
+    """The guidance strength at `t`: `guidance_strength` inside the (inclusive) interval, else 1."""
+    low, high = guidance_interval
+    return guidance_strength if low <= t <= high else 1.0
 
 
 def _is_conditional_velocity(cond: Any) -> bool:
