@@ -9,6 +9,15 @@ exactly as `run` does. Random networks do not produce a realistic sparse structu
 voxels are replaced by those of a real mesh (a mug: body, inner wall, handle) voxelised at 32^3 (and
 at 64^3 for the cascade's high-resolution stage, scaled to the requested token counts); all network
 work of every stage still runs (sparse-structure flow + decoder, shape-decoder upsampling, ...).
+
+    python tools/bench_pipeline.py --compare-reference --out docs/benchmarks/pipeline-compare-h200.json
+    python tools/bench_pipeline.py --compare-reference --device cpu --quick   # smoke test
+
+`--compare-reference` runs every case with the reference path and then with the fast path
+(`trellis2.samplers.fast_path`), same process, same device, same seed: seconds and peak memory per
+stage, the ratio, the attention backend and CUDA graphs each stage used, and the relative L2 of
+each stage's final latent, fast against reference. The texture stage of the fast run starts from
+the reference run's shape latent (teacher forcing), so every stage is compared on equal inputs.
 """
 
 from __future__ import annotations
@@ -33,8 +42,12 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from make_tiny_models import calibration_image, make_tiny_models, pipeline_json  # noqa: E402
 
+from trellis2.modules.sparse import SparseTensor  # noqa: E402
 from trellis2.pipelines.pipeline_config import PipelineConfig  # noqa: E402
 from trellis2.pipelines.trellis2_image_to_3d import Trellis2ImageTo3DPipeline  # noqa: E402
+from trellis2.samplers import FastPathOptions  # noqa: E402
+
+REL_L2_BOUND = 2e-3  # fast against reference on every stage's final latent (bf16 flows)
 
 FLOW = {
     "model_channels": 1536,
@@ -140,6 +153,21 @@ class BenchPipeline(Trellis2ImageTo3DPipeline):
 
     lr_coords: torch.Tensor
     hr_coords: torch.Tensor | None = None
+    record: dict[str, Any] | None = None  # when a dict: every stage's final latent (and the texture input)
+    teacher: dict[str, Any] | None = None  # a recorded run whose texture input replaces this run's
+
+    def _sample(self, sampler_key, model, noise, cond, params, stage, progress, cancel, **kwargs):
+        samples = super()._sample(sampler_key, model, noise, cond, params, stage, progress, cancel, **kwargs)
+        if self.record is not None:
+            self.record[stage] = samples
+        return samples
+
+    def sample_tex_slat(self, cond, flow_key, shape_slat, *args, **kwargs):
+        if self.teacher is not None and "tex_input" in self.teacher:
+            shape_slat = self.teacher["tex_input"]
+        if self.record is not None:
+            self.record["tex_input"] = shape_slat
+        return super().sample_tex_slat(cond, flow_key, shape_slat, *args, **kwargs)
 
     def sample_sparse_structure(self, cond, resolution, generator, params, progress, cancel, num_samples=1):
         try:
@@ -321,6 +349,109 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+# --- reference against fast path (--compare-reference) -------------------------------------------
+def rel_l2(a: Any, b: Any) -> float:
+    """`||a - b|| / ||b||` of two latents (dense tensors or sparse features)."""
+    fa = (a.feats if isinstance(a, SparseTensor) else a).float()
+    fb = (b.feats if isinstance(b, SparseTensor) else b).float()
+    return float((fa - fb).norm() / fb.norm().clamp_min(1e-30))
+
+
+def run_mode(
+    pipe: BenchPipeline, pipeline_type: str, image, device: torch.device, fast: Any, runs: int, teacher
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """`runs` runs with `pipe.fast = fast` (the last one reported and recorded) -> (case, latents)."""
+    pipe.fast, pipe.teacher = fast, teacher
+    earlier = []
+    for _ in range(runs - 1):
+        pipe.record = None
+        earlier.append(bench_case(pipe, pipeline_type, image, device)["total_seconds"])
+    pipe.record, pipe.fast_path_reports = {}, {}
+    case = bench_case(pipe, pipeline_type, image, device)
+    case["earlier_runs_total_seconds"] = earlier
+    case["fast_path"] = {stage: report.as_dict() for stage, report in pipe.fast_path_reports.items()}
+    latents = pipe.record
+    pipe.record = pipe.teacher = None
+    return case, latents
+
+
+def compare_stages(
+    ref: dict[str, Any], fast: dict[str, Any], ref_latents, fast_latents
+) -> list[dict[str, Any]]:
+    rows = []
+    for stage, ref_row in ref["stages"].items():
+        fast_row = fast["stages"].get(stage, {})
+        report = fast["fast_path"].get(stage)
+        row = {
+            "stage": stage,
+            "steps": ref_row["steps"],
+            "reference_seconds": ref_row["seconds"],
+            "fast_seconds": fast_row.get("seconds"),
+            "speedup": ref_row["seconds"] / fast_row["seconds"] if fast_row.get("seconds") else None,
+            "reference_peak_gb": ref_row["peak_gb"],
+            "fast_peak_gb": fast_row.get("peak_gb"),
+        }
+        if report is not None:
+            row["fast_path_used"] = report["used"]
+            row["fast_path_reason"] = report["reason"]
+            row["attention_backend"] = report["attention_backend"] or "pytorch default"
+            row["graphs"] = report["graphs"]
+            row["calls"] = report["calls"]
+            row["null_context"] = report["null_context"]
+        if stage in ref_latents and stage in fast_latents:
+            row["rel_l2"] = rel_l2(fast_latents[stage], ref_latents[stage])
+            row["within_bound"] = row["rel_l2"] <= REL_L2_BOUND
+        rows.append(row)
+    return rows
+
+
+def compare_markdown(report: dict[str, Any]) -> str:
+    lines = [
+        f"# bench_pipeline --compare-reference ({'quick' if report['quick'] else 'real-size'})",
+        "",
+        "hardware: " + ", ".join(f"{k} {v}" for k, v in report["hardware"].items()),
+        "",
+        "Seconds per stage (warm run), reference path against fast path, same process and seed; relative "
+        f"L2 of each stage's final latent, fast against reference (bound {REL_L2_BOUND:g}; the texture "
+        "stage of the fast run starts from the reference shape latent).",
+        "",
+    ]
+    for case in report["cases"]:
+        ref, fast = case["reference"], case["fast"]
+        lines.append(
+            f"## {case['pipeline_type']} - LR tokens {ref['lr_tokens']}, HR tokens {ref['hr_tokens']}, "
+            f"decoded voxels {ref['decoded_voxels']}"
+        )
+        lines += [
+            "",
+            "| stage | steps | ref s | fast s | x | ref peak GB | fast peak GB | attention | graphs | rel L2 | ok |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | ---: | --- |",
+        ]
+        for row in case["stages"]:
+            graphs = ", ".join(f"{k}: {v}" for k, v in (row.get("graphs") or {}).items()) or "-"
+            attention = row.get("attention_backend", "-")
+            if row.get("fast_path_used") is False:
+                attention = f"reference ({row['fast_path_reason']})"
+            rel = f"{row['rel_l2']:.1e}" if "rel_l2" in row else "-"
+            ok = "-" if "within_bound" not in row else ("yes" if row["within_bound"] else "**no**")
+            speedup = f"{row['speedup']:.2f}" if row["speedup"] else "-"
+            lines.append(
+                f"| {row['stage']} | {row['steps']} | {row['reference_seconds']:.2f} | {row['fast_seconds'] or 0:.2f} | "
+                f"{speedup} | {row['reference_peak_gb']:.2f} | {row['fast_peak_gb'] or 0:.2f} | {attention} | {graphs} | "
+                f"{rel} | {ok} |"
+            )
+        lines.append(
+            f"| **generation (without decode)** | | {ref['generation_seconds']:.2f} | {fast['generation_seconds']:.2f} | "
+            f"{ref['generation_seconds'] / fast['generation_seconds']:.2f} | | | | | | |"
+        )
+        lines.append(
+            f"| **total** | | {ref['total_seconds']:.2f} | {fast['total_seconds']:.2f} | "
+            f"{ref['total_seconds'] / fast['total_seconds']:.2f} | {ref['peak_gb']:.2f} | {fast['peak_gb']:.2f} | | | | |"
+        )
+        lines.append("")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -335,8 +466,27 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--runs", type=int, default=2, help="runs per case; the last one is reported (warm)")
     parser.add_argument("--out", type=Path, help="write the report as JSON (and Markdown next to it)")
+    parser.add_argument(
+        "--compare-reference",
+        action="store_true",
+        help="run every case with the reference path, then the fast path, and compare them",
+    )
+    parser.add_argument(
+        "--attention-backend",
+        default="auto",
+        help="fast path SDPA backend: auto (measured), cudnn, flash, efficient, math or default",
+    )
+    parser.add_argument("--compile", action="store_true", help="fast path with torch.compile'd blocks")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error("CUDA is not available on this machine; use --device cpu")
+    if args.runs < 1:
+        parser.error("--runs must be at least 1")
+    fast_options = FastPathOptions(
+        attention_backend=None if args.attention_backend == "default" else args.attention_backend,
+        compile=args.compile,
+    )
 
     image = calibration_image(opaque=False)
     mesh = mug_mesh()
@@ -350,6 +500,11 @@ def main(argv: list[str] | None = None) -> int:
         hr_targets = args.hr_tokens
 
     report: dict[str, Any] = {"quick": args.quick, "hardware": hardware(device), "cases": []}
+    if args.compare_reference:
+        report["mode"] = "compare-reference"
+        report["rel_l2_bound"] = REL_L2_BOUND
+        report["fast_options"] = fast_options.__dict__.copy()
+    started = time.perf_counter()
     for pipeline_type in args.types:
         cascade = "cascade" in pipeline_type
         for target in hr_targets if cascade else hr_targets[:1]:
@@ -362,6 +517,32 @@ def main(argv: list[str] | None = None) -> int:
                 + (f" and {pipe.hr_coords.shape[0]} HR tokens" if cascade else ""),
                 flush=True,
             )
+            if args.compare_reference:
+                ref, ref_latents = run_mode(pipe, pipeline_type, image, device, False, args.runs, None)
+                print(
+                    f"  reference: {ref['total_seconds']:.2f} s ({time.perf_counter() - started:.0f} s so far)"
+                )
+                fast, fast_latents = run_mode(
+                    pipe, pipeline_type, image, device, fast_options, args.runs, ref_latents
+                )
+                print(
+                    f"  fast:      {fast['total_seconds']:.2f} s ({time.perf_counter() - started:.0f} s so far)"
+                )
+                case = {
+                    "pipeline_type": pipeline_type,
+                    "reference": ref,
+                    "fast": fast,
+                    "stages": compare_stages(ref, fast, ref_latents, fast_latents),
+                }
+                for row in case["stages"]:
+                    if "rel_l2" in row:
+                        print(
+                            f"  {row['stage']:<18} {row['reference_seconds']:.2f} s -> {row['fast_seconds']:.2f} s, "
+                            f"rel L2 {row['rel_l2']:.1e}, attention {row.get('attention_backend')}",
+                            flush=True,
+                        )
+                report["cases"].append(case)
+                continue
             cold = [
                 bench_case(pipe, pipeline_type, image, device)["total_seconds"] for _ in range(args.runs - 1)
             ]
@@ -369,12 +550,13 @@ def main(argv: list[str] | None = None) -> int:
             case["earlier_runs_total_seconds"] = cold
             report["cases"].append(case)
             print(json.dumps(case, indent=1), flush=True)
-    text = markdown(report)
+    text = compare_markdown(report) if args.compare_reference else markdown(report)
     print(text)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=2))
+        args.out.write_text(json.dumps(report, indent=2, default=str))
         args.out.with_suffix(".md").write_text(text)
+        print(f"wrote {args.out} and {args.out.with_suffix('.md')}")
     return 0
 
 

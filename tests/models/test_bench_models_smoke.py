@@ -43,3 +43,40 @@ def test_quick_benchmark_of_the_flows(tmp_path):
         assert r["error"] is None and r["seconds"] > 0 and r["load_seconds"] > 0 and r["params"] > 0
     assert "| ss_flow | SparseStructureFlowModel |" in out.with_suffix(".md").read_text()
     assert not list((tmp_path / "ckpt").iterdir())  # round-trip files are removed
+
+
+def test_quick_compare_reference_of_the_flows(tmp_path):
+    """`--compare-reference` (the GPU command of docs/benchmarks/README.md) runs on CPU with tiny models."""
+    out = tmp_path / "compare.json"
+    code = bench_models.main(
+        [
+            "--device",
+            "cpu",
+            "--quick",
+            "--compare-reference",
+            "--repeats",
+            "1",
+            "--only",
+            "ss_flow,tex_flow_64",
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 0
+    report = json.loads(out.read_text())
+    assert report["mode"] == "compare-reference" and report["hardware"]["device"] == "cpu"
+    assert [r["name"] for r in report["results"]] == ["ss_flow", "tex_flow_64"]
+    labels = [label for label, _ in bench_models.LEVELS]
+    for r in report["results"]:
+        assert "error" not in r
+        assert r["reference"]["forward_ms"] > 0 and r["reference"]["pair_ms"] > 0
+        assert r["reference"]["attention"]["ops"]  # the SDPA op that ran, from the profiler
+        assert [lv["label"] for lv in r["levels"]] == labels
+        for level in r["levels"]:
+            assert level["forward_ms"] > 0 and level["pair_ms"] > 0
+            assert len(level["rel_l2"]) == 2  # first call and a later call at other inputs
+            assert level["rel_l2_max"] < 0.05  # bf16 tiny models on the CPU
+        assert r["speedup_pair"] > 0 and isinstance(r["within_bound"], bool)
+        assert r["reference"]["rel_l2_bf16_vs_fp32"] > 0
+    text = out.with_suffix(".md").read_text()
+    assert "| ss_flow |" in text and "+ CUDA graphs (= fast path)" in text
