@@ -70,8 +70,10 @@ class UiServer:
                 self.process.wait(timeout=5)
 
 
-def start_ui_server(models_dir: Path, data_dir: Path, timeout_s: float = 120.0) -> UiServer:
-    """Start the real server and wait for its 'Genesis is running at URL' line."""
+def start_ui_server(
+    models_dir: Path, data_dir: Path, timeout_s: float = 120.0, env: dict[str, str] | None = None
+) -> UiServer:
+    """Start the real server and wait for its 'Genesis is running at URL' line; `env` adds variables."""
     cmd = [
         sys.executable,
         "-m",
@@ -84,7 +86,7 @@ def start_ui_server(models_dir: Path, data_dir: Path, timeout_s: float = 120.0) 
         "--data-dir",
         str(data_dir),
     ]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     process = subprocess.Popen(
         cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )

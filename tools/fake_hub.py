@@ -87,6 +87,11 @@ class FakeHub:
     def cdn_url(self) -> str:
         return f"http://127.0.0.1:{self._servers[1].server_address[1]}"
 
+    def client_env(self, home: Path) -> dict[str, str]:
+        """Environment for a process that is to use this hub (and no token of this machine: `home` becomes
+        its huggingface_hub folder)."""
+        return {"HF_ENDPOINT": self.url, "HF_TOKEN": "", "HF_HUB_OFFLINE": "0", "HF_HOME": str(home)}
+
     def start(self) -> FakeHub:
         for server in self._servers:
             thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)

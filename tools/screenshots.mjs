@@ -1,9 +1,11 @@
 // Takes the README screenshots from the real app (driven by tools/take_screenshots.py):
 //   main-window.png (a model loaded), multiview.png (the view slots), history.png (finished jobs);
-//   with --fast PHOTO instead: fast-tab.png (the Fast tab, a Fresnel model from that photo in the viewer).
+//   with --fast PHOTO instead: fast-tab.png (the Fast tab, a Fresnel model from that photo in the viewer);
+//   with --models instead: models-panel.png (the Models panel, a gated model failed and TRELLIS.2 downloading).
 //
 //   node tools/screenshots.mjs --url URL --image object.png --views a.png,b.png,c.png,d.png --out docs/screenshots
 //   node tools/screenshots.mjs --url URL --fast photo.jpg --out docs/screenshots
+//   node tools/screenshots.mjs --url URL --models --out docs/screenshots
 
 import { mkdirSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -18,10 +20,13 @@ const { chromium } = require('playwright-core');
 
 const { values: opts } = parseArgs({ options: {
   url: { type: 'string' }, image: { type: 'string' }, views: { type: 'string' }, fast: { type: 'string' },
+  models: { type: 'boolean', default: false },
   out: { type: 'string', default: join(ROOT, 'docs', 'screenshots') },
   chromium: { type: 'string', default: process.env.GENESIS_CHROMIUM || '/usr/bin/chromium' },
 } });
-if (!opts.url || !(opts.fast || (opts.image && opts.views))) throw new Error('usage: screenshots.mjs --url URL (--image PNG --views A,B,C,D | --fast PHOTO)');
+if (!opts.url || !(opts.fast || opts.models || (opts.image && opts.views))) {
+  throw new Error('usage: screenshots.mjs --url URL (--image PNG --views A,B,C,D | --fast PHOTO | --models)');
+}
 mkdirSync(opts.out, { recursive: true });
 
 const browser = await chromium.launch({ executablePath: opts.chromium, args: CHROMIUM_ARGS });
@@ -74,6 +79,23 @@ async function fastTab() {
   await snapModel('studio', 'fast-tab.png');
 }
 
+/** The Models panel: a gated model tried without a token, then TRELLIS.2 caught mid-download. */
+async function modelsPanel() {
+  await page.goto(opts.url);
+  await page.waitForSelector('body[data-ready="true"]');
+  await page.click('#models-open');
+  await page.waitForSelector('#models-dialog[open] #models-list li');
+  const row = (id) => `#models-list li[data-repo="${id}"]`;
+  const gated = 'facebook/dinov3-vitl16-pretrain-lvd1689m';
+  await page.click(`${row(gated)} button[data-verb="download"]`);
+  await page.waitForSelector(`${row(gated)}[data-task="failed"]`);
+  const pipeline = 'microsoft/TRELLIS.2-4B';
+  await page.click(`${row(pipeline)} button[data-verb="download"]`);
+  await page.waitForFunction((sel) => Number(document.querySelector(`${sel} [role="progressbar"]`)?.getAttribute('aria-valuenow')) >= 40
+    && / left$/.test(document.querySelector(`${sel} .model-progress-text`)?.textContent || ''), row(pipeline), { timeout: 60000 });
+  await snap('models-panel.png');
+}
+
 /** main-window.png, multiview.png and history.png. */
 async function readmeShots() {
   await page.goto(opts.url);
@@ -103,7 +125,7 @@ async function readmeShots() {
 }
 
 try {
-  await (opts.fast ? fastTab() : readmeShots());
+  await (opts.models ? modelsPanel() : opts.fast ? fastTab() : readmeShots());
 } finally {
   await browser.close();
 }

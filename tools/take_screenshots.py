@@ -4,11 +4,16 @@
     .venv/bin/python tools/take_screenshots.py --url http://127.0.0.1:8000   # a running server (real models)
     .venv/bin/python tools/take_screenshots.py --models-dir models
     .venv/bin/python tools/take_screenshots.py --fast           # docs/screenshots/fast-tab.png
+    .venv/bin/python tools/take_screenshots.py --models         # docs/screenshots/models-panel.png
 
 `--fast` is the first start of a fresh install: an empty models folder, so the app opens on the Fast tab, and a
 photo-like input (a held-out procedural object on a plain, lit backdrop with sensor noise, saved as an opaque
 JPEG, so the built-in background removal runs) becomes a Fresnel model in the viewer. The photo is kept as
 `docs/screenshots/fast-input.jpg`.
+
+`--models` is the Models panel (`docs/screenshots/models-panel.png`) against a fake hub serving the tiny models
+(`tools/fake_hub.py`, throttled): two models verified (the licence-clean BiRefNet in use), TRELLIS.2 downloading
+with its progress, a gated model that failed for want of a token, one missing. The sizes are the tiny models'.
 
 Drives Debian's headless Chromium with playwright-core (tools/screenshots.mjs). With tiny
 models the shapes are random-weight blobs: run it against real models for pictures worth showing.
@@ -110,6 +115,34 @@ def fast_tab_screenshot(out: Path) -> int:
     return result.returncode
 
 
+MODELS_RATE = 400_000  # bytes per second: the tiny TRELLIS.2 folder takes about 15 s, time to see it run
+
+
+def models_panel_screenshot(out: Path) -> int:
+    """`models-panel.png`: the panel against the fake hub, some models fetched beforehand."""
+    from gui.backend import models_download as md
+    from tools.fake_hub import FakeHub
+    from tools.make_tiny_models import make_tiny_models
+
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="genesis-shots-") as tmp:
+        work = Path(tmp)
+        make_tiny_models(work / "tiny", seed=0)
+        with FakeHub.from_models(work / "tiny") as hub:
+            for repo in ("microsoft/TRELLIS-image-large", "ZhengPeng7/BiRefNet"):
+                md.fetch_model(md.find_spec(repo), work / "models" / repo, None, endpoint=hub.url)
+            hub.rate = MODELS_RATE
+            server = start_ui_server(work / "models", work / "data", env=hub.client_env(work / "hf-home"))
+            try:
+                result = run_node_script(
+                    SCREENSHOT_SCRIPT, "--url", server.url, "--models", "--out", str(out), timeout_s=300
+                )
+            finally:
+                server.stop()
+    print(result.stdout, result.stderr, sep="\n")
+    return result.returncode
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -123,6 +156,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--fast", action="store_true", help="only fast-tab.png (a fresh install, empty models)"
     )
+    parser.add_argument(
+        "--models", action="store_true", help="only models-panel.png (the Models panel, a fake hub)"
+    )
     args = parser.parse_args(argv)
     reason = missing_browser_tooling()
     if reason:
@@ -130,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.fast:
         return fast_tab_screenshot(args.out)
+    if args.models:
+        return models_panel_screenshot(args.out)
     with tempfile.TemporaryDirectory(prefix="genesis-shots-") as tmp:
         work = Path(tmp)
         image = args.image or write_input_image(work / "object.png")

@@ -55,6 +55,8 @@ async function request(method, path, { body, json } = {}) {
   throw new ApiError(res.status, 'http_error', `The server answered ${res.status} ${res.statusText}.`);
 }
 
+const modelPath = (id) => id.split('/').map(encodeURIComponent).join('/');
+
 export const api = {
   config: () => request('GET', '/api/config'),
   health: () => request('GET', '/api/health'),
@@ -63,6 +65,17 @@ export const api = {
   cancel: (id) => request('POST', `/api/jobs/${encodeURIComponent(id)}/cancel`),
   remove: (id) => request('DELETE', `/api/jobs/${encodeURIComponent(id)}`),
   exportJob: (id, settings) => request('POST', `/api/jobs/${encodeURIComponent(id)}/export`, { json: settings }),
+
+  /** The Models panel's routes (`/api/models`); a model id is `org/name`, sent as two path segments. */
+  models: {
+    list: () => request('GET', '/api/models'),
+    download: (id) => request('POST', `/api/models/${modelPath(id)}/download`),
+    downloadAll: () => request('POST', '/api/models/download-all'),
+    cancel: (id) => request('POST', id ? `/api/models/${modelPath(id)}/cancel` : '/api/models/cancel'),
+    setToken: (token) => request('PUT', '/api/models/token', { json: { token } }),
+    clearToken: () => request('DELETE', '/api/models/token'),
+    chooseBackground: (id) => request('PUT', '/api/models/background', { json: { model: id } }),
+  },
 
   /** Queue a job with `entry` of the config's engines (its route and image field); `files` in order. */
   generate(entry, files, params) {

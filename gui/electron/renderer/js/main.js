@@ -6,6 +6,7 @@ import { desktop } from './desktop.js';
 import { bytes, count, duration, elapsedSeconds } from './format.js';
 import { ImageInput } from './input.js';
 import { ACTIVE, JobList, jobTitle } from './jobs.js';
+import { ModelsPanel, showEngineNote } from './models.js';
 import { buildSamplerFields, numberIn, prepareForm, randomSeed, readParams, resetSamplerFields, writeParams } from './params.js';
 import { ENVIRONMENTS, VIEW_MODES, Viewer } from './viewer.js';
 
@@ -75,7 +76,8 @@ function openOnAReadyEngine(names) {
   const ready = names.find((name) => engineState(name).ready);
   if (engineState(first).ready || !ready) return;
   setMode(ready);
-  toast(`${engine(ready).label} works now. ${engine(first).label}: ${engineState(first).reason || 'not ready'}`);
+  const told = !$('fast-note').hidden; // the line under the input says what is missing
+  toast(`${engine(ready).label} works now.${told ? '' : ` ${engine(first).label}: ${engineState(first).reason || 'not ready'}`}`);
 }
 
 function engineState(name) {
@@ -89,10 +91,11 @@ function updateModeAvailability() {
     tab.title = state.ready ? engine(tab.dataset.mode).description : `Not available: ${state.reason || 'not ready'}`;
   }
   if (app.health) showEngineSummary($('server-status'));
+  // one line (and a button to the Models panel) when engines lack models, else the chosen engine's reason
+  const engines = Object.keys(config().engines).map((name) => ({ label: engine(name).label, current: name === app.mode,
+    ...engineState(name) }));
   const note = $('fast-note');
-  const state = engineState(app.mode);
-  note.hidden = state.ready || !app.health;
-  note.textContent = state.ready ? '' : `This engine is not ready on the server: ${state.reason || 'unknown reason'}`;
+  note.hidden = !app.health || !showEngineNote(note, engines, config().models.map((m) => m.id), () => app.models.open());
 }
 
 // ---- modes --------------------------------------------------------------------------------------------
@@ -506,6 +509,7 @@ async function start() {
   bindForm();
   bindViewer();
   bindExport();
+  app.models = new ModelsPanel({ onChange: refreshHealth });
   const names = Object.keys(config().engines);
   setMode(names[0], { force: true });
   await refreshHealth();
