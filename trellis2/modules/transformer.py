@@ -279,6 +279,20 @@ def prepare_context(
     return torch.cat([c.to(dtype) for c in cond], dim=0), [c.shape[0] for c in cond]
 
 
+def repeat_phases(
+    phases: torch.Tensor | tuple[torch.Tensor, torch.Tensor] | None, batch: int, repeat: int
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor] | None:
+    """Per-sample RoPE phases `[batch, L, D/2]` (or a `(cos, sin)` pair) for `repeat` copies of the
+    batch; phases shared by all samples (`[1, L, D/2]`, `[L, D/2]`) or already repeated pass through."""
+    if phases is None:
+        return None
+    parts = phases if isinstance(phases, tuple) else (phases,)
+    if parts[0].dim() != 3 or parts[0].shape[0] != batch or batch == 1:
+        return phases
+    parts = tuple(p.repeat(repeat, 1, 1) for p in parts)
+    return parts if isinstance(phases, tuple) else parts[0]
+
+
 class FlowTransformer(nn.Module):
     """Trunk of the TRELLIS.2 flow DiTs; subclasses map their input to tokens and back."""
 
@@ -417,6 +431,7 @@ class FlowTransformer(nn.Module):
         if repeat > 1:
             h = h.repeat(repeat, 1, 1)
             mod = mod.repeat(repeat, 1)
+            phases = repeat_phases(phases, batch, repeat)
         if torch.is_tensor(condition):
             if condition.dim() != 3 or condition.shape[0] != h.shape[0]:
                 raise ValueError(f"condition must be [{h.shape[0]}, T, C], got {tuple(condition.shape)}")

@@ -34,7 +34,7 @@ import torch
 from ..modules.rope import rotary_cos_sin
 from ..modules.sdpa import SDPA_BACKENDS, AttentionShape, probe_backends, sdpa_backend
 from ..modules.sparse.tensor import SparseTensor
-from ..modules.transformer import FastPathUnsupported, PreparedCondition
+from ..modules.transformer import FastPathUnsupported, PreparedCondition, repeat_phases
 
 BRANCHES = ("positive", "negative", "pair")
 MIN_CALLS_TO_CAPTURE = 3  # a graph replaces eager calls from the 2nd on; capturing costs about one
@@ -277,13 +277,8 @@ class FlowRunner:
         return self._conditions[kind]
 
     def _phases_for(self, kind: str) -> Any:
-        phases = self._phases
-        if kind != "pair":
-            return phases
-        parts = phases if isinstance(phases, tuple) else (phases,)
-        if parts[0].shape[0] != 1:
-            parts = tuple(torch.cat([p, p]) for p in parts)
-        return parts if isinstance(phases, tuple) else parts[0]
+        """Phases for the call's rows, repeated here once rather than inside every forward."""
+        return repeat_phases(self._phases, self.batch, 2) if kind == "pair" else self._phases
 
     # --- evaluation ----------------------------------------------------------------------------
     def _forward(self, kind: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:

@@ -1,0 +1,224 @@
+"""The fast sampling path against the reference path on the CPU, float32, tight tolerance: batched
+guidance pairs and the per-run context cache give the reference trajectory; what runs where."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.pipelines.images import object_image
+from trellis2.models.sparse_structure_flow import SparseStructureFlowModel
+from trellis2.models.structured_latent_flow import SLatFlowModel
+from trellis2.modules.sparse import SparseTensor
+from trellis2.pipelines import JobCancelled, Trellis2ImageTo3DPipeline
+from trellis2.samplers import FastPathOptions, FlowEulerGuidanceIntervalSampler, FlowRunner, resolve_fast_path
+
+TIGHT = {"atol": 2e-5, "rtol": 1e-5}
+FLOW = dict(
+    model_channels=64,
+    cond_channels=32,
+    num_blocks=2,
+    num_heads=4,
+    mlp_ratio=2.0,
+    pe_mode="rope",
+    share_mod=True,
+    qk_rms_norm=True,
+    qk_rms_norm_cross=True,
+)
+STAGE1 = dict(
+    steps=6, guidance_strength=7.5, guidance_rescale=0.7, guidance_interval=[0.6, 1.0], rescale_t=5.0
+)
+STAGE2 = dict(
+    steps=5, guidance_strength=7.5, guidance_rescale=0.5, guidance_interval=[0.6, 1.0], rescale_t=3.0
+)
+OPTIONS = {
+    "all levers": FastPathOptions(),
+    "no batched pair": FastPathOptions(batch_guidance=False),
+    "no context cache": FastPathOptions(cache_context=False),
+    "no null context": FastPathOptions(null_context=False),
+    "nothing but the runner": FastPathOptions(
+        batch_guidance=False, cache_context=False, null_context=False, native_norm=False
+    ),
+}
+
+
+def randomize(model: torch.nn.Module, seed: int) -> torch.nn.Module:
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * (0.3 if p.dim() < 2 else p.shape[-1] ** -0.5))
+            if name.endswith("gamma") or name.endswith("norm2.weight"):
+                p.add_(1.0)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def dense_model() -> SparseStructureFlowModel:
+    return randomize(SparseStructureFlowModel(resolution=4, in_channels=8, out_channels=8, **FLOW), 0)
+
+
+@pytest.fixture(scope="module")
+def tex_model() -> SLatFlowModel:
+    return randomize(SLatFlowModel(resolution=8, in_channels=16, out_channels=8, **FLOW), 1)
+
+
+def conditions(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    cond = torch.randn(1, 9, 32, generator=torch.Generator().manual_seed(seed))
+    return cond, torch.zeros_like(cond)
+
+
+def sparse_latent(tokens: int, channels: int, seed: int) -> SparseTensor:
+    g = torch.Generator().manual_seed(seed)
+    xyz = torch.randperm(512, generator=g)[:tokens].sort().values
+    coords = torch.stack([torch.zeros_like(xyz), xyz // 64, xyz // 8 % 8, xyz % 8], dim=1).int()
+    return SparseTensor(torch.randn(tokens, channels, generator=g), coords)
+
+
+@pytest.mark.parametrize("name", list(OPTIONS))
+def test_dense_sampling_fast_equals_reference(dense_model, name):
+    noise = torch.randn(1, 8, 4, 4, 4, generator=torch.Generator().manual_seed(2))
+    cond, neg = conditions(3)
+    sampler = FlowEulerGuidanceIntervalSampler()
+    ref = sampler.sample(dense_model, noise, cond, neg, fast=False, keep_trajectory=True, **STAGE1)
+    fast = sampler.sample(dense_model, noise, cond, neg, fast=OPTIONS[name], keep_trajectory=True, **STAGE1)
+    for k, (a, b) in enumerate(zip(fast.pred_x_t, ref.pred_x_t, strict=True)):
+        torch.testing.assert_close(a, b, **TIGHT, msg=lambda m, k=k: f"step {k}: {m}")
+    torch.testing.assert_close(fast.samples, ref.samples, **TIGHT)
+    assert fast.fast_path.used and not ref.fast_path.used
+    # rescale_t 5, 6 steps: t = 1, .96, .91, .83, .71, .5 -> five guided steps, one conditional one
+    expected = {"pair": 5, "positive": 1} if OPTIONS[name].batch_guidance else {"positive": 6, "negative": 5}
+    assert fast.fast_path.calls == expected
+    assert fast.fast_path.null_context == (OPTIONS[name].null_context and OPTIONS[name].cache_context)
+    assert fast.fast_path.graphs == {} and fast.fast_path.attention_backend is None  # CPU: no graphs
+
+
+@pytest.mark.parametrize("name", ["all levers", "no null context"])
+def test_texture_sampling_fast_equals_reference(tex_model, name):
+    noise, shape = sparse_latent(40, 8, seed=4), sparse_latent(40, 8, seed=4)
+    shape = noise.replace(torch.randn_like(shape.feats))
+    cond, neg = conditions(5)
+    sampler = FlowEulerGuidanceIntervalSampler()
+    ref = sampler.sample(tex_model, noise, cond, neg, fast=False, concat_cond=shape, **STAGE2)
+    fast = sampler.sample(tex_model, noise, cond, neg, fast=OPTIONS[name], concat_cond=shape, **STAGE2)
+    torch.testing.assert_close(fast.samples.feats, ref.samples.feats, **TIGHT)
+    assert torch.equal(fast.samples.coords, ref.samples.coords)
+    assert fast.fast_path.calls == {"pair": 4, "positive": 1}
+
+
+def test_unconditional_only_and_conditional_only_runs(dense_model):
+    noise = torch.randn(1, 8, 4, 4, 4, generator=torch.Generator().manual_seed(6))
+    cond, neg = conditions(7)
+    sampler = FlowEulerGuidanceIntervalSampler()
+    for strength, calls in ((0.0, {"negative": 5, "positive": 1}), (1.0, {"positive": 6})):
+        params = dict(STAGE1, guidance_strength=strength)
+        ref = sampler.sample(dense_model, noise, cond, neg, fast=False, **params)
+        fast = sampler.sample(dense_model, noise, cond, neg, fast=True, **params)
+        torch.testing.assert_close(fast.samples, ref.samples, **TIGHT)
+        assert fast.fast_path.calls == calls
+
+
+def test_runner_pair_equals_reference_calls_at_changing_inputs(tex_model):
+    x, shape = sparse_latent(30, 8, seed=8), sparse_latent(30, 8, seed=8)
+    shape = x.replace(torch.randn_like(shape.feats))
+    cond, neg = conditions(9)
+    runner = FlowRunner(tex_model, x, cond, neg, FastPathOptions(), concat_cond=shape)
+    with torch.no_grad():
+        for step in range(3):
+            x_step = x.replace(x.feats * (1 + step) - step)
+            t = torch.tensor([1000.0 - 300 * step])
+            v_pos, v_neg = runner.pair(x_step, t)
+            torch.testing.assert_close(
+                v_pos.feats, tex_model(x_step, t, cond, concat_cond=shape).feats, **TIGHT
+            )
+            torch.testing.assert_close(
+                v_neg.feats, tex_model(x_step, t, neg, concat_cond=shape).feats, **TIGHT
+            )
+    assert runner.report.calls == {"pair": 3} and runner.report.context_cache_mib > 0
+    runner.close()
+
+
+def test_what_the_fast_path_does_not_cover_runs_the_reference_path(dense_model, tex_model):
+    sampler = FlowEulerGuidanceIntervalSampler()
+    cond, neg = conditions(10)
+    # a conditional velocity (multi-view conditioning)
+    out = sampler.sample(
+        dense_model,
+        torch.randn(1, 8, 4, 4, 4),
+        lambda model, x, t, step, **kw: model(x, t, cond, **kw),
+        neg,
+        fast=True,
+        **STAGE1,
+    )
+    assert not out.fast_path.used and "conditional velocity" in out.fast_path.reason
+    # samples of unequal token counts (the packed path)
+    coords = torch.tensor([[0, 0, 0, 0], [0, 0, 0, 1], [1, 0, 0, 0]], dtype=torch.int32)
+    noise = SparseTensor(torch.randn(3, 8), coords)
+    out = sampler.sample(
+        tex_model,
+        noise,
+        cond,
+        neg,
+        fast=True,
+        concat_cond=noise.replace(torch.randn(3, 8)),
+        **dict(STAGE2, steps=1),
+    )
+    assert not out.fast_path.used and "unequal token counts" in out.fast_path.reason
+    # a model without a fast path
+    out = sampler.sample(
+        lambda x, t, c: 0.1 * x,
+        torch.randn(1, 4),
+        torch.ones(1, 1, 4),
+        fast=True,
+        steps=2,
+        guidance_strength=1.0,
+    )
+    assert not out.fast_path.used and "has no fast path" in out.fast_path.reason
+
+
+def test_fast_path_setting_defaults_to_fast_on_cuda_only():
+    assert resolve_fast_path(None, "cpu") is None and resolve_fast_path("auto", "cpu") is None
+    assert resolve_fast_path(None, "cuda") == FastPathOptions() == resolve_fast_path(True, "cpu")
+    assert resolve_fast_path("reference", "cuda") is None and resolve_fast_path(False, "cuda") is None
+    custom = FastPathOptions(cuda_graphs=False)
+    assert resolve_fast_path(custom, "cpu") is custom
+    with pytest.raises(ValueError, match="fast path setting"):
+        resolve_fast_path("quick", "cpu")
+    with pytest.raises(ValueError, match="attention_backend"):
+        FastPathOptions(attention_backend="fa9")
+
+
+def test_cancel_during_a_fast_run(dense_model):
+    seen = []
+
+    class StopAfterTwo:
+        def is_set(self) -> bool:
+            return len(seen) >= 2
+
+    cond, neg = conditions(11)
+    with pytest.raises(JobCancelled):
+        FlowEulerGuidanceIntervalSampler().sample(
+            dense_model,
+            torch.randn(1, 8, 4, 4, 4),
+            cond,
+            neg,
+            fast=True,
+            progress=lambda s, k, n: seen.append(k),
+            cancel=StopAfterTwo(),
+            **STAGE1,
+        )
+    assert seen == [1, 2]
+
+
+def test_tiny_pipeline_fast_matches_reference_and_cpu_default_is_reference(tiny_models_dir, tiny_pipeline):
+    reference = tiny_pipeline.run(object_image(), seed=4, pipeline_type="1024_cascade")[0]
+    assert {r.used for r in tiny_pipeline.fast_path_reports.values()} == {False}
+    assert tiny_pipeline.fast_path_reports["tex_slat"].reason == "reference path selected"
+    fast_pipe = Trellis2ImageTo3DPipeline.from_pretrained(tiny_models_dir, device="cpu", fast=True)
+    fast = fast_pipe.run(object_image(), seed=4, pipeline_type="1024_cascade")[0]
+    reports = fast_pipe.fast_path_reports
+    assert set(reports) == {"sparse_structure", "shape_slat", "shape_slat_hr", "tex_slat"}
+    assert all(r.used for r in reports.values())
+    assert torch.equal(fast.coords, reference.coords) and torch.equal(fast.faces, reference.faces)
+    torch.testing.assert_close(fast.vertices, reference.vertices, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(fast.attrs, reference.attrs, atol=1e-4, rtol=1e-4)
+    assert fast_pipe.parameters_on_device() == []
