@@ -276,8 +276,14 @@ def cmd_models(args: argparse.Namespace) -> int:
         else:
             import getpass
 
+            interactive = sys.stdin.isatty()
+            given = (
+                getpass.getpass("Hugging Face token (input hidden): ")
+                if interactive
+                else sys.stdin.readline()
+            )
             try:
-                where = tokens.set(getpass.getpass("Hugging Face token (input hidden): "))
+                where = tokens.set(given)
             except BadToken as exc:
                 print(f"error: {exc}", file=sys.stderr)
                 return 2

@@ -366,9 +366,18 @@ def classify(
 ) -> DownloadError:
     """One line for a failed download: no network, a refused token (401), a licence not accepted (403), a
     full disk, or what else the hub said. The token never appears in it."""
-    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HfHubHTTPError,
+        OfflineModeIsEnabled,
+        RepositoryNotFoundError,
+    )
 
     repo, page = spec.repo_id, model_page(spec.repo_id, endpoint)
+    if isinstance(exc, OfflineModeIsEnabled):
+        return DownloadError(
+            "no_network", "Downloads are switched off (HF_HUB_OFFLINE is set): unset it, then download again."
+        )
     response = getattr(exc, "response", None) if isinstance(exc, HfHubHTTPError) else None
     status = getattr(response, "status_code", None)
     if is_disk_full(exc):

@@ -185,6 +185,32 @@ def test_an_unreachable_hub_is_one_line_and_exit_code_1(tmp_path):
     assert len(errors) == 1 and "cannot be reached" in errors[0], done.stderr
 
 
+def test_the_cli_stores_the_token_and_chooses_the_background_model(tmp_path):
+    where = ["--models-dir", str(tmp_path / "models"), "--data-dir", str(tmp_path / "data")]
+    run = [sys.executable, "-m", "gui.backend.cli", "models"]
+    env = {**os.environ, "HF_TOKEN": "", "HF_HOME": str(tmp_path / "hf-home")}
+    kw = {"cwd": REPO_ROOT, "env": env, "capture_output": True, "text": True}
+    stored = subprocess.run([*run, "token", *where], input="hf_from_the_cli_123\n", **kw)
+    assert stored.returncode == 0 and "hf_from_the_cli_123" not in stored.stdout + stored.stderr
+    token_file = tmp_path / "data" / "hf-token"
+    if token_file.exists():  # no working keyring here
+        assert token_file.read_text() == "hf_from_the_cli_123" and token_file.stat().st_mode & 0o077 == 0
+    assert "token: set" in stored.stdout
+    assert "token: not set" in subprocess.run([*run, "token", "--clear", *where], **kw).stdout
+    chosen = subprocess.run([*run, "use", "briaai/RMBG-2.0", *where], **kw)
+    assert chosen.returncode == 0 and md.chosen_background(tmp_path / "models") == "briaai/RMBG-2.0"
+    assert subprocess.run([*run, "use", "someone/else", *where], **kw).returncode == 2
+
+
+def test_downloads_switched_off_say_so_in_one_line(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_TOKEN": ""}
+    cmd = [sys.executable, "-m", "gui.backend.cli", "models", "download", "ZhengPeng7/BiRefNet", "--yes"]
+    cmd += ["--models-dir", str(tmp_path / "models"), "--data-dir", str(tmp_path / "data")]
+    done = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert done.returncode == 1 and len(errors) == 1 and "HF_HUB_OFFLINE" in errors[0], done.stderr
+
+
 def test_the_cli_downloads_from_the_hub_and_lists_the_states(hub, tmp_path):
     env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_TOKEN": ""}
     env.pop("HF_HUB_OFFLINE", None)
