@@ -747,43 +747,56 @@ def compare_markdown(info: dict[str, Any], rows: list[dict[str, Any]], quick: bo
     return "\n".join(lines) + "\n"
 
 
-def run_compare(args: argparse.Namespace, device: torch.device) -> int:
-    cases = make_compare_cases(args.quick, device)
-    if args.only:
-        wanted = {n.strip() for n in args.only.split(",") if n.strip()}
-        unknown = wanted - {c.name for c in cases}
-        if unknown:
-            raise SystemExit(f"unknown case(s) {sorted(unknown)}; known: {[c.name for c in cases]}")
-        cases = [c for c in cases if c.name in wanted]
-    levels = LEVELS + ([COMPILE_LEVEL] if args.compile else [])
-    if args.attention_backend == "auto" and device.type == "cuda":
-        levels.append(DEFAULT_BACKEND_LEVEL)  # what the measured backend choice adds, in speed and error
-    if args.quick:
-        torch.set_num_threads(1)  # tiny models: threads only add noise on a shared CPU
-    info = hardware(device)
-    print(", ".join(f"{k}: {v}" for k, v in info.items()), flush=True)
-    rows = []
-    started = time.perf_counter()
-    for index, case in enumerate(cases, 1):
-        print(f"[{index}/{len(cases)}] {case.name}: {case.describe_input}", flush=True)
-        rows.append(compare_case(case, device, args.repeats, levels, args.attention_backend))
-        if "error" in rows[-1]:
-            print(f"  error: {rows[-1]['error']}", flush=True)
-        print(f"  ({time.perf_counter() - started:.0f} s so far)", flush=True)
-    text = compare_markdown(info, rows, args.quick)
-    print()
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
+def write_compare(out: Path | None, info: dict[str, Any], rows: list[dict[str, Any]], quick: bool) -> str:
+    """The report so far as Markdown, also written (with the JSON) to `out` when given."""
+    text = compare_markdown(info, rows, quick)
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
         payload = {
             "hardware": info,
-            "quick": args.quick,
+            "quick": quick,
             "mode": "compare-reference",
             "rel_l2_bound": REL_L2_BOUND,
             "results": rows,
         }
-        args.out.with_suffix(".json").write_text(json.dumps(payload, indent=2, default=str))
-        args.out.with_suffix(".md").write_text(text)
+        out.with_suffix(".json").write_text(json.dumps(payload, indent=2, default=str))
+        out.with_suffix(".md").write_text(text)
+    return text
+
+
+def run_compare(args: argparse.Namespace, device: torch.device) -> int:
+    cases = make_compare_cases(args.quick, device)
+    names = [c.name for c in cases]
+    wanted = {n.strip() for n in args.only.split(",") if n.strip()} if args.only else set(names)
+    compiled = (
+        {n.strip() for n in args.compile_only.split(",") if n.strip()} if args.compile_only else set(names)
+    )
+    unknown = (wanted | (compiled if args.compile and args.compile_only else set())) - set(names)
+    if unknown:
+        raise SystemExit(f"unknown case(s) {sorted(unknown)}; known: {names}")
+    cases = [c for c in cases if c.name in wanted]
+    if args.quick:
+        torch.set_num_threads(1)  # tiny models: threads only add noise on a shared CPU
+    info = hardware(device)
+    print(", ".join(f"{k}: {v}" for k, v in info.items()), flush=True)
+    rows: list[dict[str, Any]] = []
+    started = time.perf_counter()
+    for index, case in enumerate(cases, 1):
+        levels = list(LEVELS)
+        if args.compile and case.name in compiled:
+            levels.append(COMPILE_LEVEL)
+        if args.attention_backend == "auto" and device.type == "cuda":
+            levels.append(DEFAULT_BACKEND_LEVEL)  # what the measured backend choice adds, in speed and error
+        print(f"[{index}/{len(cases)}] {case.name}: {case.describe_input}", flush=True)
+        rows.append(compare_case(case, device, args.repeats, levels, args.attention_backend))
+        if "error" in rows[-1]:
+            print(f"  error: {rows[-1]['error']}", flush=True)
+        write_compare(args.out, info, rows, args.quick)  # partial results survive a later failure
+        print(f"  ({time.perf_counter() - started:.0f} s so far)", flush=True)
+    text = write_compare(args.out, info, rows, args.quick)
+    print()
+    print(text)
+    if args.out:
         print(f"wrote {args.out.with_suffix('.json')} and {args.out.with_suffix('.md')}")
     return 1 if any("error" in r for r in rows) else 0
 
@@ -816,7 +829,14 @@ def main(argv: list[str] | None = None) -> int:
         default="auto",
         help="fast path SDPA backend: auto (measured), cudnn, flash, efficient, math or default",
     )
-    parser.add_argument("--compile", action="store_true", help="also time torch.compile'd blocks (slow)")
+    parser.add_argument(
+        "--compile", action="store_true", help="also time torch.compile'd blocks (compiling takes ~1 min)"
+    )
+    parser.add_argument(
+        "--compile-only",
+        default="",
+        help="with --compile: comma-separated cases that get the compile level (default: all)",
+    )
     args = parser.parse_args(argv)
     if args.attention_backend == "default":
         args.attention_backend = None

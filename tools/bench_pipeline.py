@@ -174,8 +174,9 @@ class BenchPipeline(Trellis2ImageTo3DPipeline):
             super().sample_sparse_structure(
                 cond, resolution, generator, params, progress, cancel, num_samples
             )
-        except RuntimeError:  # random weights may decode an empty structure; the work was still done
-            pass
+        except RuntimeError as exc:  # random weights may decode an empty structure; the work was still done
+            if "no occupied voxels" not in str(exc):
+                raise
         return self.lr_coords
 
     def sample_shape_slat(self, cond, flow_key, coords, *args, **kwargs):
@@ -452,6 +453,16 @@ def compare_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def write_report(out: Path | None, report: dict[str, Any]) -> str:
+    """The report as Markdown, also written (with the JSON) to `out` when given."""
+    text = compare_markdown(report) if report.get("mode") == "compare-reference" else markdown(report)
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2, default=str))
+        out.with_suffix(".md").write_text(text)
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -542,6 +553,7 @@ def main(argv: list[str] | None = None) -> int:
                             flush=True,
                         )
                 report["cases"].append(case)
+                write_report(args.out, report)  # partial results survive a later failure
                 continue
             cold = [
                 bench_case(pipe, pipeline_type, image, device)["total_seconds"] for _ in range(args.runs - 1)
@@ -550,12 +562,8 @@ def main(argv: list[str] | None = None) -> int:
             case["earlier_runs_total_seconds"] = cold
             report["cases"].append(case)
             print(json.dumps(case, indent=1), flush=True)
-    text = compare_markdown(report) if args.compare_reference else markdown(report)
-    print(text)
+    print(write_report(args.out, report))
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=2, default=str))
-        args.out.with_suffix(".md").write_text(text)
         print(f"wrote {args.out} and {args.out.with_suffix('.md')}")
     return 0
 

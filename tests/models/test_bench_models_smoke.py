@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from tools import bench_models
@@ -80,3 +81,15 @@ def test_quick_compare_reference_of_the_flows(tmp_path):
         assert r["reference"]["rel_l2_bf16_vs_fp32"] > 0
     text = out.with_suffix(".md").read_text()
     assert "| ss_flow |" in text and "+ CUDA graphs (= fast path)" in text
+
+
+@pytest.mark.slow
+def test_quick_compare_reference_with_compiled_blocks(tmp_path):
+    """`--compile` adds a torch.compile level (here on the CPU, ~30 s of compiling)."""
+    out = tmp_path / "compile.json"
+    args = ["--device", "cpu", "--quick", "--compare-reference", "--repeats", "1", "--only", "ss_flow"]
+    assert bench_models.main([*args, "--compile", "--compile-only", "ss_flow", "--out", str(out)]) == 0
+    (row,) = json.loads(out.read_text())["results"]
+    level = row["levels"][-1]
+    assert level["label"] == bench_models.COMPILE_LEVEL[0] and level["options"]["compile"]
+    assert level["compile_error"] is None and level["rel_l2_max"] < 0.05
