@@ -30,6 +30,7 @@ import gc
 import json
 import platform
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -39,9 +40,13 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
-from trellis2.models import from_pretrained, model_class
-from trellis2.modules.sparse import SparseTensor
-from trellis2.samplers.fast_path import FastPathOptions, FlowRunner
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:  # `python tools/bench_models.py` from anywhere, nothing installed
+    sys.path.insert(0, str(REPO_ROOT))
+
+from trellis2.models import from_pretrained, model_class  # noqa: E402
+from trellis2.modules.sparse import SparseTensor  # noqa: E402
+from trellis2.samplers.fast_path import FastPathOptions, FlowRunner  # noqa: E402
 
 DIT = dict(
     model_channels=1536,
