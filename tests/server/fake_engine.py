@@ -43,13 +43,19 @@ def cube_mesh(resolution: int = 8) -> MeshWithVoxel:
 
 class FakeEngine(Engine):
     def __init__(
-        self, name: str = "trellis2", steps: int = 5, step_s: float = 0.05, ready: bool = True
+        self,
+        name: str = "trellis2",
+        steps: int = 5,
+        step_s: float = 0.05,
+        ready: bool = True,
+        mesh: str = "cube",
     ) -> None:
         super().__init__(models_dir=".")
         self.name = name
         self.steps = steps
         self.step_s = step_s
         self.ready = ready
+        self.mesh = MESHES[mesh]
         self._loaded = False
         self.loads = 0
 
@@ -82,26 +88,33 @@ class FakeEngine(Engine):
             if seed == CRASH_SEED and step == 1:
                 raise ValueError("something inside the engine broke")
             progress("sampling", step + 1, self.steps)
-        return [cube_mesh()]
+        return [self.mesh()]
 
 
-STUCK_EXPORT_S = 120.0
+def bumpy_sphere_mesh(subdivisions: int = 6, resolution: int = 64) -> MeshWithVoxel:
+    """A sphere of 81,920 faces with a rough surface (seeded): its UV unwrap and bake take seconds on a CPU, so
+    tests can act while the export is inside them."""
+    import trimesh
+
+    sphere = trimesh.creation.icosphere(subdivisions=subdivisions, radius=0.35)
+    rough = 1 + 0.03 * torch.rand(len(sphere.vertices), 1, generator=torch.Generator().manual_seed(0))
+    vertices = torch.tensor(sphere.vertices, dtype=torch.float32) * rough
+    grid = torch.stack(torch.meshgrid(*[torch.arange(resolution)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    centres = (grid.float() + 0.5) / resolution - 0.5
+    shell = (centres.norm(dim=1) - 0.35).abs() < 2.0 / resolution
+    attrs = torch.cat([centres[shell] + 0.5, torch.full((int(shell.sum()), 3), 0.5)], dim=1)
+    faces = torch.tensor(sphere.faces, dtype=torch.int32)
+    return MeshWithVoxel(vertices, faces, grid[shell].int(), attrs, voxel_size=1.0 / resolution)
 
 
-def stuck_converter(mesh: MeshWithVoxel, params, progress=None):
-    """An export that reports its bake stage, then blocks in one call that never looks back (as a native UV
-    unwrap or bake does) for `STUCK_EXPORT_S`; then the quick vertex-coloured mesh."""
-    from gui.backend.export import vertex_colored_mesh
-
-    if progress is not None:
-        progress("bake", 0, 1)
-    time.sleep(STUCK_EXPORT_S)
-    return vertex_colored_mesh(mesh, params)
+MESHES = {"cube": cube_mesh, "bumpy_sphere": bumpy_sphere_mesh}
 
 
-def fake_engines(models_dir=None, device=None, steps: int = 5, step_s: float = 0.05) -> dict[str, Engine]:
+def fake_engines(
+    models_dir=None, device=None, steps: int = 5, step_s: float = 0.05, mesh: str = "cube"
+) -> dict[str, Engine]:
     return {
-        "trellis2": FakeEngine("trellis2", steps, step_s),
-        "multiview": FakeEngine("multiview", steps, step_s),
+        "trellis2": FakeEngine("trellis2", steps, step_s, mesh=mesh),
+        "multiview": FakeEngine("multiview", steps, step_s, mesh=mesh),
         "fresnel": FakeEngine("fresnel", ready=False),
     }

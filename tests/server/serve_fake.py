@@ -12,6 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from gui.backend.cli import add_server_flags, settings_from  # noqa: E402
 from gui.backend.server import serve  # noqa: E402
 from gui.backend.worker_process import EngineSpec  # noqa: E402
+from tests.server.fake_engine import MESHES  # noqa: E402
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
@@ -21,12 +22,11 @@ if __name__ == "__main__":
     parser.add_argument(
         "--real-export", action="store_true", help="use the O-Voxel export, not vertex colours"
     )
-    parser.add_argument("--converter", help="`module:function` that converts meshes for the export")
+    parser.add_argument("--mesh", choices=sorted(MESHES), default="cube", help="what the fake engines make")
     args = parser.parse_args()
-    quick = "gui.backend.export:vertex_colored_mesh"
     spec = EngineSpec(
         "tests.server.fake_engine:fake_engines",
-        {"steps": args.steps, "step_s": args.step_s},
-        converter=args.converter or (None if args.real_export else quick),
+        {"steps": args.steps, "step_s": args.step_s, "mesh": args.mesh},
+        converter=None if args.real_export else "gui.backend.export:vertex_colored_mesh",
     )
     serve(settings_from(args), spec)

@@ -106,6 +106,30 @@ def test_image_to_glb_with_progress_and_reexport(tiny_server: LiveServer, object
         assert tiny_server.client.get(r.json()["url"]).status_code == 200
 
 
+def test_time_left_holds_through_the_export(tiny_server: LiveServer, object_png: bytes):
+    """After three jobs of one kind, the next one's time left comes from that history: at half of its run it
+    is within 50 % of the time really left, and the bar and the time left keep moving through the export."""
+    params = {**FAST, "texture_size": 1024}
+    for _ in range(3):
+        job = tiny_server.wait_state(submit(tiny_server, params, object_png), ("succeeded", "failed"), 600)
+        assert job["state"] == "succeeded", job.get("error")
+    job_id = submit(tiny_server, params, object_png)
+    samples = []  # (wall clock, stage, progress, time left, basis)
+    deadline = time.monotonic() + 600
+    while (job := tiny_server.client.get(f"/api/jobs/{job_id}").json())["state"] in ("queued", "running"):
+        assert time.monotonic() < deadline
+        if job["state"] == "running" and job["eta_s"] is not None:
+            samples.append((time.time(), job["stage"], job["progress"], job["eta_s"], job["eta_basis"]))
+        time.sleep(0.05)
+    assert job["state"] == "succeeded", job.get("error")
+    start, end = job["started_at"], job["finished_at"]
+    at, _, _, eta, basis = min(samples, key=lambda s: abs(s[0] - (start + end) / 2))
+    left = end - at
+    assert basis == "history" and abs(eta - left) <= 0.5 * left, (eta, left, end - start)
+    export = [s for s in samples if s[1].startswith("export")]
+    assert len({round(s[3], 1) for s in export}) >= 3 and len({s[2] for s in export}) >= 3, export
+
+
 def test_multiview_job(tiny_server: LiveServer, object_png: bytes):
     import json
 
