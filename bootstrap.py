@@ -28,8 +28,24 @@ TORCH_CUDA_INDEX = "https://download.pytorch.org/whl/cu128"
 TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 
 
+DONE: list[str] = []  # what this set-up did or found, printed at its end
+
+
 def say(message: str) -> None:
     print(f"[genesis] {message}", flush=True)
+
+
+def record(message: str) -> None:
+    DONE.append(message)
+
+
+def torch_summary(py: Path) -> str:
+    """`PyTorch 2.x (CUDA 12.8 build)` or `PyTorch 2.x (CPU build)`, read from the installed package."""
+    probe = "import torch; print(torch.__version__, torch.version.cuda or '')"
+    out = subprocess.run([str(py), "-c", probe], capture_output=True, text=True).stdout.split()
+    if not out:
+        return "PyTorch (version unknown)"
+    return f"PyTorch {out[0]} ({'CUDA ' + out[1] if len(out) > 1 else 'CPU'} build)"
 
 
 def venv_python() -> Path:
@@ -77,13 +93,24 @@ def ensure_venv() -> Path:
     if not py.exists():
         say(f"creating the virtual environment in {VENV}")
         run([sys.executable, "-m", "venv", VENV])
+        record(
+            f"created the virtual environment {VENV.relative_to(ROOT)} (Python {platform.python_version()})"
+        )
+    else:
+        record(f"virtual environment {VENV.relative_to(ROOT)}: already there")
     return py
 
 
 def ensure_torch(py: Path) -> None:
     quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
     if succeeds([py, "-c", "import torch"], **quiet):
+        record(f"{torch_summary(py)}: already installed")
         return
+    install_torch(py, quiet)
+    record(f"installed {torch_summary(py)}")
+
+
+def install_torch(py: Path, quiet: dict) -> None:
     pip = [py, "-m", "pip", "install", "--disable-pip-version-check"]
     gpu = has_nvidia_gpu()
     # A suitable wheel already on this machine (pip's find-links) is the fastest and works offline: install
@@ -108,6 +135,12 @@ def ensure_torch(py: Path) -> None:
         say("no NVIDIA GPU found: installing the CPU build of PyTorch")
         if succeeds([*pip, *fast, "torch>=2.4", "--index-url", TORCH_CPU_INDEX]):
             return
+        if sys.platform.startswith("linux"):
+            say(
+                f"the PyTorch CPU index ({TORCH_CPU_INDEX}) cannot be reached. The default index's PyTorch for "
+                "Linux is the CUDA build: about 3 GB with its NVIDIA libraries, and it runs on the CPU too. "
+                "Press Ctrl+C now to stop, or wait for it."
+            )
     say("installing PyTorch from the default package index")
     run([*pip, "torch>=2.4"])
 
@@ -119,10 +152,12 @@ def ensure_project(py: Path, dev: bool) -> None:
     if (stamp_matches("project", key) or stamp_matches("project", dev_key)) and succeeds(
         [py, "-c", "import trellis2, gui.backend"], cwd=ROOT, stderr=subprocess.DEVNULL
     ):
+        record("Genesis and its Python dependencies: up to date")
         return
     say("installing Genesis and its Python dependencies")
     run([py, "-m", "pip", "install", "--disable-pip-version-check", "-q", "-e", extra], cwd=ROOT)
     write_stamp("project", key)
+    record(f"installed Genesis (editable) with its Python dependencies{' and the developer tools' * dev}")
 
 
 def ensure_npm(required: bool) -> None:
@@ -134,16 +169,34 @@ def ensure_npm(required: bool) -> None:
             if required:
                 sys.exit("Node.js and npm are needed for the desktop app and the browser tests.")
             say("npm not found: the desktop window is unavailable, the web UI still works")
+            record("npm: not found, so no desktop window (the app opens in the browser)")
             return
         name = "npm-" + hashlib.sha1(str(folder).encode()).hexdigest()[:8]
         key = digest(folder / "package.json", folder / "package-lock.json")
+        where = str(folder.relative_to(ROOT)) if folder != ROOT else "."
         if stamp_matches(name, key) and (folder / "node_modules").exists():
+            record(f"npm packages in {where}: up to date")
             continue
-        say(f"installing npm packages in {folder.relative_to(ROOT) or '.'}")
+        say(f"installing npm packages in {where}")
         has_lock = (folder / "package-lock.json").exists()
         cmd = [npm, "ci" if has_lock else "install", "--no-audit", "--no-fund", "--loglevel=error"]
         run(cmd, cwd=folder)
         write_stamp(name, key)
+        record(f"installed the npm packages in {where}")
+    if npm is not None:
+        record(electron_summary())
+
+
+def electron_summary() -> str:
+    """Whether the desktop window can open: Electron is optional, and its binary comes from GitHub at install
+    time; when it could not be fetched npm leaves it out without a word."""
+    folder = ROOT / "gui" / "electron" / "node_modules" / "electron"
+    if (folder / "path.txt").is_file() and (folder / "dist").is_dir():
+        return "desktop window (Electron): installed"
+    return (
+        "desktop window (Electron): its binary could not be downloaded, so `start` opens the app in your "
+        "browser instead; everything works there"
+    )
 
 
 def find_chromium() -> str | None:
@@ -173,6 +226,9 @@ def install(dev: bool) -> Path:
     ensure_torch(py)
     ensure_project(py, dev)
     ensure_npm(required=dev)
+    say("set up:")
+    for line in DONE:
+        print(f"  - {line}", flush=True)
     return py
 
 

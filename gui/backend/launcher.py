@@ -64,7 +64,7 @@ def run_window(
     if electron is None:
         if not force_browser:
             print(
-                "The desktop window is not installed (run `python3 bootstrap.py install`); using the browser."
+                "The desktop window (Electron) is not installed on this machine; the app opens in your browser."
             )
         open_browser(server.url)
         return

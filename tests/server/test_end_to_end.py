@@ -210,3 +210,21 @@ def test_genesis_command_generate_jobs_export(tiny_models, object_png: bytes, tm
         [*genesis, "models", *where], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120
     )
     assert r.returncode == 0 and "MISSING" not in r.stdout
+
+
+def test_trellis2_removes_backgrounds_with_birefnet_when_that_is_the_model_installed(tiny_models, tmp_path):
+    """The licence-clean BiRefNet stands in for RMBG-2.0: ready without a warning, and the pipeline loads it."""
+    from gui.backend.engines.trellis2 import Trellis2Engine
+
+    models = tmp_path / "models"
+    shutil.copytree(tiny_models, models)
+    (models / "ZhengPeng7").mkdir()
+    shutil.move(models / "briaai" / "RMBG-2.0", models / "ZhengPeng7" / "BiRefNet")
+    engine = Trellis2Engine(models, device="cpu")
+    status = engine.status()
+    assert status.ready and status.reason == "", status
+    engine.load()
+    assert engine._pipeline.models.config.rembg_model == "ZhengPeng7/BiRefNet"
+    assert engine._pipeline.rembg_model() is not None  # loaded from the BiRefNet folder
+    shutil.rmtree(models / "ZhengPeng7")
+    assert "No background-removal model" in Trellis2Engine(models, device="cpu").status().reason

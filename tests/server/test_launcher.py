@@ -144,3 +144,24 @@ def test_the_window_gets_the_token_and_closes_with_the_server(monkeypatch, tmp_p
     assert seen.read_text() == "s3cret"
     assert len(windows) == 1 and windows[0].returncode == 0
     assert server.should_exit, "closing the window stops the server"
+
+
+def test_install_says_what_it_did_and_whether_the_desktop_window_can_open(tmp_path, monkeypatch):
+    """The set-up ends with what it did; a missing Electron binary is said once, with what works instead."""
+    sys.path.insert(0, str(REPO_ROOT))
+    import bootstrap
+
+    monkeypatch.setattr(bootstrap, "ROOT", tmp_path)
+    missing = bootstrap.electron_summary()
+    assert "could not be downloaded" in missing and "browser" in missing and "install" not in missing
+    electron = tmp_path / "gui" / "electron" / "node_modules" / "electron"
+    (electron / "dist").mkdir(parents=True)
+    (electron / "path.txt").write_text("electron")
+    assert bootstrap.electron_summary() == "desktop window (Electron): installed"
+    monkeypatch.setattr(bootstrap, "DONE", [])
+    monkeypatch.setattr(bootstrap, "VENV", tmp_path / ".venv")
+    (tmp_path / ".venv").mkdir()
+    monkeypatch.setattr(bootstrap, "venv_python", lambda: tmp_path / ".venv" / "python")
+    (tmp_path / ".venv" / "python").write_text("")
+    bootstrap.ensure_venv()
+    assert bootstrap.DONE == ["virtual environment .venv: already there"]

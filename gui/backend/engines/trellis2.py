@@ -21,19 +21,27 @@ def model_check(models_dir) -> list[tuple[str, bool, str]]:
     return [tuple(entry) for entry in check_models(models_dir)]
 
 
+def background_in_use(models_dir) -> str | None:
+    """The background-removal model jobs use (the one chosen in the Models panel, else an installed one;
+    `models_download.background_model`), or None when none is installed."""
+    from ..models_download import background_model  # imported here: it reads this module's names
+
+    return background_model(models_dir)
+
+
 def readiness(models_dir, needs: str) -> EngineStatus:
-    """Ready when every model is on disk (the background-removal model is optional: images with real
-    transparency do not need it)."""
+    """Ready when every model is on disk (background removal is optional, and any of the background models
+    does: images with real transparency need none)."""
     entries = model_check(models_dir)
     missing = [(mid, reason) for mid, present, reason in entries if not present]
     blocking = [(mid, reason) for mid, reason in missing if mid != BACKGROUND_MODEL]
     if blocking:
         names = "; ".join(f"{mid}: {reason}" if reason else mid for mid, reason in blocking)
         return EngineStatus(False, f"Models missing in {models_dir}: {names}. {DOWNLOAD_HINT}")
-    if missing:
+    if background_in_use(models_dir) is None:
         return EngineStatus(
             True,
-            f"{BACKGROUND_MODEL} is missing: only images with a transparent background "
+            "No background-removal model is installed: only images with a transparent background "
             f"can be used. {DOWNLOAD_HINT}",
         )
     return EngineStatus(True, "")
@@ -93,7 +101,11 @@ class Trellis2Engine(Engine):
 
     def load(self) -> None:
         if self._pipeline is None:
-            self._pipeline = self._pipeline_class().from_pretrained(self.models_dir, device=self.device)
+            pipeline = self._pipeline_class().from_pretrained(self.models_dir, device=self.device)
+            background = background_in_use(self.models_dir)
+            if background is not None:  # e.g. the MIT BiRefNet instead of pipeline.json's RMBG-2.0
+                pipeline.models.config.rembg_model = background
+            self._pipeline = pipeline
 
     def unload(self) -> None:
         self._pipeline = None
