@@ -247,10 +247,13 @@ function bindForm() {
 const jobs = new JobList({
   open: (job) => openJob(job),
   cancel: async (job) => {
+    jobs.markCancelling(job.id);
     try {
-      jobs.update(await api.cancel(job.id).then(() => api.job(job.id)));
-      toast('Cancelled.');
+      const answer = await api.cancel(job.id);
+      jobs.update(answer);
+      if (answer.state === 'cancelled') toast('Cancelled.');
     } catch (err) {
+      jobs.unmarkCancelling(job.id);
       reportError(err, 'Could not cancel');
     }
   },
