@@ -156,13 +156,26 @@ class BenchPipeline(Trellis2ImageTo3DPipeline):
     record: dict[str, Any] | None = None  # when a dict: every stage's final latent (and the texture input)
     teacher: dict[str, Any] | None = None  # a recorded run whose texture input replaces this run's
 
-    def _sample(self, sampler_key, model, noise, cond, params, stage, progress, cancel, **kwargs):
+    def _sample(
+        self,
+        sampler_key: str,
+        model: torch.nn.Module,
+        noise: Any,
+        cond: Any,
+        params: dict[str, Any],
+        stage: str,
+        progress: Any,
+        cancel: Any,
+        **kwargs: Any,
+    ) -> Any:
         samples = super()._sample(sampler_key, model, noise, cond, params, stage, progress, cancel, **kwargs)
         if self.record is not None:
             self.record[stage] = samples
         return samples
 
-    def sample_tex_slat(self, cond, flow_key, shape_slat, *args, **kwargs):
+    def sample_tex_slat(
+        self, cond: Any, flow_key: str, shape_slat: SparseTensor, *args: Any, **kwargs: Any
+    ) -> Any:
         if self.teacher is not None and "tex_input" in self.teacher:
             shape_slat = self.teacher["tex_input"]
         if self.record is not None:
@@ -359,7 +372,13 @@ def rel_l2(a: Any, b: Any) -> float:
 
 
 def run_mode(
-    pipe: BenchPipeline, pipeline_type: str, image, device: torch.device, fast: Any, runs: int, teacher
+    pipe: BenchPipeline,
+    pipeline_type: str,
+    image: Any,
+    device: torch.device,
+    fast: Any,
+    runs: int,
+    teacher: dict[str, Any] | None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """`runs` runs with `pipe.fast = fast` (the last one reported and recorded) -> (case, latents)."""
     pipe.fast, pipe.teacher = fast, teacher
@@ -377,8 +396,9 @@ def run_mode(
 
 
 def compare_stages(
-    ref: dict[str, Any], fast: dict[str, Any], ref_latents, fast_latents
+    ref: dict[str, Any], fast: dict[str, Any], ref_latents: dict[str, Any], fast_latents: dict[str, Any]
 ) -> list[dict[str, Any]]:
+    """One row per stage: seconds, peaks, what the fast path did and the final latents' rel L2."""
     rows = []
     for stage, ref_row in ref["stages"].items():
         fast_row = fast["stages"].get(stage, {})
