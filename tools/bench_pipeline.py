@@ -23,6 +23,7 @@ the reference run's shape latent (teacher forcing), so every stage is compared o
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import sys
@@ -426,6 +427,36 @@ def compare_stages(
     return rows
 
 
+def stage_table(ref: dict[str, Any], fast: dict[str, Any], stages: list[dict[str, Any]]) -> list[str]:
+    """Markdown rows: one per stage, then generation and total."""
+    lines = [
+        "| stage | steps | ref s | fast s | x | ref peak GB | fast peak GB | attention | graphs | rel L2 | ok |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | ---: | --- |",
+    ]
+    for row in stages:
+        graphs = ", ".join(f"{k}: {v}" for k, v in (row.get("graphs") or {}).items()) or "-"
+        attention = row.get("attention_backend", "-")
+        if row.get("fast_path_used") is False:
+            attention = f"reference ({row['fast_path_reason']})"
+        rel = f"{row['rel_l2']:.1e}" if "rel_l2" in row else "-"
+        ok = "-" if "within_bound" not in row else ("yes" if row["within_bound"] else "**no**")
+        speedup = f"{row['speedup']:.2f}" if row["speedup"] else "-"
+        lines.append(
+            f"| {row['stage']} | {row['steps']} | {row['reference_seconds']:.2f} | {row['fast_seconds'] or 0:.2f} | "
+            f"{speedup} | {row['reference_peak_gb']:.2f} | {row['fast_peak_gb'] or 0:.2f} | {attention} | {graphs} | "
+            f"{rel} | {ok} |"
+        )
+    lines.append(
+        f"| **generation (without decode)** | | {ref['generation_seconds']:.2f} | {fast['generation_seconds']:.2f} | "
+        f"{ref['generation_seconds'] / fast['generation_seconds']:.2f} | | | | | | |"
+    )
+    lines.append(
+        f"| **total** | | {ref['total_seconds']:.2f} | {fast['total_seconds']:.2f} | "
+        f"{ref['total_seconds'] / fast['total_seconds']:.2f} | {ref['peak_gb']:.2f} | {fast['peak_gb']:.2f} | | | | |"
+    )
+    return lines
+
+
 def compare_markdown(report: dict[str, Any]) -> str:
     lines = [
         f"# bench_pipeline --compare-reference ({'quick' if report['quick'] else 'real-size'})",
@@ -438,37 +469,22 @@ def compare_markdown(report: dict[str, Any]) -> str:
         "",
     ]
     for case in report["cases"]:
-        ref, fast = case["reference"], case["fast"]
+        ref = case["reference"]
         lines.append(
             f"## {case['pipeline_type']} - LR tokens {ref['lr_tokens']}, HR tokens {ref['hr_tokens']}, "
             f"decoded voxels {ref['decoded_voxels']}"
         )
-        lines += [
-            "",
-            "| stage | steps | ref s | fast s | x | ref peak GB | fast peak GB | attention | graphs | rel L2 | ok |",
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | ---: | --- |",
-        ]
-        for row in case["stages"]:
-            graphs = ", ".join(f"{k}: {v}" for k, v in (row.get("graphs") or {}).items()) or "-"
-            attention = row.get("attention_backend", "-")
-            if row.get("fast_path_used") is False:
-                attention = f"reference ({row['fast_path_reason']})"
-            rel = f"{row['rel_l2']:.1e}" if "rel_l2" in row else "-"
-            ok = "-" if "within_bound" not in row else ("yes" if row["within_bound"] else "**no**")
-            speedup = f"{row['speedup']:.2f}" if row["speedup"] else "-"
-            lines.append(
-                f"| {row['stage']} | {row['steps']} | {row['reference_seconds']:.2f} | {row['fast_seconds'] or 0:.2f} | "
-                f"{speedup} | {row['reference_peak_gb']:.2f} | {row['fast_peak_gb'] or 0:.2f} | {attention} | {graphs} | "
-                f"{rel} | {ok} |"
+        variants = [("fast path", case["fast"], case["stages"])]
+        if "fast_default_attention" in case:
+            variants.append(
+                (
+                    "fast path with PyTorch's own SDPA choice",
+                    case["fast_default_attention"],
+                    case["stages_default_attention"],
+                )
             )
-        lines.append(
-            f"| **generation (without decode)** | | {ref['generation_seconds']:.2f} | {fast['generation_seconds']:.2f} | "
-            f"{ref['generation_seconds'] / fast['generation_seconds']:.2f} | | | | | | |"
-        )
-        lines.append(
-            f"| **total** | | {ref['total_seconds']:.2f} | {fast['total_seconds']:.2f} | "
-            f"{ref['total_seconds'] / fast['total_seconds']:.2f} | {ref['peak_gb']:.2f} | {fast['peak_gb']:.2f} | | | | |"
-        )
+        for title, fast, stages in variants:
+            lines += ["", f"### reference against {title}", "", *stage_table(ref, fast, stages)]
         lines.append("")
     return "\n".join(lines)
 
@@ -565,6 +581,17 @@ def main(argv: list[str] | None = None) -> int:
                     "fast": fast,
                     "stages": compare_stages(ref, fast, ref_latents, fast_latents),
                 }
+                if fast_options.attention_backend == "auto" and (device.type == "cuda" or args.quick):
+                    # The same fast path with PyTorch's own SDPA choice (the reference's kernel): what
+                    # the measured backend adds in speed and in difference. One warm run suffices.
+                    # (On the CPU `auto` is PyTorch's choice already; --quick runs it as a smoke test.)
+                    default = dataclasses.replace(fast_options, attention_backend=None)
+                    other, other_latents = run_mode(
+                        pipe, pipeline_type, image, device, default, 1, ref_latents
+                    )
+                    print(f"  fast, PyTorch's SDPA choice: {other['total_seconds']:.2f} s", flush=True)
+                    case["fast_default_attention"] = other
+                    case["stages_default_attention"] = compare_stages(ref, other, ref_latents, other_latents)
                 for row in case["stages"]:
                     if "rel_l2" in row:
                         print(

@@ -26,5 +26,8 @@ def test_quick_compare_reference_of_the_pipeline(tmp_path):
         assert row["rel_l2"] < 1e-4 and row["within_bound"]  # float32 tiny models
     assert rows["tex_slat"]["calls"] == {"positive": 2}  # guidance strength 1: one forward per step
     assert "pair" in rows["sparse_structure"]["calls"]
+    other = {row["stage"]: row for row in case["stages_default_attention"]}
+    assert other["shape_slat_hr"]["fast_path_used"] and other["shape_slat_hr"]["rel_l2"] < 1e-4
     text = out.with_suffix(".md").read_text()
     assert "| shape_slat_hr |" in text and "**generation (without decode)**" in text
+    assert "### reference against fast path with PyTorch's own SDPA choice" in text
