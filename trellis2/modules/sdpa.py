@@ -5,8 +5,9 @@ PyTorch picks a backend per call (flash, memory-efficient, cuDNN, math) from its
 `sdpa_backend(name)` pins one (`torch.nn.attention.sdpa_kernel`), so the kernel that runs is the one
 named, or the call fails (no silent fallback). `probe_backends` times each candidate on given
 shapes, in the layouts the flow models pass (`[B, L, H, D]` views, see `attention.dense_attention`),
-checks its output against a float32 reference on a slice of the queries, and `choose_backend`
-returns the fastest candidate that ran and agreed. Results are cached per shape set for the process.
+checks its output against a float32 reference on a slice of the queries (and, when the run will
+use CUDA graphs, that the calls can be captured), and picks the fastest candidate that passed.
+Results are cached per shape set for the process.
 """
 
 from __future__ import annotations
@@ -117,16 +118,39 @@ def _time_ms(fn, device: torch.device, iters: int) -> float:
     return begin.elapsed_time(end) / iters
 
 
+def _capture_check(
+    inputs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], device: torch.device
+) -> None:
+    """Raise unless the attention calls on `inputs` can be captured in a CUDA graph (current backend)."""
+    stream = torch.cuda.Stream(device)
+    stream.wait_stream(torch.cuda.current_stream(device))
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.stream(stream):
+        for q, k, v in inputs:  # warm-up on the capturing stream
+            dense_attention(q, k, v)
+        graph.capture_begin(capture_error_mode="thread_local")
+        try:
+            for q, k, v in inputs:
+                dense_attention(q, k, v)
+        finally:
+            graph.capture_end()
+    torch.cuda.current_stream(device).wait_stream(stream)
+    del graph
+
+
 def probe_backends(
     shapes: Sequence[AttentionShape],
     dtype: torch.dtype,
     device: torch.device,
     candidates: Sequence[str] = PROBE_CANDIDATES,
     iters: int = 2,
+    graph_capture: bool = False,
 ) -> ProbeResult:
     """Time every candidate backend on `shapes` (one warm-up, `iters` timed calls each) and check
-    it against float32 attention; the fastest that ran and agreed is `chosen` (None if none did)."""
-    key = (tuple(shapes), dtype, str(device), tuple(candidates), iters)
+    it against float32 attention (and, with `graph_capture` on CUDA, that it can be captured in a
+    CUDA graph); the fastest that ran and passed is `chosen` (None if none did)."""
+    graph_capture = graph_capture and torch.device(device).type == "cuda"
+    key = (tuple(shapes), dtype, str(device), tuple(candidates), iters, graph_capture)
     if key in _PROBE_CACHE:
         return _PROBE_CACHE[key]
     result = ProbeResult([s.describe() for s in shapes])
@@ -144,18 +168,29 @@ def probe_backends(
                 if not math.isfinite(worst) or worst > PROBE_MAX_REL_L2:
                     result.errors[name] = f"relative L2 {worst:.2e} against float32 attention"
                     continue
+                if graph_capture:
+                    try:
+                        _capture_check(inputs, device)
+                    except RuntimeError as exc:
+                        result.errors[name] = f"cannot be captured in a CUDA graph: {_first_line(exc)}"
+                        continue
                 result.rel_l2[name] = worst
                 result.ms[name] = sum(
                     _time_ms(lambda q=q, k=k, v=v: dense_attention(q, k, v), device, iters)
                     for q, k, v in inputs
                 )
         except RuntimeError as exc:  # "No available kernel" and kernel-specific refusals
-            result.errors[name] = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else repr(exc)
+            result.errors[name] = _first_line(exc)
     if result.ms:
         result.chosen = min(result.ms, key=result.ms.__getitem__)
     del inputs, references
     _PROBE_CACHE[key] = result
     return result
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else repr(exc)
 
 
 def clear_probe_cache() -> None:

@@ -239,7 +239,7 @@ class FlowRunner:
             AttentionShape(rows, self.tokens, self.tokens, heads, head_dim),
             AttentionShape(cross_rows, self.tokens, self.cond.shape[1], heads, head_dim),
         ]
-        probe = probe_backends(shapes, self.model.dtype, self.device)
+        probe = probe_backends(shapes, self.model.dtype, self.device, graph_capture=self.options.cuda_graphs)
         self.report.attention_probe = probe.as_dict()
         return probe.chosen
 
