@@ -45,6 +45,10 @@ class JobResult(BaseModel):
         description="file name → URL under /api/jobs/{id}/files/ (model.glb and the exports)"
     )
     model: str = Field(description="URL of the job's GLB, for viewers")
+    thumbnail: str | None = Field(
+        None,
+        description="URL of a small picture of the result (PNG); null for jobs made before there were any",
+    )
     stats: JobStats
 
 

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import importlib.util
+import logging
 import re
 import shutil
 import tempfile
@@ -22,6 +23,7 @@ from .files import is_job_id
 from .params import ExportParams
 from .vocabulary import export_formats
 
+log = logging.getLogger("genesis.export")
 ProgressFn = Callable[[str, int, int], None]
 Converter = Callable[[MeshWithVoxel, ExportParams, "ProgressFn | None"], trimesh.Trimesh]
 # Formats of geometry (PLY: + vertex colours and normals), written without UV unwrap or texture bake.
@@ -181,20 +183,37 @@ def export_generation(
     destination: Path,
     progress: ProgressFn | None = None,
     converter: Converter | None = None,
+    thumbnail: Path | None = None,
 ) -> dict[str, int]:
     """Export the first mesh of a generation as `fmt`; returns mesh statistics for the job result.
 
     Textured formats go through `to_trimesh` (bake, alpha mode), STL and PLY through `to_untextured`; the asset
     is named `asset_name(...)` and STL / PLY are written with the chosen up axis. `converter` replaces the O-Voxel
-    conversion (e.g. `vertex_colored_mesh` for a quick preview)."""
+    conversion (e.g. `vertex_colored_mesh` for a quick preview). With `thumbnail`, a small picture of the
+    exported mesh is written there too (`save_thumbnail`: a failure is logged, never raised)."""
     name = asset_name(params, destination)
     if converter is not None:
         out = converter(meshes[0], params, progress)
     else:
         out = (to_trimesh if bakes_textures(fmt) else to_untextured)(meshes[0], params, progress, name)
     write_asset(out, fmt, destination, name=name, up_axis=up_axis_for(fmt, params))
+    if thumbnail is not None:
+        save_thumbnail(out, thumbnail)
     return {
         "vertices": int(len(out.vertices)),
         "faces": int(len(out.faces)),
         "file_bytes": int(destination.stat().st_size),
     }
+
+
+def save_thumbnail(mesh: trimesh.Trimesh, destination: Path) -> bool:
+    """Write the picture of `mesh` to `destination` (`thumbnail.write_thumbnail`); whether it worked. A failure
+    is logged and nothing else: the picture is a convenience, the model is what the job is for."""
+    from .thumbnail import write_thumbnail
+
+    try:
+        write_thumbnail(mesh, destination)
+        return True
+    except Exception:  # noqa: BLE001 - any failure of the picture leaves the export as it is
+        log.warning("could not make the thumbnail %s", destination, exc_info=True)
+        return False

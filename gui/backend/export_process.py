@@ -37,12 +37,14 @@ class ExportCrashed(RuntimeError):
 
 @dataclass(frozen=True)
 class ExportTask:
-    """One export: the stored generation, the settings and the file to write."""
+    """One export: the stored generation, the settings and the file to write (and the picture of the result to
+    write, when there is one to make)."""
 
     generation: Path
     params: ExportParams
     fmt: str
     destination: Path
+    thumbnail: Path | None = None
 
 
 def export_main(conn, device: str | None, converter: str | None, parent_pid: int, lifeline) -> None:
@@ -91,7 +93,9 @@ def answer(conn, task: ExportTask, device: str, convert) -> None:
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
         meshes = load_generation(task.generation, device=device)
-        stats = export_generation(meshes, task.params, task.fmt, task.destination, reporter(conn), convert)
+        stats = export_generation(
+            meshes, task.params, task.fmt, task.destination, reporter(conn), convert, task.thumbnail
+        )
         if torch.cuda.is_available():
             stats["peak_vram_bytes"] = int(torch.cuda.max_memory_allocated())
         del meshes

@@ -15,6 +15,7 @@ from pathlib import Path
 
 PREVIEW_FILE = "preview.png"  # the small picture of a job's first input, stored with its inputs
 MODEL_FILE = "model.glb"  # the GLB every successful job has
+THUMBNAIL_FILE = "thumbnail.png"  # a small picture of the result, made with model.glb (older jobs lack it)
 MANIFEST_FILE = "job.json"  # the job's record as the store last wrote it: lets a lost database be rebuilt
 JOBS_DIR = "jobs"  # under the data directory, one folder per job
 JOB_ID_PATTERN = re.compile(r"^[0-9a-f]{32}$")

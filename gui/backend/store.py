@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 from .errors import error_hint, error_info
-from .files import JOBS_DIR, MANIFEST_FILE, MODEL_FILE, PREVIEW_FILE, is_job_id
+from .files import JOBS_DIR, MANIFEST_FILE, MODEL_FILE, PREVIEW_FILE, THUMBNAIL_FILE, is_job_id
 from .timings import HISTORY_RUNS, KEPT_RUNS
 
 log = logging.getLogger("genesis.store")
@@ -126,6 +126,7 @@ class Job:
             out["result"] = {
                 "files": {name: base + name for name in self.files},
                 "model": base + MODEL_FILE,
+                "thumbnail": base + THUMBNAIL_FILE if THUMBNAIL_FILE in self.files else None,
                 "stats": self.stats,
             }
         return out

@@ -18,7 +18,15 @@ from .engines.base import EngineManager, EngineRequest, free_accelerator_memory
 from .errors import error_info
 from .export import Converter, export_generation
 from .export_process import ExportCrashed, ExportProcess, ExportTask
-from .files import MODEL_FILE, PREVIEW_FILE, DiskReserve, JobFolders, disk_full_message, is_disk_full
+from .files import (
+    MODEL_FILE,
+    PREVIEW_FILE,
+    THUMBNAIL_FILE,
+    DiskReserve,
+    JobFolders,
+    disk_full_message,
+    is_disk_full,
+)
 from .generation import GENERATION_FILE, save_generation
 from .images import load_job_images
 from .progress import ProgressSnapshot, ProgressTracker
@@ -365,17 +373,18 @@ class JobWorker:
         progress("saving", 1, 1)
         glb = size + 2 * params.texture_size**2  # the geometry and its (compressed) texture maps
         export_progress = lambda stage, step, total: progress(f"export:{stage}", step, total)  # noqa: E731
+        thumbnail = self.folders.path(job.id, THUMBNAIL_FILE)
         with self.folders.atomic(job.id, MODEL_FILE, glb, "writing the model") as tmp:
             if self.exporter is not None:
                 del meshes  # the export process reads the saved generation
                 free_accelerator_memory()
                 task = ExportTask(
-                    self.folders.path(job.id, GENERATION_FILE), params.export_params(), "glb", tmp
+                    self.folders.path(job.id, GENERATION_FILE), params.export_params(), "glb", tmp, thumbnail
                 )
                 stats = self.exporter.run(task, export_progress, flag.is_set)
             else:
                 stats = export_generation(
-                    meshes, params.export_params(), "glb", tmp, export_progress, self.converter
+                    meshes, params.export_params(), "glb", tmp, export_progress, self.converter, thumbnail
                 )
         stats["file_bytes"] = self.folders.path(job.id, MODEL_FILE).stat().st_size
         stats["seconds"] = round(time.monotonic() - started, 2)
@@ -386,4 +395,5 @@ class JobWorker:
         progress("export", 1, 1)
         if flag.is_set():
             raise JobCancelled("the job was cancelled")
-        self.store.succeed(job.id, {MODEL_FILE: MODEL_FILE}, stats)
+        pictured = {THUMBNAIL_FILE: THUMBNAIL_FILE} if thumbnail.is_file() else {}
+        self.store.succeed(job.id, {MODEL_FILE: MODEL_FILE, **pictured}, stats)
