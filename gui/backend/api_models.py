@@ -129,6 +129,9 @@ class EngineConfig(BaseModel):
         description="the request's fields: type, label, default, limits, "
         "choices (nested objects have `fields`)"
     )
+    device_note: str = Field(
+        "", description="one line when the export defaults are lighter on this machine (no GPU), else empty"
+    )
     sampler_defaults: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
         description="what unset sampler values mean: the models' own `pipeline.json` values",

@@ -1,7 +1,9 @@
 """Request parameters with the official names, defaults and ranges (TRELLIS.2 `pipeline.json`, `app.py`).
 
 The ranges and defaults are written once, here; `GET /api/config` serves them (`describe_fields`) and the
-renderer builds its inputs from that. Choices (pipeline types, texture sizes, formats, modes) are checked
+renderer builds its inputs from that, with each field's one-line `description` in words an artist reads. On a
+machine without a GPU the export defaults are lighter (`device_defaults`, the only adjustment of these
+defaults). Choices (pipeline types, texture sizes, formats, modes) are checked
 against their owning module at validation time (`OneOf`), so they are never copied into this file.
 """
 
@@ -96,10 +98,34 @@ class Strict(BaseModel):
 class SamplerParams(Strict):
     """One flow sampler's call parameters; `None` keeps the value of the pipeline's `pipeline.json`."""
 
-    steps: int | None = Field(None, ge=1, le=50, title="Steps")
-    guidance_strength: float | None = Field(None, ge=1.0, le=10.0, title="Guidance")
-    guidance_rescale: float | None = Field(None, ge=0.0, le=1.0, title="Rescale")
-    rescale_t: float | None = Field(None, ge=1.0, le=6.0, title="Rescale t")
+    steps: int | None = Field(
+        None,
+        ge=1,
+        le=50,
+        title="Steps",
+        description="More steps refine the result further; each one adds time.",
+    )
+    guidance_strength: float | None = Field(
+        None,
+        ge=1.0,
+        le=10.0,
+        title="Guidance",
+        description="How closely it follows your picture: higher sticks closer, too high looks harsh.",
+    )
+    guidance_rescale: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        title="Rescale",
+        description="Calms the harsh, over-contrasted look strong guidance can give (0 leaves it).",
+    )
+    rescale_t: float | None = Field(
+        None,
+        ge=1.0,
+        le=6.0,
+        title="Rescale t",
+        description="Where the steps go: higher spends more on the big forms, lower on fine detail.",
+    )
 
     def overrides(self) -> dict[str, float | int]:
         """Only what the client set, as the pipeline's `*_sampler_params` dict."""
@@ -141,11 +167,27 @@ class GenerateParams(ExportParams):
     seed: Seed = 0
     pipeline_type: PipelineType = Field("1024_cascade", title="Quality (pipeline type)")
     sparse_structure_sampler_params: SamplerParams = Field(
-        default_factory=SamplerParams, title="Sparse structure"
+        default_factory=SamplerParams,
+        title="Sparse structure",
+        description="The rough volume: where the object is and how big.",
     )
-    shape_slat_sampler_params: SamplerParams = Field(default_factory=SamplerParams, title="Shape")
-    tex_slat_sampler_params: SamplerParams = Field(default_factory=SamplerParams, title="Texture")
-    max_num_tokens: int = Field(49152, ge=1024, le=262144, title="Token budget")
+    shape_slat_sampler_params: SamplerParams = Field(
+        default_factory=SamplerParams,
+        title="Shape",
+        description="The surface: its form and the fine detail of the geometry.",
+    )
+    tex_slat_sampler_params: SamplerParams = Field(
+        default_factory=SamplerParams,
+        title="Texture",
+        description="The colours and materials painted onto the surface.",
+    )
+    max_num_tokens: int = Field(
+        49152,
+        ge=1024,
+        le=262144,
+        title="Token budget",
+        description="The most detail the finer passes may hold; lower it when memory runs out.",
+    )
 
 
 class MultiViewParams(GenerateParams):
@@ -161,6 +203,48 @@ class FastParams(ExportParams):
     texture_size: TextureSize = Field(1024, title="Texture size")
     remesh: bool = Field(False, title="Remesh")
     seed: Seed = 0
+
+
+# -- defaults suited to the device ---------------------------------------------------------------------------
+# Lighter export settings on a machine without a GPU (docs/benchmarks/export-cpu.md, a 2-core CPU, 1M faces in,
+# 500k faces and a 2048 texture out): the texture bake takes most of the GLB export there (17-23 s of 25-53 s on
+# an idle machine, up to 207 s on a busy one) and grows with the texture's area, and remesh + simplify adds
+# 18-26 s (122 s at 5M faces). A 1024 texture has a quarter of the texels to bake, no remesh skips that pass (the
+# surface is decimated as it is, as for STL and PLY), and 100,000 faces make the clean-up, the unwrap and the
+# files a fifth as large; the model keeps a full texture and mesh.
+CPU_EXPORT_DEFAULTS: dict[str, Any] = {"texture_size": 1024, "decimation_target": 100_000, "remesh": False}
+
+
+def device_defaults(model: type[BaseModel], gpu: bool) -> dict[str, Any]:
+    """The defaults of `model`'s fields that differ on this machine: none with a GPU; without one, each of
+    `CPU_EXPORT_DEFAULTS` that is lighter than the model's own (the Fast engine's drafts are lighter already)."""
+    if gpu:
+        return {}
+    out: dict[str, Any] = {}
+    for name, light in CPU_EXPORT_DEFAULTS.items():
+        info = model.model_fields.get(name)
+        if info is None:
+            continue
+        default = info.get_default(call_default_factory=True)
+        lighter = (default and light) if isinstance(light, bool) else min(default, light)
+        if lighter != default:
+            out[name] = lighter
+    return out
+
+
+def device_note(model: type[BaseModel], changes: dict[str, Any]) -> str:
+    """One line saying which defaults `device_defaults` made lighter, and why ("" when none)."""
+    if not changes:
+        return ""
+
+    def shown(name: str, value: Any) -> str:
+        title = (model.model_fields[name].title or name).lower()
+        if isinstance(value, bool):
+            return f"{title} {'on' if value else 'off'}"
+        return f"{title} {value:,}" if value >= 10_000 else f"{title} {value}"
+
+    listed = ", ".join(shown(name, value) for name, value in changes.items())
+    return f"Lighter export defaults ({listed}) because this machine has no GPU."
 
 
 # -- describing the models for GET /api/config ---------------------------------------------------------------
@@ -181,20 +265,25 @@ def _plain_type(annotation: Any) -> tuple[Any, bool]:
     return annotation, False
 
 
-def describe_fields(model: type[BaseModel]) -> dict[str, dict[str, Any]]:
-    """Every field of `model` as `{type, label, default, nullable, minimum, maximum, choices}` (nested models
-    as `{type: "object", label, fields}`), derived from the pydantic definitions."""
+def describe_fields(
+    model: type[BaseModel], defaults: dict[str, Any] | None = None
+) -> dict[str, dict[str, Any]]:
+    """Every field of `model` as `{type, label, description, default, nullable, minimum, maximum, choices}`
+    (nested models as `{type: "object", label, description, fields}`), derived from the pydantic definitions;
+    `defaults` replaces some defaults (`device_defaults`)."""
     out: dict[str, dict[str, Any]] = {}
     for name, info in model.model_fields.items():
         annotation, nullable = _plain_type(info.annotation)
         label = info.title or name.replace("_", " ").capitalize()
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             out[name] = {"type": "object", "label": label, "fields": describe_fields(annotation)}
+            if info.description:
+                out[name]["description"] = info.description
             continue
         entry: dict[str, Any] = {
             "type": JSON_TYPES.get(annotation, "string"),
             "label": label,
-            "default": info.get_default(call_default_factory=True),
+            "default": (defaults or {}).get(name, info.get_default(call_default_factory=True)),
             "nullable": nullable,
         }
         if info.description:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import threading
 import time
@@ -39,9 +40,10 @@ from .files import is_job_id
 from .generation import GENERATION_FILE, load_generation
 from .images import store_uploads
 from .models_download import model_specs
-from .params import ExportRequest, SamplerParams, describe_fields
+from .params import ExportRequest, SamplerParams, describe_fields, device_defaults, device_note
 from .security import parse_json
 from .store import QUEUED, SUCCEEDED, Job
+from .timings import device_label
 
 ERRORS = {code: {"model": ErrorOut} for code in (400, 404, 409, 422)}
 router = APIRouter(prefix="/api", responses=ERRORS)
@@ -110,6 +112,12 @@ async def health(request: Request) -> dict[str, Any]:
 
 
 # -- config ------------------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=8)
+def has_gpu(device: str | None) -> bool:
+    """Whether this server's jobs run on a GPU (the device the worker uses, `timings.device_label`)."""
+    return device_label(device).startswith("cuda")
+
+
 def sampler_defaults(engine) -> dict[str, dict[str, Any]]:
     """What the engine's models use for unset sampler values (only the fields the API knows)."""
     known = set(SamplerParams.model_fields)
@@ -122,6 +130,7 @@ def sampler_defaults(engine) -> dict[str, dict[str, Any]]:
 def engine_config(entry: EngineEntry, svc, statuses) -> dict[str, Any]:
     status = statuses.get(entry.name)
     engine = svc.engines.engines.get(entry.name)
+    lighter = device_defaults(entry.params, has_gpu(svc.settings.device))
     return {
         "label": entry.label,
         "description": entry.description,
@@ -131,7 +140,8 @@ def engine_config(entry: EngineEntry, svc, statuses) -> dict[str, Any]:
         "image_field": entry.image_field,
         "min_images": entry.min_images,
         "max_images": entry.max_images,
-        "params": describe_fields(entry.params),
+        "params": describe_fields(entry.params, lighter),
+        "device_note": device_note(entry.params, lighter),
         "sampler_defaults": sampler_defaults(engine) if engine is not None else {},
     }
 
@@ -147,7 +157,9 @@ async def read_config(request: Request) -> dict[str, Any]:
         return {
             "engines": {name: engine_config(entry, svc, statuses) for name, entry in ENGINES.items()},
             **vocabulary.vocabulary(),
-            "export": describe_fields(ExportRequest),
+            "export": describe_fields(
+                ExportRequest, device_defaults(ExportRequest, has_gpu(svc.settings.device))
+            ),
             "errors": error_table(),
             "models": [
                 ModelInfo(id=m.repo_id, purpose=m.purpose, licence=m.licence, gated=m.gated)
@@ -186,7 +198,9 @@ def validated(model, data: dict[str, Any]) -> Any:
         raise ApiError("invalid_parameters", f"{where}: {errors[0]['msg']}", errors=errors) from exc
 
 
-def parse_params(engine: str, raw: Any) -> Any:
+def parse_params(engine: str, raw: Any, gpu: bool = True) -> Any:
+    """The `params` form field of `engine`, validated; without a GPU (`gpu` false) a setting left out takes the
+    lighter default of `device_defaults`, as `GET /api/config` says."""
     if raw is None or raw == "":
         data: Any = {}
     elif isinstance(raw, str):
@@ -195,7 +209,8 @@ def parse_params(engine: str, raw: Any) -> Any:
         raise ApiError("invalid_form", "'params' must be a text field holding JSON, not a file.")
     if not isinstance(data, dict):
         raise ApiError("invalid_json", "'params' must be a JSON object.")
-    return validated(ENGINES[engine].params, data)
+    model = ENGINES[engine].params
+    return validated(model, {**device_defaults(model, gpu), **data})
 
 
 async def submit(request: Request, entry: EngineEntry) -> JSONResponse:
@@ -225,7 +240,7 @@ async def submit(request: Request, entry: EngineEntry) -> JSONResponse:
             "wrong_image_count",
             f"This endpoint takes {wanted} image(s) in the '{field}' field; got {len(uploads)}.",
         )
-    params = parse_params(engine, form.get("params"))
+    params = parse_params(engine, form.get("params"), has_gpu(svc.settings.device))
     job_id = uuid.uuid4().hex
     names = await run_in_threadpool(
         store_uploads,
@@ -353,7 +368,7 @@ async def export_job(request: Request, job_id: str) -> dict[str, Any]:
         raise ApiError("invalid_json", "The request body must be a JSON object.")
     if data.get("name") is None and job.params.get("name"):
         data["name"] = job.params["name"]  # a re-export keeps the asset name the job was made with
-    req = validated(ExportRequest, data)
+    req = validated(ExportRequest, {**device_defaults(ExportRequest, has_gpu(svc.settings.device)), **data})
     if job.state != SUCCEEDED:
         raise ApiError("job_not_succeeded", f"Only a finished job can be exported; this one is {job.state}.")
     generation = svc.folders.path(job_id, GENERATION_FILE)
