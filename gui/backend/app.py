@@ -23,6 +23,7 @@ from .files import MANIFEST_FILE, DiskReserve, JobFolders, disk_full_message, is
 from .images import DecodeBudget, return_freed_pixels_to_the_system
 from .routes import JobLocks, router
 from .routes_models import router as models_router
+from .routes_preview import router as preview_router
 from .security import BodyLimitMiddleware, HostOriginMiddleware, TokenMiddleware
 from .store import JobStore
 from .worker_process import EngineSpec, WorkerProcess
@@ -113,6 +114,7 @@ def create_app(settings: Settings | None = None, spec: EngineSpec | None = None)
     install_error_handlers(app)
     app.include_router(router)
     app.include_router(models_router)
+    app.include_router(preview_router)
     mount_renderer(app, RENDERER_DIR)
     # the last added runs first: Host/Origin, then the token, then the body limits, then CORS (which only
     # ever sees origins the first check let through)

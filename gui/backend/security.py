@@ -16,7 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .config import LOOPBACK_HOSTS, Settings
 from .errors import ApiError, error_response
 
-UPLOAD_PATH_PREFIX = "/api/generate/"
+UPLOAD_PATH_PREFIXES = ("/api/generate/", "/api/preview/")  # routes that take pictures (the upload limit)
 MAX_BODY_BYTES = 64 * 2**10  # every request body that is not an upload (JSON); an upload's `params` too
 MAX_JSON_DEPTH = 16  # nesting of arrays and objects (the API's own bodies nest two deep)
 MAX_JSON_NUMBER_CHARS = 40  # digits of one number (a seed has ten)
@@ -44,7 +44,7 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        upload = scope["path"].startswith(UPLOAD_PATH_PREFIX)
+        upload = scope["path"].startswith(UPLOAD_PATH_PREFIXES)
         limit = self.max_upload_bytes if upload else self.max_body_bytes
         headers = dict(scope.get("headers") or [])
         declared = headers.get(b"content-length")

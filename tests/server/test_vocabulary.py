@@ -145,6 +145,9 @@ def test_every_route_documents_its_response(client):
     for path, methods in spec["paths"].items():
         for method, operation in methods.items():
             ok = next(code for code in operation["responses"] if code.startswith("2"))
+            if path.endswith("/preview/cutout"):  # a picture, documented as image/png
+                assert "image/png" in operation["responses"][ok]["content"]
+                continue
             schema = operation["responses"][ok]["content"]["application/json"]["schema"]
             if path.endswith("/files/{name}") or path.endswith("/events"):
                 continue
