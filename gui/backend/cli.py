@@ -8,8 +8,12 @@ import os
 import shutil
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .config import COMMAND_NAME, DEFAULT_DATA_DIR, DEFAULT_MODELS_DIR, DEFAULT_PORT, Settings, env_name
+
+if TYPE_CHECKING:
+    from .store import Job, JobStore
 
 
 def add_location_flags(parser: argparse.ArgumentParser) -> None:
@@ -216,18 +220,53 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     return 0
 
 
+def find_job(store: JobStore, given: str) -> tuple[Job | None, list[str]]:
+    """The job `given` names (its full id, or a start of one that fits no other job) and the ids it fits."""
+    key = given.strip().lower()
+    fits = [job_id for job_id in store.ids() if key and job_id.startswith(key)]
+    return (store.get(fits[0]) if len(fits) == 1 else None), fits
+
+
+def stage_lines(prefix: str = ""):
+    """A progress callback `(stage, step, total)` printing as `genesis generate` does: on a terminal one bar that
+    moves, in a log or a pipe one line per stage; stages in the app's words (`vocabulary.stage_name`), each
+    prefixed with `prefix` (`export:` → "Exporting: baking textures")."""
+    from .vocabulary import stage_name
+
+    shown: list[str] = []
+
+    def show(stage: str, step: int, total: int) -> None:
+        fraction = step / total if total else 0.0
+        if sys.stdout.isatty():
+            sys.stdout.write(progress_bar(fraction, prefix + stage, None))
+        elif stage_name(prefix + stage) not in shown[-1:]:
+            shown.append(stage_name(prefix + stage))
+            sys.stdout.write(f"{fraction * 100:3.0f}% {shown[-1]}\n")
+        sys.stdout.flush()
+
+    return show
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from .export import export_file_name, export_generation
-    from .files import JobFolders, is_job_id
+    from .files import JobFolders
     from .generation import GENERATION_FILE, load_generation
     from .params import ExportRequest
     from .store import SUCCEEDED, JobStore
 
     settings = settings_from(args)
     store, folders = JobStore(settings.data_dir), JobFolders(settings.data_dir)
-    job = store.get(args.job_id) if is_job_id(args.job_id) else None
+    job, fits = find_job(store, args.job_id)
+    if job is None and len(fits) > 1:
+        shown = [*fits[:10], "…"] if len(fits) > 10 else fits
+        print(f"error: {len(fits)} jobs start with {args.job_id!r}; give more of the id:", file=sys.stderr)
+        print("\n".join(f"  {job_id}" for job_id in shown), file=sys.stderr)
+        return 2
     if job is None:
-        print(f"error: no job {args.job_id!r} in {settings.data_dir}", file=sys.stderr)
+        print(
+            f"error: no job {args.job_id!r} in {settings.data_dir} (`genesis jobs` lists them)",
+            file=sys.stderr,
+        )
         return 2
     if job.state != SUCCEEDED:
         print(f"error: the job is {job.state}; only finished jobs can be exported", file=sys.stderr)
@@ -241,9 +280,12 @@ def cmd_export(args: argparse.Namespace) -> int:
         **{"name": job.params.get("name"), **chosen},  # the job's asset name unless --name says otherwise
     )
     name = export_file_name(req.format, req)
+    print(f"job {job.id} ({job.engine}) as {req.format.upper()}")
     meshes = load_generation(folders.path(job.id, GENERATION_FILE), device=settings.device or "cpu")
     with folders.atomic(job.id, name) as tmp:
-        export_generation(meshes, req.export_params(), req.format, tmp)
+        export_generation(meshes, req.export_params(), req.format, tmp, stage_lines("export:"))
+    if sys.stdout.isatty():
+        print()
     store.add_file(job.id, name, name)
     target = folders.path(job.id, name)
     if args.out:
@@ -382,7 +424,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="export a finished job again with other settings (no re-sampling)")
     add_location_flags(p)
-    p.add_argument("job_id")
+    p.add_argument("job_id", help="the job's id, or enough of its start to tell it apart (`genesis jobs`)")
     p.add_argument(
         "--format",
         choices=list(vocabulary.export_format_names()),
