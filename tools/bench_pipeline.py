@@ -524,6 +524,14 @@ def main(argv: list[str] | None = None) -> int:
         help="fast path SDPA backend: auto (measured), cudnn, flash, efficient, math or default",
     )
     parser.add_argument("--compile", action="store_true", help="fast path with torch.compile'd blocks")
+    levers = [f.name for f in dataclasses.fields(FastPathOptions) if f.type in (bool, "bool")]
+    parser.add_argument(
+        "--without",
+        nargs="+",
+        default=[],
+        choices=levers,
+        help="fast path levers to switch off (one lever's effect)",
+    )
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -533,6 +541,7 @@ def main(argv: list[str] | None = None) -> int:
     fast_options = FastPathOptions(
         attention_backend=None if args.attention_backend == "default" else args.attention_backend,
         compile=args.compile,
+        **dict.fromkeys(args.without, False),
     )
 
     image = calibration_image(opaque=False)
