@@ -141,7 +141,7 @@ def engine_config(entry: EngineEntry, svc, statuses) -> dict[str, Any]:
         "min_images": entry.min_images,
         "max_images": entry.max_images,
         "params": describe_fields(entry.params, lighter),
-        "device_note": device_note(entry.params, lighter),
+        "device_note": device_note(lighter),
         "sampler_defaults": sampler_defaults(engine) if engine is not None else {},
     }
 

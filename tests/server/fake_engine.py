@@ -111,10 +111,16 @@ MESHES = {"cube": cube_mesh, "bumpy_sphere": bumpy_sphere_mesh}
 
 
 def fake_engines(
-    models_dir=None, device=None, steps: int = 5, step_s: float = 0.05, mesh: str = "cube"
+    models_dir=None,
+    device=None,
+    steps: int = 5,
+    step_s: float = 0.05,
+    mesh: str = "cube",
+    fast_ready: bool = False,
 ) -> dict[str, Engine]:
+    """The three engines, faked; the Fast one is not ready unless `fast_ready`."""
     return {
         "trellis2": FakeEngine("trellis2", steps, step_s, mesh=mesh),
         "multiview": FakeEngine("multiview", steps, step_s, mesh=mesh),
-        "fresnel": FakeEngine("fresnel", ready=False),
+        "fresnel": FakeEngine("fresnel", steps, step_s, ready=fast_ready, mesh=mesh),
     }

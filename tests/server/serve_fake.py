@@ -23,10 +23,11 @@ if __name__ == "__main__":
         "--real-export", action="store_true", help="use the O-Voxel export, not vertex colours"
     )
     parser.add_argument("--mesh", choices=sorted(MESHES), default="cube", help="what the fake engines make")
+    parser.add_argument("--fast-ready", action="store_true", help="the fake Fast engine is ready too")
     args = parser.parse_args()
     spec = EngineSpec(
         "tests.server.fake_engine:fake_engines",
-        {"steps": args.steps, "step_s": args.step_s, "mesh": args.mesh},
+        {"steps": args.steps, "step_s": args.step_s, "mesh": args.mesh, "fast_ready": args.fast_ready},
         converter=None if args.real_export else "gui.backend.export:vertex_colored_mesh",
     )
     serve(settings_from(args), spec)

@@ -85,6 +85,17 @@ export const api = {
     return request('POST', `/api/generate/${entry.route}`, { body: form });
   },
 
+  /** The cut-out engine `engineName` will make of `file` (POST /api/preview/cutout): a PNG blob with the
+   * background removed (an `ApiError` `invalid_image` says why none can be made). */
+  async cutout(file, engineName) {
+    const form = new FormData();
+    form.append('image', file, file.name || 'image.png');
+    form.append('engine', engineName);
+    const res = await request('POST', '/api/preview/cutout', { body: form });
+    if (!(res instanceof Response)) throw new ApiError(0, 'bad_file', 'The server sent JSON where a picture was expected.');
+    return res.blob();
+  },
+
   /** Fetch a file of a job as bytes (for the viewer and exports). */
   async fileBytes(url) {
     const res = await request('GET', url);

@@ -1,7 +1,10 @@
 // Image input: drag-drop, file picker (native in the desktop app), paste; a checkerboard preview so
-// alpha is visible; and the multi-view slots (front/back/left/right plus extras, reorderable).
+// alpha is visible; a fully transparent image is refused before upload, and an opaque one shows the cut-out the
+// engine will make (POST /api/preview/cutout) before Generate; and the multi-view slots (front/back/left/right
+// plus extras, reorderable).
 
 import { desktop } from './desktop.js';
+import { alphaSummary } from './pixels.js';
 
 const ACCEPTED = ['image/png', 'image/jpeg', 'image/webp'];
 const NAMED_VIEWS = ['Front', 'Back', 'Left', 'Right'];
@@ -16,7 +19,8 @@ export function rejectReason(file, maxBytes) {
   return null;
 }
 
-/** Whether the image has real transparency (then it is used as-is; otherwise the background is removed). */
+/** Whether the image has real transparency (then it is used as-is; otherwise the background is removed) and
+ * anything visible at all (`alphaSummary`), with its size. */
 export async function hasTransparency(file) {
   const bitmap = await createImageBitmap(file);
   const scale = Math.min(1, 256 / Math.max(bitmap.width, bitmap.height));
@@ -28,10 +32,11 @@ export async function hasTransparency(file) {
   const { data } = ctx.getImageData(0, 0, w, h);
   const { width, height } = bitmap;
   bitmap.close();
-  let transparent = 0;
-  for (let i = 3; i < data.length; i += 4) if (data[i] < 250) transparent += 1;
-  return { transparent: transparent > (w * h) / 1000, width, height };
+  return { ...alphaSummary(data), width, height };
 }
+
+/** The one line that refuses a fully transparent image. */
+export const fullyTransparent = (file) => `${file.name || 'This image'} is fully transparent: there is nothing in it to make a model of.`;
 
 function imageFilesFrom(dataTransfer) {
   const files = [];
@@ -46,11 +51,16 @@ function imageFilesFrom(dataTransfer) {
 }
 
 export class ImageInput {
-  /** `maxBytes`: the server's upload limit; the view counts come with `setMode`. */
-  constructor({ onChange, onError, maxBytes }) {
+  /** `maxBytes`: the server's upload limit; `cutout(file)`: the engine's cut-out of an opaque image (a PNG
+   * blob, or an `ApiError`); the view counts come with `setMode`. */
+  constructor({ onChange, onError, maxBytes, cutout }) {
     this.onChange = onChange;
     this.onError = onError;
     this.maxBytes = maxBytes;
+    this.cutout = cutout;
+    this.opaque = false; // the single image needs its background removed
+    this.problem = ''; // why the single image cannot be used (no object can be separated), else ''
+    this.cutoutRun = 0; // answers of older cut-out requests are dropped
     this.views = { min: 1, max: 1 };
     this.mode = 'image';
     this.file = null;
@@ -81,6 +91,15 @@ export class ImageInput {
     this.onChange();
   }
 
+  /** Put a job's input images back (Use settings): the single image, or the views from the first slot on. */
+  async restore(files) {
+    if (this.mode !== 'multiview') return this.setSingle(files[0]);
+    for (const slot of this.slots) if (slot.url) URL.revokeObjectURL(slot.url);
+    this.slots = NAMED_VIEWS.map((label) => ({ label, file: null, url: null }));
+    this.fillSlots(files, 0);
+    return undefined;
+  }
+
   /** The files to send for the current mode, in order. */
   files() {
     if (this.mode === 'multiview') return this.slots.filter((s) => s.file).map((s) => s.file);
@@ -104,6 +123,7 @@ export class ImageInput {
   // ---- single image -------------------------------------------------------------------------
   bindSingle() {
     const zone = $('dropzone');
+    $('cutout-toggle').addEventListener('click', () => this.toggleCutout());
     const choose = async () => this.setSingle((await this.pick(false))[0]);
     zone.addEventListener('click', choose);
     zone.addEventListener('keydown', (e) => {
@@ -132,29 +152,93 @@ export class ImageInput {
     const reason = rejectReason(file, this.maxBytes);
     if (reason) return this.onError(reason);
     const note = $('image-note');
-    const preview = $('preview');
-    if (preview.src.startsWith('blob:')) URL.revokeObjectURL(preview.src);
-    preview.src = URL.createObjectURL(file);
-    preview.alt = `Selected image: ${file.name}`;
-    preview.hidden = false;
-    $('dropzone').classList.add('has-image');
-    $('dropzone-hint').hidden = true;
+    this.showPicture(file, `Selected image: ${file.name}`);
     this.file = file;
+    this.opaque = false;
+    this.problem = '';
+    this.cutoutRun += 1;
+    $('cutout-toggle').hidden = true;
     try {
       const info = await hasTransparency(file);
-      note.classList.remove('warn');
-      note.textContent = info.transparent
-        ? `${file.name} · ${info.width}×${info.height} · has transparency, used as-is.`
-        : `${file.name} · ${info.width}×${info.height} · opaque: the background will be removed automatically.`;
+      if (!info.visible) {
+        this.clearSingle();
+        note.classList.add('warn');
+        note.textContent = fullyTransparent(file);
+      } else {
+        note.classList.remove('warn');
+        this.opaque = !info.transparent;
+        this.described = `${file.name} · ${info.width}×${info.height}`;
+        note.textContent = info.transparent ? `${this.described} · has transparency, used as-is.`
+          : `${this.described} · opaque: removing the background…`;
+      }
     } catch {
-      this.file = null;
-      preview.hidden = true;
-      $('dropzone-hint').hidden = false;
-      $('dropzone').classList.remove('has-image');
+      this.clearSingle();
       note.classList.add('warn');
       note.textContent = `${file.name} could not be read as an image.`;
     }
     this.onChange();
+    if (this.opaque) await this.previewCutout();
+  }
+
+  /** Show `blob` in the drop zone (the image, or its cut-out). */
+  showPicture(blob, alt) {
+    const preview = $('preview');
+    if (preview.src.startsWith('blob:')) URL.revokeObjectURL(preview.src);
+    preview.src = URL.createObjectURL(blob);
+    preview.alt = alt;
+    preview.hidden = false;
+    $('dropzone').classList.add('has-image');
+    $('dropzone-hint').hidden = true;
+  }
+
+  clearSingle() {
+    this.file = null;
+    this.opaque = false;
+    $('preview').hidden = true;
+    $('dropzone-hint').hidden = false;
+    $('dropzone').classList.remove('has-image');
+  }
+
+  /** Ask the server for the engine's cut-out of the opaque image and show it; an image no object can be cut
+   * out of is refused with the server's reason (`problem`). Called again when the engine changes. */
+  async previewCutout() {
+    const file = this.file;
+    if (!file || !this.opaque || this.mode === 'multiview') return;
+    const run = ++this.cutoutRun;
+    const note = $('image-note');
+    const toggle = $('cutout-toggle');
+    toggle.hidden = true;
+    note.classList.remove('warn');
+    note.dataset.cutout = 'pending';
+    try {
+      const cut = await this.cutout(file);
+      if (run !== this.cutoutRun) return;
+      this.cut = cut;
+      this.problem = '';
+      this.showPicture(cut, `The cut-out of ${file.name} the model will be made from`);
+      note.textContent = `${this.described} · opaque: the background is removed as shown.`;
+      note.dataset.cutout = 'shown';
+      toggle.textContent = 'Show original';
+      toggle.hidden = false;
+    } catch (err) {
+      if (run !== this.cutoutRun) return;
+      const refused = err?.code === 'invalid_image';
+      this.problem = refused ? err.message : '';
+      note.classList.toggle('warn', refused);
+      note.textContent = refused ? err.message
+        : `${this.described} · opaque: the background will be removed (no preview: ${err?.message || err}).`;
+      note.dataset.cutout = refused ? 'refused' : 'unavailable';
+    }
+    this.onChange();
+  }
+
+  /** Between the cut-out and the original picture. */
+  toggleCutout() {
+    const toggle = $('cutout-toggle');
+    const showCut = toggle.textContent !== 'Show original';
+    if (showCut) this.showPicture(this.cut, `The cut-out of ${this.file.name} the model will be made from`);
+    else this.showPicture(this.file, `Selected image: ${this.file.name}`);
+    toggle.textContent = showCut ? 'Show original' : 'Show cut-out';
   }
 
   async paste(event) {
@@ -185,6 +269,11 @@ export class ImageInput {
     slot.url = URL.createObjectURL(file);
     this.renderSlots();
     this.onChange();
+    hasTransparency(file).then((info) => { // a fully transparent view is taken out again, with the reason
+      if (info.visible || slot.file !== file) return;
+      this.clearSlot(this.slots.indexOf(slot));
+      this.onError(fullyTransparent(file));
+    }).catch(() => {});
   }
 
   /** Put the first file into slot `start`, the others into the next empty slots (adding extras). */

@@ -1,9 +1,11 @@
 // The job list (queued and running jobs with stage, progress, ETA, cancel) and the history of
-// finished jobs (thumbnail, reopen, export, reuse settings, delete, errors with their fix).
+// finished jobs (a picture of the result, the job's name, reopen, export, reuse settings, delete, errors with
+// their fix). The job being watched opens in the viewer when it is done; any other running job can be chosen.
 
 import { withToken } from './api.js';
 import { config, engine, explain } from './config.js';
 import { clock, duration, elapsedSeconds, stageName, toDate } from './format.js';
+import { cardPicture, jobName, picturesResult } from './jobinfo.js';
 
 const ACTIVE = new Set(['queued', 'running']);
 const STATE_NAMES = { queued: 'Queued', running: 'Running', succeeded: 'Done', failed: 'Failed', cancelled: 'Cancelled' };
@@ -27,24 +29,43 @@ function button(text, label, onClick, kind = 'secondary') {
   return b;
 }
 
+/** The engine and seed of a job: `Fast · seed 3`. */
 export function jobTitle(job) {
   const name = engine(job.engine)?.label || job.engine;
   const seed = job.params?.seed;
   return seed === undefined ? name : `${name} · seed ${seed}`;
 }
 
+/** How a job is called in buttons and messages: its name with the engine and seed, `chair (Fast · seed 3)`. */
+export function jobLabel(job) {
+  const name = jobName(job);
+  return name ? `${name} (${jobTitle(job)})` : jobTitle(job);
+}
+
 function thumbnail(job) {
-  const src = job.preview || job.inputs?.[0];
-  const img = el('img', { className: 'thumb checker', alt: '', loading: 'lazy', decoding: 'async' });
+  const src = cardPicture(job);
+  const kind = picturesResult(job) ? 'result' : 'checker';
+  const img = el('img', { className: `thumb ${kind}`, alt: '', loading: 'lazy', decoding: 'async' });
   if (src) img.src = withToken(src);
   return img;
 }
+
+/** The card's title row: the job's name (else the engine and seed) and its state badge. */
+function titleRow(job, badge) {
+  const name = jobName(job);
+  return el('div', { className: 'title' }, el('span', { className: 'name', textContent: name || jobTitle(job), title: name }),
+    el('span', { className: `badge ${job.state}`, textContent: badge }));
+}
+
+/** Under a named job's title, its engine and seed (an unnamed job has them as its title). */
+const engineLine = (job) => (jobName(job) ? el('div', { className: 'meta engine', textContent: jobTitle(job) }) : null);
 
 export class JobList {
   constructor(actions) {
     this.actions = actions;
     this.jobs = new Map();
     this.currentId = null;
+    this.watchedId = null; // the job that opens in the viewer when it is done
     this.cancelling = new Set(); // ids whose Cancel was clicked: shown as stopping until they end
   }
 
@@ -82,6 +103,11 @@ export class JobList {
     this.render();
   }
 
+  setWatched(id) {
+    this.watchedId = id;
+    this.render();
+  }
+
   sorted() {
     const time = (j) => toDate(j.created_at)?.getTime() ?? 0;
     return [...this.jobs.values()].sort((a, b) => time(b) - time(a));
@@ -107,19 +133,22 @@ export class JobList {
     const eta = running && job.eta_s !== null && job.eta_s !== undefined ? `about ${duration(job.eta_s)} left${firstRun}` : '';
     const stage = stopping ? 'Cancelling…' : running ? stageName(job.stage, config().stage_names) || 'Starting' : 'Waiting in queue';
     const bar = el('div', { className: 'progress', role: 'progressbar', 'aria-valuemin': '0', 'aria-valuemax': '100',
-      'aria-valuenow': String(pct), 'aria-label': `${jobTitle(job)} progress` }, el('span'));
+      'aria-valuenow': String(pct), 'aria-label': `${jobLabel(job)} progress` }, el('span'));
     bar.firstChild.style.width = `${pct}%`;
-    const cancel = button(stopping ? 'Cancelling…' : 'Cancel', `Cancel ${jobTitle(job)}`, () => this.actions.cancel(job));
+    const cancel = button(stopping ? 'Cancelling…' : 'Cancel', `Cancel ${jobLabel(job)}`, () => this.actions.cancel(job));
     cancel.disabled = stopping;
-    return el('li', { className: 'job', dataset: { jobId: job.id, state: job.state } },
+    const watched = job.id === this.watchedId;
+    const follow = watched ? el('span', { className: 'watching', textContent: 'Opens when done' })
+      : button('Open when done', `Open ${jobLabel(job)} when it is done`, () => this.actions.openWhenDone(job));
+    return el('li', { className: `job${watched ? ' watched' : ''}`, dataset: { jobId: job.id, state: job.state } },
       thumbnail(job),
       el('div', { className: 'body' },
-        el('div', { className: 'title' }, el('span', { textContent: jobTitle(job) }),
-          el('span', { className: `badge ${job.state}`, textContent: running ? `${pct}%` : STATE_NAMES.queued })),
+        titleRow(job, running ? `${pct}%` : STATE_NAMES.queued),
+        engineLine(job),
         el('div', { className: 'stage', textContent: `${stage}${steps}` }),
         bar,
         el('div', { className: 'meta', textContent: stopping ? '' : eta || (running ? 'Estimating time…' : '') }),
-        el('div', { className: 'actions' }, cancel)));
+        el('div', { className: 'actions' }, cancel, stopping ? null : follow)));
   }
 
   historyItem(job) {
@@ -128,8 +157,8 @@ export class JobList {
       job.params?.pipeline_type ? `${String(job.params.pipeline_type).replace('_', ' ')}` : '']
       .filter(Boolean).join(' · ');
     const body = el('div', { className: 'body' },
-      el('div', { className: 'title' }, el('span', { textContent: jobTitle(job) }),
-        el('span', { className: `badge ${job.state}`, textContent: STATE_NAMES[job.state] || job.state })),
+      titleRow(job, STATE_NAMES[job.state] || job.state),
+      engineLine(job),
       el('div', { className: 'meta', textContent: meta }));
     if (job.state === 'failed') {
       const { text, fix } = explain(job.error);
@@ -138,12 +167,12 @@ export class JobList {
     }
     const actions = el('div', { className: 'actions' });
     if (job.state === 'succeeded') {
-      actions.append(button('Open', `Open ${jobTitle(job)}`, () => this.actions.open(job), 'primary'),
-        button('Export', `Export ${jobTitle(job)}`, () => this.actions.exportJob(job)));
+      actions.append(button('Open', `Open ${jobLabel(job)}`, () => this.actions.open(job), 'primary'),
+        button('Export', `Export ${jobLabel(job)}`, () => this.actions.exportJob(job)));
     }
-    actions.append(button('Use settings', `Use settings of ${jobTitle(job)}`,
+    actions.append(button('Use settings', `Use settings and picture of ${jobLabel(job)}`,
       () => this.actions.useSettings(job)),
-    button('Delete', `Delete ${jobTitle(job)}`, () => this.actions.remove(job)));
+    button('Delete', `Delete ${jobLabel(job)}`, () => this.actions.remove(job)));
     body.append(actions);
     return el('li', { className: `job${job.id === this.currentId ? ' current' : ''}`, dataset: { jobId: job.id, state: job.state } },
       thumbnail(job), body);

@@ -5,7 +5,8 @@ import { applyLimits, choicesOf, config, engine, explain, fillSelect, labelAs, l
 import { desktop } from './desktop.js';
 import { bytes, count, duration, elapsedSeconds } from './format.js';
 import { ImageInput } from './input.js';
-import { ACTIVE, JobList, jobTitle } from './jobs.js';
+import { inputFileName, inputUrls } from './jobinfo.js';
+import { ACTIVE, JobList, jobLabel } from './jobs.js';
 import { ModelsPanel, showEngineNote } from './models.js';
 import { buildSamplerFields, numberIn, prepareForm, randomSeed, readParams, resetSamplerFields, writeParams } from './params.js';
 import { ENVIRONMENTS, VIEW_MODES, Viewer } from './viewer.js';
@@ -18,8 +19,8 @@ const app = {
   viewer: null,
   current: null,
   lastSeed: null,
-  watched: new Map(),
-  pendingOpen: null,
+  watched: new Map(), // job id → stop function of its event stream
+  pendingOpen: null, // the job being watched: it opens in the viewer when it is done
   exportJob: null,
 };
 
@@ -122,8 +123,11 @@ function setMode(mode, { focus = false, force = false } = {}) {
   buildSamplerFields($('sampler-fields'), entry.params, entry.sampler_defaults);
   const multi = entry.max_images > 1;
   app.input.setMode(multi ? 'multiview' : 'image', { min: entry.min_images, max: entry.max_images });
+  $('device-note').textContent = entry.device_note || '';
+  $('device-note').hidden = !entry.device_note;
   updateModeAvailability();
   validate();
+  app.input.previewCutout(); // the engine's own cut-out of an opaque image
 }
 
 /** One tab per engine of the server's registry: `#mode-<route>`, labelled as the registry says. */
@@ -164,6 +168,7 @@ function validate() {
   const files = app.input?.files() || [];
   const { min_images: least } = engine(app.mode);
   let problem = errors[0]?.message || '';
+  if (!problem && least === 1) problem = app.input.problem; // e.g. no object can be cut out of the image
   if (!problem && files.length < least) problem = least > 1 ? `Add at least ${least} views.` : 'Add an image to start.';
   if (!problem && app.health && !engineState(app.mode).ready) problem = 'This engine is not ready on the server.';
   if (!problem && !app.health) problem = 'Waiting for the server…';
@@ -184,8 +189,8 @@ async function submit(event) {
     const { job_id: id } = await api.generate(engine(app.mode), files, params);
     app.lastSeed = params.seed;
     $('seed-reuse').disabled = false;
-    app.pendingOpen = id;
-    jobs.update(await api.job(id));
+    setWatched(id);
+    onJobUpdate(await api.job(id)); // a quick job may be done already: it opens now
     watch(id);
     toast('Queued. You can keep working while it runs.');
     if ($('seed-auto').checked) $('seed').value = String(randomSeed(fields()));
@@ -258,14 +263,54 @@ const jobs = new JobList({
     }
   },
   remove: (job) => removeJob(job),
-  useSettings: (job) => {
+  useSettings: async (job) => {
     if (job.engine !== app.mode && engine(job.engine)) setMode(job.engine);
     writeParams(job.params);
     validate();
-    toast(`Settings of ${jobTitle(job)} copied into the form.`);
+    const restored = await restoreInputs(job);
+    toast(`Settings${restored ? ' and picture' : ''} of ${jobLabel(job)} copied into the form.`);
   },
   exportJob: (job) => openExport(job),
+  openWhenDone: (job) => {
+    setWatched(job.id);
+    toast(`${jobLabel(job)} opens in the viewer when it is done.`);
+  },
 });
+
+/** Put the job's input images back into the input (its stored PNGs), named after the job; whether it worked. */
+async function restoreInputs(job) {
+  const urls = inputUrls(job);
+  if (!urls.length) return false;
+  try {
+    const files = await Promise.all(urls.map(async (url, i) => new File([await api.fileBytes(url)],
+      inputFileName(job, i), { type: 'image/png' })));
+    await app.input.restore(files);
+    return true;
+  } catch (err) {
+    reportError(err, 'Could not restore the picture');
+    return false;
+  }
+}
+
+const WATCHED_KEY = 'genesis.watched';
+
+/** After a reload: the job watched before it, while it is still queued or running (one done meanwhile is not
+ * opened). */
+async function resumeWatching() {
+  const id = sessionStorage.getItem(WATCHED_KEY);
+  if (!id) return;
+  const job = await api.job(id).catch(() => null);
+  if (app.pendingOpen) return; // a job submitted meanwhile is the one watched now
+  setWatched(job && ACTIVE.has(job.state) ? id : null);
+}
+
+/** The job being watched (it opens in the viewer when it is done; kept across a reload), or none. */
+function setWatched(id) {
+  app.pendingOpen = id;
+  if (id) sessionStorage.setItem(WATCHED_KEY, id);
+  else sessionStorage.removeItem(WATCHED_KEY);
+  jobs.setWatched(id);
+}
 
 const deleteArmed = new Map();
 async function removeJob(job) {
@@ -296,12 +341,15 @@ function onJobUpdate(job) {
   if (before?.state !== job.state && job.state === 'succeeded') {
     pipelineHint();
     if (app.pendingOpen === job.id) {
-      app.pendingOpen = null;
+      setWatched(null);
       openJob(jobs.jobs.get(job.id));
     }
   }
+  if (before?.state !== job.state && !ACTIVE.has(job.state) && job.state !== 'succeeded' && app.pendingOpen === job.id) {
+    setWatched(null); // it ended without a model
+  }
   if (before?.state !== job.state && job.state === 'failed') {
-    toast(`${jobTitle(job)} failed: ${explain(job.error).text}`, { error: true });
+    toast(`${jobLabel(job)} failed: ${explain(job.error).text}`, { error: true });
   }
 }
 
@@ -507,7 +555,7 @@ async function start() {
     return;
   }
   app.input = new ImageInput({ onChange: validate, onError: (message) => toast(message, { error: true }),
-    maxBytes: config().uploads.max_upload_bytes });
+    maxBytes: config().uploads.max_upload_bytes, cutout: (file) => api.cutout(file, app.mode) });
   bindTabs();
   bindForm();
   bindViewer();
@@ -518,6 +566,7 @@ async function start() {
   await refreshHealth();
   openOnAReadyEngine(names);
   setInterval(refreshHealth, 15000);
+  resumeWatching();
   poll();
   pipelineHint();
   document.body.dataset.ready = 'true';

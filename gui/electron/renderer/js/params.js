@@ -64,16 +64,27 @@ function buildRadios(fieldset, field) {
 }
 
 /**
- * The Advanced fold: one fieldset per sampler stage of `fields`, one number input per sampler field. Empty
- * means "the model's own value", shown as the placeholder (`defaults`: the models' pipeline.json values).
+ * The Advanced fold: one line per sampler field saying what it does (the fields' `description`, the same for
+ * every stage), then one fieldset per sampler stage of `fields` (with its own line) and one number input per
+ * sampler field. Empty means "the model's own value", shown as the placeholder (`defaults`: the models'
+ * pipeline.json values).
  */
 export function buildSamplerFields(container, fields, defaults = {}) {
   const kept = new Map([...container.querySelectorAll('input')].map((i) => [i.id, i.value]));
   container.replaceChildren();
-  for (const [stage, spec] of stagesOf(fields)) {
+  const stages = stagesOf(fields);
+  if (stages.length) container.append(samplerHelp(stages[0][1].fields));
+  for (const [stage, spec] of stages) {
     const set = document.createElement('fieldset');
     const legend = document.createElement('legend');
     legend.textContent = spec.label;
+    set.append(legend);
+    if (spec.description) {
+      const about = Object.assign(document.createElement('p'), { className: 'hint stage-help', id: `${samplerId(stage, 'help')}`,
+        textContent: spec.description });
+      set.setAttribute('aria-describedby', about.id);
+      set.append(about);
+    }
     const grid = document.createElement('div');
     grid.className = 'grid4';
     for (const [name, field] of Object.entries(spec.fields)) {
@@ -83,19 +94,35 @@ export function buildSamplerFields(container, fields, defaults = {}) {
       const label = document.createElement('label');
       label.htmlFor = id;
       label.textContent = field.label;
-      label.title = `${spec.label}: ${field.label} (${field.minimum}–${field.maximum})`;
+      label.title = `${spec.label}: ${field.label} (${field.minimum}–${field.maximum})${field.description ? `. ${field.description}` : ''}`;
       const input = Object.assign(document.createElement('input'), { type: 'number', id,
         step: field.type === 'integer' ? '1' : 'any', value: kept.get(id) ?? '' });
       applyLimits(input, field, { value: false });
       const official = defaults[stage]?.[name];
       input.placeholder = official === undefined ? 'model default' : String(official);
       input.setAttribute('aria-label', `${spec.label} ${field.label}, ${field.minimum} to ${field.maximum}`);
+      if (field.description) input.setAttribute('aria-describedby', helpId(name));
       wrap.append(label, input);
       grid.append(wrap);
     }
-    set.append(legend, grid);
+    set.append(grid);
     container.append(set);
   }
+}
+
+const helpId = (name) => `sampler-help-${name.replace(/_/g, '-')}`;
+
+/** What each sampler field does, one line each, in the words of the fields' descriptions. */
+function samplerHelp(samplerFields) {
+  const list = Object.assign(document.createElement('dl'), { className: 'field-help', id: 'sampler-help' });
+  for (const [name, field] of Object.entries(samplerFields)) {
+    if (!field.description) continue;
+    const row = document.createElement('div');
+    row.append(Object.assign(document.createElement('dt'), { textContent: field.label }),
+      Object.assign(document.createElement('dd'), { id: helpId(name), textContent: field.description }));
+    list.append(row);
+  }
+  return list;
 }
 
 /** Back to the models' own values: every sampler field empty. */
