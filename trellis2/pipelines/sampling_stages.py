@@ -34,6 +34,23 @@ def make_sampler(entry: SamplerConfig) -> Any:
     return SAMPLER_CLASSES[entry.name](**entry.args)
 
 
+def structure_coords(occupancy: torch.Tensor, resolution: int) -> torch.Tensor:
+    """Occupied voxels `[N, 4]` int32 `(batch, x, y, z)` at `resolution` (lexicographic) of a boolean occupancy
+    `[B, 1, R, R, R]` (R a multiple of `resolution`: a coarse voxel is occupied when any of its cells is)."""
+    if occupancy.dim() != 5 or occupancy.shape[1] != 1 or len(set(occupancy.shape[2:])) != 1:
+        raise ValueError(f"a sparse structure is a [B, 1, R, R, R] occupancy; got {list(occupancy.shape)}")
+    size = occupancy.shape[2]
+    if size % resolution:
+        raise ValueError(f"a {size}^3 structure cannot be pooled to {resolution}^3")
+    if size != resolution:
+        ratio = size // resolution
+        occupancy = F.max_pool3d(occupancy.float(), ratio, ratio, 0) > 0.5
+    coords = torch.argwhere(occupancy)[:, [0, 2, 3, 4]].int()
+    if coords.shape[0] == 0:
+        raise RuntimeError("the sparse-structure stage found no occupied voxels; try another seed or image")
+    return coords
+
+
 class SamplingStages:
     """Stages 1-3 and decoding on the networks of `models`, with the samplers of `config`."""
 
@@ -114,15 +131,7 @@ class SamplingStages:
         raise_if_cancelled(cancel)
         with self.models.on_device(self.model("sparse_structure_decoder")) as decoder:
             occupancy = decoder(z_s) > 0
-        if occupancy.shape[2] != resolution:
-            ratio = occupancy.shape[2] // resolution
-            occupancy = F.max_pool3d(occupancy.float(), ratio, ratio, 0) > 0.5
-        coords = torch.argwhere(occupancy)[:, [0, 2, 3, 4]].int()
-        if coords.shape[0] == 0:
-            raise RuntimeError(
-                "the sparse-structure stage found no occupied voxels; try another seed or image"
-            )
-        return coords
+        return structure_coords(occupancy, resolution)
 
     @torch.no_grad()
     def sample_shape_slat(

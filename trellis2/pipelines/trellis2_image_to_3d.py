@@ -39,7 +39,7 @@ from .pipeline_config import (
 )
 from .pipeline_models import IMAGE_COND_MODEL, REMBG_MODEL, PipelineModels
 from .preprocess import preprocess_image as preprocess_to_square
-from .sampling_stages import SamplingStages
+from .sampling_stages import SamplingStages, structure_coords
 
 
 class Trellis2ImageTo3DPipeline(SamplingStages):
@@ -147,8 +147,11 @@ class Trellis2ImageTo3DPipeline(SamplingStages):
         max_num_tokens: int,
         progress: ProgressCallback,
         cancel: CancelFlag | None,
+        structure: torch.Tensor | None = None,
     ) -> list[MeshWithVoxel]:
-        """Stages 1-3 and decoding for conditions given by `conditioning(resolution)`."""
+        """Stages 1-3 and decoding for conditions given by `conditioning(resolution)`. A given `structure`
+        (a boolean occupancy `[R, R, R]` in the pipeline's frame, R a multiple of the stage's resolution, e.g.
+        a Fresnel draft's 64^3) takes the place of stage 1: its voxels are the sparse structure."""
         ss_params = check_sampler_params("sparse_structure_sampler_params", sparse_structure_sampler_params)
         shape_params = check_sampler_params("shape_slat_sampler_params", shape_slat_sampler_params)
         tex_params = check_sampler_params("tex_slat_sampler_params", tex_slat_sampler_params)
@@ -163,9 +166,13 @@ class Trellis2ImageTo3DPipeline(SamplingStages):
                 cond_1024 = conditioning(1024)
                 progress("conditioning", 2, 2)
             ss_resolution = 64 if pipeline_type == "1024" else 32
-            coords = self.sample_sparse_structure(
-                cond_512, ss_resolution, generator, ss_params, progress, cancel
-            )
+            if structure is not None:
+                coords = structure_coords(structure.bool()[None, None].to(self.device), ss_resolution)
+                progress("sparse_structure", 1, 1)
+            else:
+                coords = self.sample_sparse_structure(
+                    cond_512, ss_resolution, generator, ss_params, progress, cancel
+                )
             raise_if_cancelled(cancel)
             if pipeline_type == "512":
                 shape_slat = self.sample_shape_slat(
@@ -212,8 +219,10 @@ class Trellis2ImageTo3DPipeline(SamplingStages):
         preprocess_image: bool = True,
         progress: ProgressCallback | None = None,
         cancel: CancelFlag | None = None,
+        structure: torch.Tensor | None = None,
     ) -> list[MeshWithVoxel]:
-        """Generate one textured asset from one image (see the module docstring)."""
+        """Generate one textured asset from one image (see the module docstring); `structure` as in
+        `generate`."""
         progress = progress or no_progress
         if not isinstance(image, Image.Image):
             raise ImageInputError(f"expected a PIL image, got {type(image).__name__}")
@@ -231,6 +240,7 @@ class Trellis2ImageTo3DPipeline(SamplingStages):
             max_num_tokens,
             progress,
             cancel,
+            structure,
         )
 
 
