@@ -3,12 +3,17 @@
 Loading checks the file before building anything: a truncated or foreign file, a missing or unexpected
 tensor, or a wrong shape is an error that names the file, never a silently random layer (the same rules as
 the TRELLIS.2 loader, `trellis2.models.loading`).
+
+The engine's models: the bundled checkpoint (`BUILTIN_MODEL`, shipped in `fresnel/weights/`) and the
+students distilled from TRELLIS.2 in `<models>/fresnel/<name>/` (`model_folders`; `fresnel.distill`).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -20,10 +25,41 @@ from .config import CONFIG_FILE, WEIGHTS_FILE, FresnelConfig
 from .network import FresnelNet
 
 BUNDLED_DIR = Path(__file__).resolve().parent / "weights" / "fresnel-base"
+BUILTIN_MODEL = BUNDLED_DIR.name  # the engine's default model
+MODELS_SUBDIR = "fresnel"  # <models>/fresnel/<name>/: distilled students
+CARD_FILE = "card.md"
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
 class FresnelCheckpointError(ValueError):
     """A Fresnel checkpoint folder that cannot be loaded; the message says which file and why."""
+
+
+def check_model_name(name: str) -> str:
+    """`name` if it can name a model folder (letters, digits, `_.-`, at most 64, not the built-in's name)."""
+    if not MODEL_NAME.fullmatch(name or ""):
+        raise ValueError(
+            f"{name!r} cannot name a Fresnel model: use letters, digits, '_', '.' or '-' (at most 64)"
+        )
+    if name == BUILTIN_MODEL:
+        raise ValueError(f"{BUILTIN_MODEL!r} is the built-in model's name; choose another")
+    return name
+
+
+def is_checkpoint(folder: Path) -> bool:
+    return (folder / CONFIG_FILE).is_file() and (folder / WEIGHTS_FILE).is_file()
+
+
+def model_folders(models_dir: Path | None) -> dict[str, Path]:
+    """Name -> folder of every model the engine can use: the built-in one first, then the checkpoint folders
+    of `<models_dir>/fresnel/` by name."""
+    found = {BUILTIN_MODEL: BUNDLED_DIR}
+    root = Path(models_dir) / MODELS_SUBDIR if models_dir is not None else None
+    if root is not None and root.is_dir():
+        for folder in sorted(root.iterdir()):
+            if MODEL_NAME.fullmatch(folder.name) and folder.name not in found and is_checkpoint(folder):
+                found[folder.name] = folder
+    return found
 
 
 def load_fresnel(folder: Path = BUNDLED_DIR, device: torch.device | str = "cpu") -> FresnelNet:
@@ -51,6 +87,25 @@ def load_fresnel(folder: Path = BUNDLED_DIR, device: torch.device | str = "cpu")
     state = {key: value.float() for key, value in load_file(str(weights_file)).items()}
     model.load_state_dict(state)
     return model.to(device).eval()
+
+
+def init_weights_from(model: FresnelNet, folder: Path) -> list[str]:
+    """Copy the weights of the checkpoint `folder` into `model`, whose configuration must be the checkpoint's
+    except for the noise input: the noise layers the checkpoint lacks keep their (zero) initial values.
+    Returns the names of those layers' tensors; any other difference is a `FresnelCheckpointError`."""
+    base = load_fresnel(folder)
+    if replace(model.config, noise_channels=0, noise_resolution=0) != base.config:
+        raise FresnelCheckpointError(f"{folder}: its sizes differ from the network's: {base.config}")
+    ours, theirs = model.state_dict(), base.state_dict()
+    new = sorted(set(ours) - set(theirs))
+    check_state_keys(
+        {k: tuple(v.shape) for k, v in ours.items()},
+        {k: tuple(v.shape) for k, v in theirs.items()},
+        set(new),
+        Path(folder) / WEIGHTS_FILE,
+    )
+    model.load_state_dict({**ours, **theirs})
+    return new
 
 
 def save_fresnel(model: FresnelNet, folder: Path, dtype: torch.dtype = torch.float16) -> None:

@@ -18,7 +18,12 @@ class FresnelConfig:
 
     The image encoder halves the resolution `len(encoder_channels)` times; the 3D decoder starts at the
     coarsest image level (`image_size / 2**len(encoder_channels)` voxels a side) and doubles up to `grid`;
-    `decoder_channels[i]` and `decoder_blocks[i]` belong to the i-th 3D level, coarse to fine."""
+    `decoder_channels[i]` and `decoder_blocks[i]` belong to the i-th 3D level, coarse to fine.
+
+    `noise_channels` and `noise_resolution` (both 0: off, as in the bundled checkpoint) give the network a
+    second input, the sparse-structure flow's initial noise of TRELLIS.2 (`fresnel.network.structure_noise`),
+    added to the 3D level whose grid is `noise_resolution` voxels a side: a student distilled from TRELLIS.2
+    is given the teacher's noise, so that it learns one answer per seed (`fresnel.distill`)."""
 
     image_size: int = 128
     grid: int = 64
@@ -26,6 +31,8 @@ class FresnelConfig:
     decoder_channels: tuple[int, ...] = (160, 96, 48, 24)
     decoder_blocks: tuple[int, ...] = (2, 2, 1, 1)
     groups: int = 8
+    noise_channels: int = 0
+    noise_resolution: int = 0
     architecture: str = field(default=ARCHITECTURE)
 
     def __post_init__(self) -> None:
@@ -40,10 +47,26 @@ class FresnelConfig:
             raise ValueError(f"every channel count must be divisible by groups={self.groups}")
         if self.architecture != ARCHITECTURE:
             raise ValueError(f"not a Fresnel configuration (architecture {self.architecture!r})")
+        if (self.noise_channels > 0) != (self.noise_resolution > 0):
+            raise ValueError("noise_channels and noise_resolution are both set (a noise input) or both 0")
+        if self.noise_resolution and self.noise_resolution not in self.level_sizes:
+            raise ValueError(
+                f"noise_resolution {self.noise_resolution} is not the size of a 3D level {self.level_sizes}"
+            )
 
     @property
     def coarse_grid(self) -> int:
         return self.grid // 2 ** (len(self.decoder_channels) - 1)
+
+    @property
+    def level_sizes(self) -> tuple[int, ...]:
+        """Voxels a side of each 3D level, coarse to fine."""
+        return tuple(self.coarse_grid * 2**i for i in range(len(self.decoder_channels)))
+
+    @property
+    def noise_level(self) -> int | None:
+        """The 3D level that takes the noise input (None without one)."""
+        return self.level_sizes.index(self.noise_resolution) if self.noise_resolution else None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2) + "\n"

@@ -387,22 +387,50 @@ class ScoreSettings:
 
 class TruthReference:
     """The truth's surface samples, placement, aligned occupancy and colours, computed once per object and
-    shared by every method scored against it."""
+    shared by every method scored against it. `from_samples` makes one from stored surface samples alone
+    (a teacher's mesh, `fresnel.distill`): without an inside test it has no occupancy, so no IoU."""
 
     def __init__(self, truth: Shape, settings: ScoreSettings, generator: torch.Generator) -> None:
-        self.shape = truth
-        self.settings = settings
-        self.points, _ = sample_surface(truth.vertices.cpu(), truth.faces.cpu(), settings.points, generator)
-        self.placement = bounds_placement(self.points.double())
-        self.occupancy = aligned_occupancy(truth.inside, self.placement, settings.iou_resolution)
-        self.color_tree: cKDTree | None = None
-        self.colors: torch.Tensor | None = None
+        points, _ = sample_surface(truth.vertices.cpu(), truth.faces.cpu(), settings.points, generator)
+        dense = colors = None
         if truth.color is not None:  # a denser sample, so that fine patterns are resolved
             dense, _ = sample_surface(
                 truth.vertices.cpu(), truth.faces.cpu(), settings.color_points, generator
             )
-            self.color_tree = cKDTree(self.placement.to_aligned(dense.double()).numpy())
-            self.colors = truth.color(dense).float().cpu()
+            colors = truth.color(dense).float().cpu()
+        self._fill(truth, settings, points, dense, colors)
+
+    @classmethod
+    def from_samples(
+        cls, points: torch.Tensor, colors: torch.Tensor | None, settings: ScoreSettings
+    ) -> TruthReference:
+        """A reference known by surface `points [N, 3]` and their sRGB `colors [N, 3]` (or None) only."""
+        reference = cls.__new__(cls)
+        reference._fill(None, settings, points.float().cpu(), points.float().cpu(), colors)
+        return reference
+
+    def _fill(
+        self,
+        truth: Shape | None,
+        settings: ScoreSettings,
+        points: torch.Tensor,
+        color_points: torch.Tensor | None,
+        colors: torch.Tensor | None,
+    ) -> None:
+        self.shape = truth
+        self.settings = settings
+        self.points = points
+        self.placement = bounds_placement(points.double())
+        self.occupancy = (
+            None
+            if truth is None
+            else aligned_occupancy(truth.inside, self.placement, settings.iou_resolution)
+        )
+        self.color_tree: cKDTree | None = None
+        self.colors: torch.Tensor | None = None
+        if color_points is not None and colors is not None:
+            self.color_tree = cKDTree(self.placement.to_aligned(color_points.double()).numpy())
+            self.colors = colors.float().cpu()
 
 
 def failed_scores() -> dict[str, float]:
@@ -439,11 +467,15 @@ def color_error_of(
 
 
 def score_shape(pred: Shape, reference: TruthReference, generator: torch.Generator) -> dict[str, float]:
-    """All metrics of one predicted shape against one truth (colour only where both have one)."""
+    """All metrics of one predicted shape against one truth (colour only where both have one, the IoU only
+    where the truth has an occupancy)."""
     settings = reference.settings
     points, _ = sample_surface(pred.vertices.cpu(), pred.faces.cpu(), settings.points, generator)
     scores = frame_free_scores(points, reference.points, settings.threshold)
-    occupancy = aligned_occupancy(pred.inside, scores.pred_placement, settings.iou_resolution)
+    volume_iou = math.nan
+    if reference.occupancy is not None:
+        occupancy = aligned_occupancy(pred.inside, scores.pred_placement, settings.iou_resolution)
+        volume_iou = iou(occupancy, reference.occupancy)
     color_error = math.nan
     if pred.color is not None and reference.color_tree is not None and reference.colors is not None:
         color_error = color_error_of(points, pred.color(points).float().cpu(), scores, reference)
@@ -452,7 +484,7 @@ def score_shape(pred: Shape, reference: TruthReference, generator: torch.Generat
         "f_score": scores.f_score,
         "precision": scores.precision,
         "recall": scores.recall,
-        "iou": iou(occupancy, reference.occupancy),
+        "iou": volume_iou,
         "color_error": color_error,
         "color_error_255": color_error * 255,
         "yaw_deg": scores.yaw_deg,
@@ -468,7 +500,13 @@ def score_methods(
     generator: torch.Generator,
 ) -> dict[str, dict[str, float]]:
     """Scores of every candidate (built lazily, so that a method that finds no surface fails alone)."""
-    reference = TruthReference(truth, settings, generator)
+    return score_candidates(candidates, TruthReference(truth, settings, generator), generator)
+
+
+def score_candidates(
+    candidates: dict[str, Callable[[], Shape]], reference: TruthReference, generator: torch.Generator
+) -> dict[str, dict[str, float]]:
+    """`score_methods` against a reference made already (e.g. `TruthReference.from_samples`)."""
     row = {}
     for name, build in candidates.items():
         try:
@@ -531,20 +569,27 @@ def _merit(row: dict[str, dict[str, float]], method: str, metric: str) -> float:
     return -value if LOWER_IS_BETTER[metric] else value
 
 
+def method_stats(
+    rows: Sequence[dict[str, dict[str, float]]], method: str, metrics: Sequence[str] = METRICS
+) -> dict:
+    """`{failures, <metric>: {mean, median, n}}` of one method over the rows where each metric is defined."""
+    stats: dict = {"failures": sum(bool(r[method]["failed"]) for r in rows)}
+    for metric in metrics:
+        values = [r[method][metric] for r in rows if not math.isnan(r[method][metric])]
+        stats[metric] = {
+            "mean": statistics.fmean(values) if values else math.nan,
+            "median": statistics.median(values) if values else math.nan,
+            "n": len(values),
+        }
+    return stats
+
+
 def summarise(rows: Sequence[dict[str, dict[str, float]]]) -> dict:
     """Mean and median of every metric per method (over the objects where it is defined), failures, and the
     share of objects where Fresnel beats the better of the two baselines, per metric."""
     summary: dict = {"count": len(rows), "methods": {}, "fresnel_beats_best_baseline": {}}
     for method in METHODS:
-        stats = {"failures": sum(bool(r[method]["failed"]) for r in rows)}
-        for metric in METRICS:
-            values = [r[method][metric] for r in rows if not math.isnan(r[method][metric])]
-            stats[metric] = {
-                "mean": statistics.fmean(values) if values else math.nan,
-                "median": statistics.median(values) if values else math.nan,
-                "n": len(values),
-            }
-        summary["methods"][method] = stats
+        summary["methods"][method] = method_stats(rows, method)
     for metric in ("chamfer_l1", "f_score", "iou"):
         wins = sum(
             _merit(r, "fresnel", metric) > max(_merit(r, "sphere", metric), _merit(r, "prism", metric))

@@ -6,6 +6,11 @@ the grid — each voxel receives the features of the pixel it lies behind (the g
 image's columns and rows, y is depth) plus a learned embedding of its depth — so silhouettes and visible
 detail stay aligned with the image, and the 3D layers learn depth and the unseen back. A small head on the
 pooled image features predicts the camera's elevation, which the engine uses to stand the object upright.
+
+A network configured with a noise input (`FresnelConfig.noise_channels`; off in the bundled checkpoint) also
+takes TRELLIS.2's sparse-structure noise (`structure_noise`), projected by a 1x1x1 convolution and added to
+the 3D level of its size. The projection starts at zero, so a network initialised from a checkpoint without
+the input computes exactly what that checkpoint does until it has learned to use the noise.
 """
 
 from __future__ import annotations
@@ -59,6 +64,19 @@ def lift(features: torch.Tensor) -> torch.Tensor:
     return features.flip(2).transpose(2, 3).unsqueeze(3)
 
 
+def structure_noise(seeds: list[int], config: FresnelConfig) -> torch.Tensor:
+    """`[B, C, R, R, R]`: for each seed, the initial noise TRELLIS.2's sparse-structure flow starts from —
+    the first draw of a CPU generator seeded with the seed (`trellis2.pipelines.sampling_stages`
+    `sample_sparse_structure`), of `config.noise_channels` channels on a `config.noise_resolution` grid."""
+    r = config.noise_resolution
+    return torch.stack(
+        [
+            torch.randn(1, config.noise_channels, r, r, r, generator=torch.Generator().manual_seed(seed))[0]
+            for seed in seeds
+        ]
+    )
+
+
 class FresnelNet(nn.Module):
     def __init__(self, config: FresnelConfig) -> None:
         super().__init__()
@@ -78,12 +96,26 @@ class FresnelNet(nn.Module):
             nn.Sequential(*(ResBlock(c, g, dims=3) for _ in range(n)))
             for c, n in zip(dec, config.decoder_blocks, strict=True)
         )
+        self.noise_proj = (
+            nn.Conv3d(config.noise_channels, dec[config.noise_level], 1, bias=False)
+            if config.noise_level is not None
+            else None
+        )
+        if self.noise_proj is not None:
+            nn.init.zeros_(self.noise_proj.weight)
         self.out_norm = nn.GroupNorm(g, dec[-1])
         self.head = nn.Conv3d(dec[-1], 1 + ATTRIBUTE_CHANNELS, 1)
         self.elevation_head = nn.Sequential(nn.Linear(enc[-1], 128), nn.SiLU(), nn.Linear(128, 1))
 
-    def forward(self, images: torch.Tensor) -> FresnelOutput:
-        """`images [B, 4, S, S]` (premultiplied RGB + alpha in [0, 1], as `crop_to_object` makes them)."""
+    def forward(self, images: torch.Tensor, noise: torch.Tensor | None = None) -> FresnelOutput:
+        """`images [B, 4, S, S]` (premultiplied RGB + alpha in [0, 1], as `crop_to_object` makes them);
+        `noise [B, C, R, R, R]` (grid axes x, y, z) for a network with a noise input, else None."""
+        if (noise is None) != (self.noise_proj is None):
+            raise ValueError(
+                "this Fresnel network takes the structure noise as its second input"
+                if noise is None
+                else "this Fresnel network has no noise input"
+            )
         x = self.stem(images * 2 - 1)
         pyramid = []
         for block in self.encoder:
@@ -101,6 +133,8 @@ class FresnelNet(nn.Module):
                     F.interpolate(volume, scale_factor=2, mode="trilinear", align_corners=False)
                 )
                 volume = volume + lifted
+            if i == self.config.noise_level:
+                volume = volume + self.noise_proj(noise.to(volume.dtype))
             volume = level(volume)
         out = self.head(F.silu(self.out_norm(volume)))
         return FresnelOutput(out[:, 0], out[:, 1:], elevation)

@@ -7,6 +7,10 @@
    the batch and takes out the guesses that differ between the two (measured: F@0.05 on a sphere
    0.82 -> 0.88, box 0.88 -> 0.87, torus 1.00 -> 1.00).
 3. `surface`: stand the fields upright and extract the O-Voxel mesh (`fresnel.surface`).
+
+A model with a noise input (a student distilled from TRELLIS.2, `fresnel.distill`) also gets the seed's
+sparse-structure noise, so its seed picks one of the shapes TRELLIS.2 could make; the bundled model has
+none and gives the same mesh for every seed.
 """
 
 from __future__ import annotations
@@ -24,13 +28,33 @@ from trellis2.progress import CancelFlag, ProgressCallback, no_progress, raise_i
 
 from .checkpoint import BUNDLED_DIR, load_fresnel
 from .image_input import crop_to_object, image_to_tensor
-from .network import FresnelNet, FresnelOutput
+from .network import FresnelNet, FresnelOutput, structure_noise
 from .segmentation import remove_plain_background
 from .surface import fields_to_asset, upright_fields
 
 STAGES = ("preprocess", "network", "surface")
 MIN_OBJECT_PIXELS = 8  # a crop box smaller than this (half side, pixels) has no usable object
 BackgroundRemover = Callable[[Image.Image], Image.Image]
+
+
+def cut_out(image: Image.Image, remove_background: BackgroundRemover | None = None) -> Image.Image:
+    """The image with its object's transparency: RGBA with real transparency as it is, an opaque image through
+    `remove_background` (the installed model) or, without one, `fresnel.segmentation`."""
+    image = limit_size(normalize_image(image))
+    if not has_real_alpha(image):
+        image = (remove_background or remove_plain_background)(image.convert("RGB"))
+    return image
+
+
+def object_crop(rgba: Image.Image, size: int) -> torch.Tensor:
+    """The network's input `[1, 4, size, size]` for a cut-out image (`cut_out`)."""
+    crop, boxes, found = crop_to_object(image_to_tensor(rgba), size)
+    if not bool(found[0]) or float(boxes[0, 2]) < MIN_OBJECT_PIXELS / 2:
+        raise ImageInputError(
+            "no object found: the image is fully transparent or the object is only a few "
+            "pixels; use an image with a visible object"
+        )
+    return crop
 
 
 class FresnelPipeline:
@@ -51,25 +75,23 @@ class FresnelPipeline:
         self, image: Image.Image, remove_background: BackgroundRemover | None = None
     ) -> torch.Tensor:
         """The network's input `[1, 4, S, S]` for one image (see the module docstring)."""
-        image = limit_size(normalize_image(image))
-        if not has_real_alpha(image):
-            image = (remove_background or remove_plain_background)(image.convert("RGB"))
-        crop, boxes, found = crop_to_object(image_to_tensor(image), self.model.config.image_size)
-        if not bool(found[0]) or float(boxes[0, 2]) < MIN_OBJECT_PIXELS / 2:
-            raise ImageInputError(
-                "no object found: the image is fully transparent or the object is only a few "
-                "pixels; use an image with a visible object"
-            )
-        return crop
+        return object_crop(cut_out(image, remove_background), self.model.config.image_size)
+
+    def noise_for(self, seeds: list[int]) -> torch.Tensor | None:
+        """The structure noise of `seeds` for a model with a noise input, else None."""
+        return structure_noise(seeds, self.model.config) if self.model.config.noise_channels else None
 
     @torch.no_grad()
-    def predict(self, crop: torch.Tensor) -> FresnelOutput:
-        """The network's fields for crops `[B, 4, S, S]`, averaged with those of the mirrored crops (image
-        columns and grid x are one axis: `fresnel.network.lift`)."""
+    def predict(self, crop: torch.Tensor, noise: torch.Tensor | None = None) -> FresnelOutput:
+        """The network's fields for crops `[B, 4, S, S]` (and, for a model with a noise input, their noise
+        `[B, C, R, R, R]`), averaged with those of the mirrored crops and noise (image columns and grid x are
+        one axis: `fresnel.network.lift`)."""
         crop = crop.to(self.device)
         batch = crop.shape[0]
+        both = None if noise is None else noise.to(self.device)
+        both = None if both is None else torch.cat([both, both.flip(2)])
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
-            out = self.model(torch.cat([crop, crop.flip(3)]))
+            out = self.model(torch.cat([crop, crop.flip(3)]), both)
         logits, attributes, elevation = (
             out.occupancy_logits.float(),
             out.attribute_logits.float(),
@@ -89,15 +111,14 @@ class FresnelPipeline:
         cancel: CancelFlag | None = None,
         remove_background: BackgroundRemover | None = None,
     ) -> list[MeshWithVoxel]:
-        """One asset for `image`. The student is deterministic: `seed` is accepted for the engine interface
-        and the same input always gives the same mesh."""
-        del seed
+        """One asset for `image`. Deterministic: the same input and seed always give the same mesh (a model
+        without a noise input ignores the seed)."""
         total = len(STAGES)
         progress(STAGES[0], 0, total)
         crop = self.object_crop(image, remove_background)
         raise_if_cancelled(cancel)
         progress(STAGES[1], 1, total)
-        out = self.predict(crop)
+        out = self.predict(crop, self.noise_for([seed]))
         raise_if_cancelled(cancel)
         progress(STAGES[2], 2, total)
         asset = fields_to_asset(*upright_fields(out))

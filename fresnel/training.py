@@ -9,6 +9,9 @@ A run lives in one folder: `state.pt` (network, optimiser, step, the data genera
 of the current chunk and the position in it, loss history, settings), `loss.json` and `loss.png`. Calling
 `train` again on the folder continues exactly where it stopped, with the same data it would have seen.
 `export_checkpoint` writes the engine's checkpoint (`config.json` + `model.safetensors`).
+
+The loop takes its batches from a `StepSource`: `ProceduralSteps` by default, the teacher's targets in
+`fresnel.distill`.
 """
 
 from __future__ import annotations
@@ -20,12 +23,13 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
-from .checkpoint import load_fresnel, save_fresnel
+from .checkpoint import init_weights_from, save_fresnel
 from .config import FresnelConfig
 from .data.batches import Batch, make_batch
 from .network import FresnelNet, FresnelOutput
@@ -60,6 +64,7 @@ class StepData:
     distance: torch.Tensor
     attributes: torch.Tensor
     elevation: torch.Tensor
+    noise: torch.Tensor | None = None  # [B, C, R, R, R] for a network with a noise input
 
     @classmethod
     def of(cls, batch: Batch) -> StepData:
@@ -72,16 +77,24 @@ class StepData:
         grid x, which are the same axis: `fresnel.network.lift`)."""
         sl = slice(index * size, (index + 1) * size)
         part = StepData(
-            self.images[sl], self.occupancy[sl], self.distance[sl], self.attributes[sl], self.elevation[sl]
+            self.images[sl],
+            self.occupancy[sl],
+            self.distance[sl],
+            self.attributes[sl],
+            self.elevation[sl],
+            None if self.noise is None else self.noise[sl],
         )
-        if not mirrored:
-            return part
+        return part.mirrored() if mirrored else part
+
+    def mirrored(self) -> StepData:
+        """The same objects mirrored left to right: image columns, grid x (and the noise's x)."""
         return StepData(
-            part.images.flip(3),
-            part.occupancy.flip(1),
-            part.distance.flip(1),
-            part.attributes.flip(2),
-            part.elevation,
+            self.images.flip(3),
+            self.occupancy.flip(1),
+            self.distance.flip(1),
+            self.attributes.flip(2),
+            self.elevation,
+            None if self.noise is None else self.noise.flip(2),
         )
 
 
@@ -164,6 +177,76 @@ def _save_state(run_dir: Path, state: dict) -> None:
     plot_curves(state["history"], run_dir / "loss.png")
 
 
+class StepSource(Protocol):
+    """Where a run's batches come from: one `StepData` per step, and what a resumed run needs to go on with
+    the same data (saved in `state.pt` beside the network's state)."""
+
+    def next_step(self) -> StepData: ...
+
+    def take_data_seconds(self) -> float:
+        """Seconds spent making data since the last call (0.0 when none was made)."""
+        ...
+
+    def state_dict(self) -> dict: ...
+
+
+SourceFactory = Callable[[FresnelConfig, TrainSettings, torch.device, dict], StepSource]
+
+
+class ProceduralSteps:
+    """Chunks of procedural objects (`fresnel.data`), each batch seen as rendered and then mirrored. Resumes
+    at any step: the saved state is the generator's state at the start of the current chunk and the position
+    in it, so a resumed run makes the same chunk again and goes on where it stopped."""
+
+    def __init__(self, config: FresnelConfig, settings: TrainSettings, device: torch.device, state: dict):
+        self.config, self.settings, self.device = config, settings, device
+        self.generator = torch.Generator(device=device)
+        if "generator" in state:
+            self.generator.set_state(state["generator"])
+        else:
+            self.generator.manual_seed(settings.seed)
+        self.position = state.get("chunk_position", 0)  # steps already taken from the current chunk
+        self.chunk_state = self.generator.get_state()  # the generator's state before the current chunk
+        self.chunk: StepData | None = None
+        self.data_seconds = 0.0
+
+    def next_step(self) -> StepData:
+        settings = self.settings
+        if self.position >= steps_per_chunk(settings):
+            self.position, self.chunk, self.chunk_state = 0, None, self.generator.get_state()
+        if self.chunk is None:
+            started = time.monotonic()
+            with torch.no_grad():
+                self.chunk = StepData.of(
+                    make_batch(
+                        settings.batch_size * settings.data_chunk,
+                        self.generator,
+                        grid=self.config.grid,
+                        image_size=self.config.image_size,
+                        device=self.device,
+                        render_steps=settings.render_steps,
+                        render_resolution=settings.render_resolution,
+                    )
+                )
+            if self.device.type == "cuda":
+                torch.cuda.synchronize()
+            self.data_seconds += time.monotonic() - started
+        index, mirrored = chunk_part(settings, self.position)
+        self.position += 1
+        return self.chunk.part(index, settings.batch_size, mirrored)
+
+    def take_data_seconds(self) -> float:
+        spent, self.data_seconds = self.data_seconds, 0.0
+        return spent
+
+    def state_dict(self) -> dict:
+        finished = self.position >= steps_per_chunk(self.settings)  # then the next chunk starts from here
+        return {
+            "generator": self.generator.get_state() if finished else self.chunk_state,
+            "chunk_position": 0 if finished else self.position,
+        }
+
+
 def train(
     run_dir: Path,
     config: FresnelConfig | None = None,
@@ -173,25 +256,25 @@ def train(
     max_minutes: float | None = None,
     log: Callable[[str], None] = print,
     init_from: Path | None = None,
+    *,
+    source: SourceFactory = ProceduralSteps,
 ) -> dict:
-    """Train (or resume) the run in `run_dir` until `max_steps` total steps or `max_minutes` of this call.
+    """Train (or resume) the run in `run_dir` on the batches of `source` (procedural objects by default) until
+    `max_steps` total steps or `max_minutes` of this call.
 
     A new run needs `config` and `settings` (and may start from the weights of the engine checkpoint
-    `init_from`); a resumed one keeps its own (arguments are ignored)."""
+    `init_from`, `checkpoint.init_weights_from`); a resumed one keeps its own (arguments are ignored)."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     device = torch.device(device)
     state_path = run_dir / STATE_FILE
-    generator = torch.Generator(device=device)
     if state_path.exists():
         state = torch.load(state_path, map_location="cpu", weights_only=False)
         config = FresnelConfig.from_dict(state["config"])
         settings = TrainSettings(**state["settings"])
-        generator.set_state(state["generator"])
         log(f"resuming {run_dir} at step {state['step']}")
     else:
         config, settings = config or FresnelConfig(), settings or TrainSettings()
-        generator.manual_seed(settings.seed)
         state = {
             "step": 0,
             "history": [],
@@ -199,6 +282,7 @@ def train(
             "settings": asdict(settings),
             "seconds": 0.0,
         }
+    data = source(config, settings, device, state)
     with torch.random.fork_rng(devices=[]):  # a new run's initial weights follow its seed too
         torch.manual_seed(settings.seed)
         model = FresnelNet(config).to(device)
@@ -209,26 +293,21 @@ def train(
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
     elif init_from is not None:
-        model.load_state_dict(load_fresnel(init_from).state_dict())
-        log(f"starting from the weights of {init_from}")
+        new = init_weights_from(model, init_from)
+        log(f"starting from the weights of {init_from}" + (f" (new: {', '.join(new)})" if new else ""))
     model.train()
     use_bf16 = device.type == "cuda"
     torch.backends.cudnn.benchmark = device.type == "cuda"  # fixed shapes: let cuDNN pick its fastest kernels
     started = last_save = time.monotonic()
     seconds_before = state["seconds"]
     running: dict[str, float] = {}
-    position = state.get("chunk_position", 0)  # steps already taken from the current chunk
-    chunk_state = generator.get_state()  # the generator's state before the current chunk was made
-    chunk: StepData | None = None
 
     def snapshot() -> None:
-        finished = position >= steps_per_chunk(settings)  # then the next chunk starts from here
         state.update(
             model=model.state_dict(),
             optimizer=optimizer.state_dict(),
-            generator=generator.get_state() if finished else chunk_state,
-            chunk_position=0 if finished else position,
             seconds=seconds_before + time.monotonic() - started,
+            **data.state_dict(),
         )
         _save_state(run_dir, state)
 
@@ -240,36 +319,18 @@ def train(
             break
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(settings, step)
-        if position >= steps_per_chunk(settings):
-            position, chunk, chunk_state = 0, None, generator.get_state()
-        if chunk is None:
-            data_started = time.monotonic()
-            with torch.no_grad():
-                chunk = StepData.of(
-                    make_batch(
-                        settings.batch_size * settings.data_chunk,
-                        generator,
-                        grid=config.grid,
-                        image_size=config.image_size,
-                        device=device,
-                        render_steps=settings.render_steps,
-                        render_resolution=settings.render_resolution,
-                    )
-                )
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            running["data_s"] = running.get("data_s", 0.0) + time.monotonic() - data_started
-        index, mirrored = chunk_part(settings, position)
-        batch = chunk.part(index, settings.batch_size, mirrored)
+        batch = data.next_step()
+        spent = data.take_data_seconds()
+        if spent:
+            running["data_s"] = running.get("data_s", 0.0) + spent
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            out = model(batch.images)
+            out = model(batch.images, batch.noise)
         terms = loss_terms(out, batch)
         optimizer.zero_grad(set_to_none=True)
         terms["loss"].backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         state["step"] = step + 1
-        position += 1
         for key, value in terms.items():
             running[key] = running.get(key, 0.0) + float(value.detach())
         if state["step"] % settings.log_every == 0:
