@@ -129,9 +129,17 @@ def cmd_generate(args: argparse.Namespace) -> int:
         os.environ.setdefault(name, value)
     settings = settings_from(args)
     engines = default_engines(settings.models_dir, settings.device)
-    engine = args.engine or default_engine(engines, len(args.images))
+    engine = args.engine or ("fresnel" if args.fresnel_model else default_engine(engines, len(args.images)))
     overrides = json.loads(args.params) if args.params else {}
-    for key in ("seed", "pipeline_type", "texture_size", "decimation_target", "mode", *ASSET_FLAGS):
+    for key in (
+        "seed",
+        "pipeline_type",
+        "texture_size",
+        "decimation_target",
+        "mode",
+        "fresnel_model",
+        *ASSET_FLAGS,
+    ):
         if getattr(args, key, None) is not None:
             overrides[key] = getattr(args, key)
     overrides.setdefault("name", Path(args.images[0]).stem)  # the asset is named after the (first) image
@@ -345,6 +353,85 @@ def cmd_models(args: argparse.Namespace) -> int:
     return md.print_status(settings.models_dir)
 
 
+# -- fresnel -------------------------------------------------------------------------------------------------
+def cmd_fresnel_distill(args: argparse.Namespace) -> int:
+    """`genesis fresnel distill`: a Fresnel model from TRELLIS.2 (`fresnel.distill.run.distill`)."""
+    from fresnel.checkpoint import CARD_FILE
+    from fresnel.distill.run import distill
+    from fresnel.distill.settings import DistillSettings
+    from fresnel.distill.teacher_data import TeacherError
+
+    settings = settings_from(args)
+    tty, shown = sys.stdout.isatty(), []
+
+    def show(progress) -> None:  # the teacher data's bar; in a log, a line when an input is finished
+        if tty:
+            sys.stdout.write("\r" + progress.line() + "\033[K")
+        elif (progress.done, progress.failed) not in shown[-1:]:
+            shown.append((progress.done, progress.failed))
+            sys.stdout.write(progress.line() + "\n")
+        sys.stdout.flush()
+
+    def log(line: str) -> None:
+        print(("\r\033[K" if tty else "") + line, flush=True)
+
+    chosen = {key: getattr(args, key) for key in FRESNEL_DISTILL_FLAGS if getattr(args, key) is not None}
+    try:
+        result = distill(
+            args.images,
+            args.out,
+            settings.models_dir,
+            settings.data_dir,
+            DistillSettings(**chosen, device=settings.device),
+            resume=args.resume,
+            progress=show,
+            log=log,
+        )
+    except (TeacherError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"model: {result.folder} (card: {result.folder / CARD_FILE})")
+    return 0
+
+
+FRESNEL_DISTILL_FLAGS = ("pipeline_type", "seeds_per_image", "steps", "batch_size", "lr", "base")
+
+
+def add_fresnel_commands(sub) -> None:
+    """`genesis fresnel distill`; its defaults are those of `fresnel.distill.settings.DistillSettings`."""
+    from fresnel.distill.settings import DistillSettings
+
+    from . import vocabulary
+
+    defaults = DistillSettings()
+    p = sub.add_parser("fresnel", help="Fresnel models: distil one from TRELLIS.2")
+    commands = p.add_subparsers(dest="fresnel_command", required=True)
+    d = commands.add_parser(
+        "distill",
+        help="teacher data from TRELLIS.2 on a folder of images, a student trained on it, its card; the result "
+        "is <models>/fresnel/NAME, chosen with --fresnel-model NAME or the Fast tab's Model menu",
+    )
+    add_location_flags(d)
+    d.add_argument(
+        "--images", type=Path, required=True, help="images; each sub-folder: the views of one object"
+    )
+    d.add_argument("--out", required=True, metavar="NAME", help="the new model's name")
+    d.add_argument(
+        "--pipeline-type", choices=list(vocabulary.pipeline_types()), help=f"default {defaults.pipeline_type}"
+    )
+    d.add_argument(
+        "--seeds-per-image", type=int, help=f"teacher runs per image (default {defaults.seeds_per_image})"
+    )
+    d.add_argument("--steps", type=int, help=f"training steps in all (default {defaults.steps})")
+    d.add_argument("--batch-size", type=int, help=f"default {defaults.batch_size}")
+    d.add_argument("--lr", type=float, help=f"learning rate (default {defaults.lr})")
+    d.add_argument("--base", type=Path, help="the checkpoint the student starts from (default: the built-in)")
+    d.add_argument(
+        "--resume", action="store_true", help="go on with the run of the same name where it stopped"
+    )
+    d.set_defaults(func=cmd_fresnel_distill)
+
+
 def default_of(model, name: str):
     return model.model_fields[name].get_default(call_default_factory=True)
 
@@ -411,6 +498,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--decimation-target", type=int)
     p.add_argument("--no-remesh", action="store_true")
     p.add_argument("--mode", choices=list(vocabulary.multiview_modes()), help="multi-view mode")
+    p.add_argument(
+        "--fresnel-model",
+        metavar="NAME",
+        help="the Fast engine's model (implies --engine fresnel; default: the built-in; see genesis fresnel distill)",
+    )
     add_field_flags(p, ExportRequest, ASSET_FLAGS, name="the image's file name")
     p.add_argument("--params", help="JSON with any API parameters")
     p.add_argument("--out", help="copy the GLB here")
@@ -463,6 +555,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only", action="append", help="download only this model id (repeatable)")
     p.add_argument("--clear", action="store_true", help="token: forget the stored token")
     p.set_defaults(func=cmd_models)
+
+    add_fresnel_commands(sub)
 
     from .backup import add_backup_commands
 

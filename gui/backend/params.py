@@ -196,6 +196,16 @@ class MultiViewParams(GenerateParams):
     mode: MultiViewMode = Field("stochastic", title="Combine views")
 
 
+def fresnel_models() -> tuple[str, ...]:
+    """The Fresnel models on offer, the built-in one first (owner: `engines.fresnel.model_names`)."""
+    from .engines.fresnel import model_names
+
+    return model_names()
+
+
+FresnelModel = Annotated[str, OneOf(fresnel_models)]
+
+
 class FastParams(ExportParams):
     """`params` of `POST /api/generate/fast` (Fresnel): draft export defaults, so a model comes in seconds."""
 
@@ -203,6 +213,11 @@ class FastParams(ExportParams):
     texture_size: TextureSize = Field(1024, title="Texture size")
     remesh: bool = Field(False, title="Remesh")
     seed: Seed = 0
+    fresnel_model: FresnelModel = Field(
+        default_factory=lambda: fresnel_models()[0],
+        title="Model",
+        description="the built-in Fresnel, or a student distilled from TRELLIS.2 (genesis fresnel distill)",
+    )
 
 
 # -- defaults suited to the device ---------------------------------------------------------------------------

@@ -3,10 +3,15 @@
 Its bundled checkpoint ships with the code, so it is ready on a fresh install with an empty models folder.
 Opaque images use the installed background-removal model when there is one, else Fresnel's own
 plain-background segmentation.
+
+Models: the bundled one (the default) and the students distilled from TRELLIS.2 in `<models>/fresnel/<name>/`
+(`genesis fresnel distill`); a job picks one by name (`FastParams.fresnel_model`), whose choices are the
+models of every engine alive in this process (`model_names`, read when a request is validated).
 """
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 from .base import Engine, EngineRequest, EngineStatus, free_accelerator_memory
@@ -22,6 +27,17 @@ STAGE_PLAN = [
 ]
 
 
+_ENGINES: weakref.WeakSet[FresnelEngine] = weakref.WeakSet()
+
+
+def model_names() -> tuple[str, ...]:
+    """The models the Fresnel engines of this process can run: the built-in one first, then the distilled ones."""
+    from fresnel.checkpoint import BUILTIN_MODEL, model_folders
+
+    names = {name for engine in list(_ENGINES) for name in model_folders(engine.models_dir)}
+    return (BUILTIN_MODEL, *sorted(names - {BUILTIN_MODEL}))
+
+
 class FresnelEngine(Engine):
     name = "fresnel"
     label = "Fresnel"
@@ -29,7 +45,9 @@ class FresnelEngine(Engine):
     def __init__(self, models_dir, device: str | None = None) -> None:
         super().__init__(models_dir, device)
         self._pipeline = None
+        self._model: str | None = None
         self._remover = None
+        _ENGINES.add(self)
 
     def status(self) -> EngineStatus:
         from fresnel.checkpoint import BUNDLED_DIR
@@ -43,14 +61,30 @@ class FresnelEngine(Engine):
     def loaded(self) -> bool:
         return self._pipeline is not None
 
-    def load(self) -> None:
-        if self._pipeline is None:
-            from fresnel.pipeline import FresnelPipeline
+    def load(self, model: str | None = None) -> None:
+        """Load `model` (default: the built-in one) unless it is the one loaded."""
+        from fresnel.checkpoint import BUILTIN_MODEL, MODELS_SUBDIR, model_folders
 
-            self._pipeline = FresnelPipeline.from_checkpoint(device=self.device)
+        model = model or BUILTIN_MODEL
+        if self._pipeline is not None and self._model == model:
+            return
+        folder = model_folders(self.models_dir).get(model)
+        if folder is None:
+            from trellis2.pipelines import ModelNotFoundError
+
+            raise ModelNotFoundError(
+                f"{MODELS_SUBDIR}/{model}",
+                self.models_dir,
+                hint="Fresnel models are made with `genesis fresnel distill`.",
+            )
+        from fresnel.pipeline import FresnelPipeline
+
+        self.unload()  # the other model goes before this one loads
+        self._pipeline, self._model = FresnelPipeline.from_checkpoint(folder, device=self.device), model
 
     def unload(self) -> None:
         self._pipeline = None
+        self._model = None
         self._remover = None
         free_accelerator_memory()
 
@@ -71,7 +105,7 @@ class FresnelEngine(Engine):
         return self._remover
 
     def run(self, request: EngineRequest, progress, cancel):
-        self.load()
+        self.load(request.params.fresnel_model)
         return self._pipeline.run(
             request.images[0],
             seed=request.params.seed,
