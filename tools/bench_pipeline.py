@@ -420,6 +420,7 @@ def compare_stages(
             row["graphs"] = report["graphs"]
             row["calls"] = report["calls"]
             row["null_context"] = report["null_context"]
+            row["pair_probe"] = report.get("pair_probe")
         if stage in ref_latents and stage in fast_latents:
             row["rel_l2"] = rel_l2(fast_latents[stage], ref_latents[stage])
             row["within_bound"] = row["rel_l2"] <= REL_L2_BOUND

@@ -25,7 +25,8 @@ def test_quick_compare_reference_of_the_pipeline(tmp_path):
         assert row["reference_seconds"] > 0 and row["fast_seconds"] > 0
         assert row["rel_l2"] < 1e-4 and row["within_bound"]  # float32 tiny models
     assert rows["tex_slat"]["calls"] == {"positive": 2}  # guidance strength 1: one forward per step
-    assert "pair" in rows["sparse_structure"]["calls"]
+    ss = rows["sparse_structure"]  # guided steps: one batched pair, or two forwards where not exact
+    assert ("pair" in ss["calls"]) == (ss["pair_probe"] == "exact"), ss
     other = {row["stage"]: row for row in case["stages_default_attention"]}
     assert other["shape_slat_hr"]["fast_path_used"] and other["shape_slat_hr"]["rel_l2"] < 1e-4
     text = out.with_suffix(".md").read_text()

@@ -416,6 +416,7 @@ class FlowTransformer(nn.Module):
         repeat: int = 1,
         native_norm: bool = False,
         block_fns: Sequence[Callable[..., torch.Tensor]] | None = None,
+        num_blocks: int | None = None,
     ) -> torch.Tensor:
         """The network on dense `tokens [B, L, in_channels]` at times `t [B]`, its batch taken
         `repeat` times (rows `[copy 0; copy 1; ...]`, e.g. a guidance pair) -> float32
@@ -423,7 +424,8 @@ class FlowTransformer(nn.Module):
 
         `condition`: from `prepare_condition` for `repeat * B` rows, or image tokens
         `[repeat * B, T, Cc]`. The input layer and timestep modulation run once on the B samples.
-        `block_fns` replace `block.forward_fast` (e.g. compiled versions), one per block.
+        `block_fns` replace `block.forward_fast` (e.g. compiled versions), one per block;
+        `num_blocks` runs only the first blocks (a probe of the kernels at these shapes).
         """
         batch = tokens.shape[0]
         h = self.input_layer(tokens.float()).to(self.dtype)
@@ -440,8 +442,12 @@ class FlowTransformer(nn.Module):
             if condition.batch_size != h.shape[0]:
                 raise ValueError(f"condition prepared for {condition.batch_size} rows, got {h.shape[0]}")
             contexts = condition.blocks
-        for index, block in enumerate(self.blocks):
+        for index, block in enumerate(self.blocks[:num_blocks]):
             fn = block.forward_fast if block_fns is None else block_fns[index]
             h = fn(h, mod, contexts[index], phases, native_norm)
         h = F.layer_norm(h.float(), h.shape[-1:])
+        if repeat > 1:
+            # One GEMM per copy, with the rows of a single forward: the float32 output layer's
+            # kernel (and its summation order) may change with the row count; it costs little.
+            return torch.cat([self.out_layer(part) for part in h.chunk(repeat)])
         return self.out_layer(h)

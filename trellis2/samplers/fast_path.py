@@ -6,6 +6,10 @@ the flow model for the sampler's three kinds of calls: `positive` (conditioned),
 `FastPathOptions`:
 
 * `batch_guidance`: a guided step's two forwards run as one forward on a doubled batch;
+* `exact_pairs`: ... but only where that batched forward gives the bits of the two forwards: at
+  the first guided step, one block and the output layer run both ways and must agree exactly, else
+  the run's pairs stay two forwards (a GEMM may pick another kernel, with another summation order,
+  for twice the rows; in a bf16 flow a last-bit difference grows over the steps to ~4e-3);
 * `cache_context`: every block's cross-attention keys and values of the image tokens are computed
   once per run instead of at every step;
 * `null_context`: the unconditional branch is conditioned on all-zero tokens, whose keys are all
@@ -46,6 +50,7 @@ class FastPathOptions:
     (measured), a name of `trellis2.modules.sdpa.SDPA_BACKENDS`, or None (PyTorch's choice)."""
 
     batch_guidance: bool = True
+    exact_pairs: bool = True
     cache_context: bool = True
     null_context: bool = True
     attention_backend: str | None = "auto"
@@ -90,6 +95,7 @@ class FastPathReport:
     attention_backend: str | None = None  # pinned backend; None: PyTorch's own choice
     attention_probe: dict[str, Any] | None = None
     null_context: bool = False
+    pair_probe: str | None = None  # exact | differs (pairs run as two forwards) | not checked: ...
     context_cache_mib: float = 0.0
     calls: dict[str, int] = field(default_factory=dict)
     graphs: dict[str, str] = field(default_factory=dict)  # kind -> captured | eager | failed: ...
@@ -220,6 +226,8 @@ class FlowRunner:
         if options.compile:
             self.block_fns = compiled_blocks(model)
         self.expected: dict[str, int] = {}
+        self.batch_pairs = options.batch_guidance  # decided at the first pair (`exact_pairs`)
+        self._pair_checked = not options.exact_pairs
         self._pieces: dict[str, PreparedCondition | torch.Tensor] = {}
         self._conditions: dict[str, PreparedCondition | torch.Tensor] = {}
         self._graphs: dict[str, _GraphedCall] = {}
@@ -246,6 +254,42 @@ class FlowRunner:
     def expect(self, counts: dict[str, int]) -> None:
         """How many calls of each kind the run will make (graphs are captured only where it pays)."""
         self.expected = dict(counts)
+
+    def _check_pair(self, x: Any, t_model: torch.Tensor) -> None:
+        """`exact_pairs`: the batched pair against two forwards through the first block and the
+        output layer, at this run's shapes and on its inputs; unless bitwise equal, pairs run as two
+        forwards from now on. Compiled blocks are not checked (they are not exact anyway)."""
+        self._pair_checked = True
+        if self.block_fns is not None:
+            self.report.pair_probe = "not checked: compiled blocks"
+            return
+        tokens = self.model.dense_tokens(x, **self.kwargs)
+        t_model = t_model.to(device=self.device, dtype=torch.float32)
+        out = {}
+        with sdpa_backend(self.backend):
+            for kind in BRANCHES:
+                condition = self._condition(kind)
+                repeat = 2 if kind == "pair" else 1
+                out[kind] = self.model.forward_fast(
+                    tokens,
+                    t_model,
+                    condition,
+                    self._phases_for(kind),
+                    repeat,
+                    self.options.native_norm,
+                    num_blocks=1,
+                )
+        pair = out["pair"]
+        exact = torch.equal(pair[: self.batch], out["positive"]) and torch.equal(
+            pair[self.batch :], out["negative"]
+        )
+        self.report.pair_probe = "exact" if exact else "differs: pairs run as two forwards"
+        if not exact:
+            self.batch_pairs = False
+            self._conditions.pop("pair", None)
+            pairs = self.expected.pop("pair", 0)
+            for kind in ("positive", "negative"):
+                self.expected[kind] = self.expected.get(kind, 0) + pairs
 
     def _piece(self, name: str) -> PreparedCondition | torch.Tensor:
         if name not in self._pieces:
@@ -328,8 +372,10 @@ class FlowRunner:
 
     def pair(self, x: Any, t_model: torch.Tensor) -> tuple[Any, Any]:
         """Conditional and unconditional velocities at `x`: one batched forward, or two forwards
-        without `batch_guidance`."""
-        if not self.options.batch_guidance:
+        without `batch_guidance` or where the batched forward is not exact (`exact_pairs`)."""
+        if self.batch_pairs and not self._pair_checked:
+            self._check_pair(x, t_model)
+        if not self.batch_pairs:
             return self.positive(x, t_model), self.negative(x, t_model)
         out = self._run("pair", x, t_model)
         return (

@@ -159,12 +159,19 @@ def sparse_cat(tensors: list[SparseTensor], dim: int = -1) -> SparseTensor:
 
 
 def sample_std(x: SparseTensor) -> torch.Tensor:
-    """Population std over all voxels and channels of each sample: `[B, 1]`."""
+    """Population std over all voxels and channels of each sample: `[B, 1]` in `x`'s dtype.
+
+    Each sample's rows are contiguous, so every std is a plain reduction over one slice (float32,
+    fixed order): the same bits at every call. A scatter (`index_add_`) would use atomic adds on
+    CUDA, whose order, and so whose float32 rounding, changes from call to call.
+    """
     feats = x.feats.reshape(x.feats.shape[0], -1).float()
-    idx = x.batch_index
-    count = torch.bincount(idx, minlength=x.batch_size).to(feats.dtype) * feats.shape[1]
-    s1 = torch.zeros(x.batch_size, dtype=feats.dtype, device=feats.device).index_add_(0, idx, feats.sum(1))
-    s2 = torch.zeros_like(s1).index_add_(0, idx, (feats * feats).sum(1))
-    mean = s1 / count
-    var = (s2 / count - mean * mean).clamp_min(0)
-    return var.sqrt()[:, None].to(x.dtype)
+    seqlens = x.seqlens
+    if seqlens and min(seqlens) == max(seqlens) > 0:  # equal samples: one [B, L * C] reduction
+        std = feats.reshape(len(seqlens), -1).std(dim=1, correction=0)
+    else:
+        std = feats.new_zeros(len(seqlens))  # an empty sample keeps 0
+        for index, rows in enumerate(x.layout):
+            if rows.stop > rows.start:
+                std[index] = feats[rows].std(correction=0)
+    return std[:, None].to(x.dtype)
