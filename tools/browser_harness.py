@@ -70,15 +70,22 @@ class UiServer:
                 self.process.wait(timeout=5)
 
 
+# the real server, as `start` runs it without a window
+LAUNCHER = ("-m", "gui.backend.launcher", "--no-window")
+
+
 def start_ui_server(
-    models_dir: Path, data_dir: Path, timeout_s: float = 120.0, env: dict[str, str] | None = None
+    models_dir: Path,
+    data_dir: Path,
+    timeout_s: float = 120.0,
+    env: dict[str, str] | None = None,
+    server: tuple[str, ...] = LAUNCHER,
 ) -> UiServer:
-    """Start the real server and wait for its 'Genesis is running at URL' line; `env` adds variables."""
+    """Start the real server and wait for its 'Genesis is running at URL' line; `env` adds variables, `server`
+    is what Python runs (any script taking `genesis serve`'s flags, e.g. tests/server/serve_fake.py and its own)."""
     cmd = [
         sys.executable,
-        "-m",
-        "gui.backend.launcher",
-        "--no-window",
+        *server,
         "--port",
         str(free_port()),
         "--models-dir",

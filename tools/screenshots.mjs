@@ -1,11 +1,15 @@
 // Takes the README screenshots from the real app (driven by tools/take_screenshots.py):
 //   main-window.png (a model loaded), multiview.png (the view slots), history.png (finished jobs);
 //   with --fast PHOTO instead: fast-tab.png (the Fast tab, a Fresnel model from that photo in the viewer);
-//   with --models instead: models-panel.png (the Models panel, a gated model failed and TRELLIS.2 downloading).
+//   with --models instead: models-panel.png (the Models panel, a gated model failed and TRELLIS.2 downloading);
+//   with --first-start instead: first-start.png (a fresh install: the header, the Fast tab, the missing-models line);
+//   with --export-progress IMAGE instead: export-progress.png (a second job of one kind, baking, with its time left).
 //
 //   node tools/screenshots.mjs --url URL --image object.png --views a.png,b.png,c.png,d.png --out docs/screenshots
 //   node tools/screenshots.mjs --url URL --fast photo.jpg --out docs/screenshots
 //   node tools/screenshots.mjs --url URL --models --out docs/screenshots
+//   node tools/screenshots.mjs --url URL --first-start --out docs/screenshots
+//   node tools/screenshots.mjs --url URL --export-progress object.png --out docs/screenshots
 
 import { mkdirSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -20,12 +24,14 @@ const { chromium } = require('playwright-core');
 
 const { values: opts } = parseArgs({ options: {
   url: { type: 'string' }, image: { type: 'string' }, views: { type: 'string' }, fast: { type: 'string' },
-  models: { type: 'boolean', default: false },
+  models: { type: 'boolean', default: false }, 'first-start': { type: 'boolean', default: false },
+  'export-progress': { type: 'string' },
   out: { type: 'string', default: join(ROOT, 'docs', 'screenshots') },
   chromium: { type: 'string', default: process.env.GENESIS_CHROMIUM || '/usr/bin/chromium' },
 } });
-if (!opts.url || !(opts.fast || opts.models || (opts.image && opts.views))) {
-  throw new Error('usage: screenshots.mjs --url URL (--image PNG --views A,B,C,D | --fast PHOTO | --models)');
+const single = opts.fast || opts.models || opts['first-start'] || opts['export-progress'];
+if (!opts.url || !(single || (opts.image && opts.views))) {
+  throw new Error('usage: screenshots.mjs --url URL (--image PNG --views A,B,C,D | --fast PHOTO | --models | --first-start | --export-progress PNG)');
 }
 mkdirSync(opts.out, { recursive: true });
 
@@ -96,6 +102,47 @@ async function modelsPanel() {
   await snap('models-panel.png');
 }
 
+/** A fresh install before anything is dropped in: the header's summary, the Fast tab, the missing-models line. */
+async function firstStart() {
+  await page.goto(opts.url);
+  await page.waitForSelector('body[data-ready="true"]');
+  await page.waitForFunction(() => document.getElementById('mode-fast')?.getAttribute('aria-selected') === 'true');
+  await page.waitForSelector('#fast-note:not([hidden])');
+  await page.waitForTimeout(500);
+  await snap('first-start.png');
+}
+
+/** Two jobs of one kind (the real export of a rough sphere); the second caught baking, its time left from the first. */
+async function exportProgress() {
+  await page.goto(opts.url);
+  await page.waitForSelector('body[data-ready="true"]');
+  await page.waitForFunction(() => document.getElementById('server-status').dataset.reachable === 'true');
+  await dropImage(opts['export-progress']);
+  await generate(1);
+  await page.waitForSelector('#viewport[data-loaded="true"]');
+  await page.fill('#seed', '2');
+  await page.evaluate(() => { // what the running job showed, for the log when it is not caught
+    window.__seen = new Set();
+    setInterval(() => {
+      const item = document.querySelector('#queue-list li.job[data-state="running"]');
+      if (item) window.__seen.add(`${item.querySelector('.stage')?.textContent} | ${item.querySelector('.time-left')?.textContent}`);
+    }, 100);
+  });
+  await page.click('#generate');
+  const baking = () => {
+    const item = document.querySelector('#queue-list li.job[data-state="running"]');
+    const stage = item?.querySelector('.stage')?.textContent || '';
+    const left = item?.querySelector('.time-left')?.textContent || '';
+    return /^Exporting: baking textures/.test(stage) && /^about \d+ s left$/.test(left) && Number(left.match(/\d+/)[0]) >= 2;
+  };
+  try {
+    await page.waitForFunction(baking, null, { timeout: 240000, polling: 100 });
+  } finally {
+    log(`seen: ${(await page.evaluate(() => [...window.__seen])).join(' ; ')}`);
+  }
+  await snap('export-progress.png');
+}
+
 /** main-window.png, multiview.png and history.png. */
 async function readmeShots() {
   await page.goto(opts.url);
@@ -125,7 +172,9 @@ async function readmeShots() {
 }
 
 try {
-  await (opts.models ? modelsPanel() : opts.fast ? fastTab() : readmeShots());
+  const shots = opts.models ? modelsPanel : opts.fast ? fastTab : opts['first-start'] ? firstStart
+    : opts['export-progress'] ? exportProgress : readmeShots;
+  await shots();
 } finally {
   await browser.close();
 }

@@ -5,6 +5,8 @@
     .venv/bin/python tools/take_screenshots.py --models-dir models
     .venv/bin/python tools/take_screenshots.py --fast           # docs/screenshots/fast-tab.png
     .venv/bin/python tools/take_screenshots.py --models         # docs/screenshots/models-panel.png
+    .venv/bin/python tools/take_screenshots.py --first-start    # docs/screenshots/first-start.png
+    .venv/bin/python tools/take_screenshots.py --export-progress   # docs/screenshots/export-progress.png
 
 `--fast` is the first start of a fresh install: an empty models folder, so the app opens on the Fast tab, and a
 photo-like input (a held-out procedural object on a plain, lit backdrop with sensor noise, saved as an opaque
@@ -14,6 +16,15 @@ JPEG, so the built-in background removal runs) becomes a Fresnel model in the vi
 `--models` is the Models panel (`docs/screenshots/models-panel.png`) against a fake hub serving the tiny models
 (`tools/fake_hub.py`, throttled): two models verified (the licence-clean BiRefNet in use), TRELLIS.2 downloading
 with its progress, a gated model that failed for want of a token, one missing. The sizes are the tiny models'.
+
+`--first-start` is the window of a fresh install before anything is dropped in (`first-start.png`): an empty
+models folder, so the header says which engines can run, the Fast tab is chosen and one line under the input
+says what is missing, with the button to the Models panel.
+
+`--export-progress` is a job caught in its export with its time left (`export-progress.png`): the server of
+`tests/server/serve_fake.py` with the real O-Voxel export of an 81,920-face bumpy sphere (many seconds on a CPU);
+two jobs of one kind run, so the second one's time left comes from the first one's timings on this machine, and
+the picture is taken while it shows "Exporting: baking textures" and "about N s left".
 
 Drives Debian's headless Chromium with playwright-core (tools/screenshots.mjs). With tiny
 models the shapes are random-weight blobs: run it against real models for pictures worth showing.
@@ -115,6 +126,60 @@ def fast_tab_screenshot(out: Path) -> int:
     return result.returncode
 
 
+def first_start_screenshot(out: Path) -> int:
+    """`first-start.png`: a server with an empty models folder, nothing dropped in yet."""
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="genesis-shots-") as tmp:
+        (Path(tmp) / "models").mkdir()
+        server = start_ui_server(Path(tmp) / "models", Path(tmp) / "data")
+        try:
+            result = run_node_script(
+                SCREENSHOT_SCRIPT, "--url", server.url, "--first-start", "--out", str(out), timeout_s=300
+            )
+        finally:
+            server.stop()
+    print(result.stdout, result.stderr, sep="\n")
+    return result.returncode
+
+
+FAKE_SERVER = REPO_ROOT / "tests" / "server" / "serve_fake.py"
+# the fake engines' sampling is quick; the real export of the rough sphere takes the time (the bake most of it)
+EXPORT_SERVER = (
+    str(FAKE_SERVER),
+    "--real-export",
+    "--mesh",
+    "bumpy_sphere",
+    "--steps",
+    "4",
+    "--step-s",
+    "0.2",
+)
+
+
+def export_progress_screenshot(out: Path) -> int:
+    """`export-progress.png`: the second of two alike jobs of the fake engines, caught baking its textures."""
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="genesis-shots-") as tmp:
+        work = Path(tmp)
+        image = write_input_image(work / "vase.png")
+        server = start_ui_server(work / "models", work / "data", server=EXPORT_SERVER)
+        try:
+            result = run_node_script(
+                SCREENSHOT_SCRIPT,
+                "--url",
+                server.url,
+                "--export-progress",
+                str(image),
+                "--out",
+                str(out),
+                timeout_s=600,
+            )
+        finally:
+            server.stop()
+    print(result.stdout, result.stderr, sep="\n")
+    return result.returncode
+
+
 MODELS_RATE = 400_000  # bytes per second: the tiny TRELLIS.2 folder takes about 15 s, time to see it run
 
 
@@ -159,6 +224,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--models", action="store_true", help="only models-panel.png (the Models panel, a fake hub)"
     )
+    parser.add_argument(
+        "--first-start",
+        action="store_true",
+        help="only first-start.png (a fresh install, nothing dropped in)",
+    )
+    parser.add_argument(
+        "--export-progress",
+        action="store_true",
+        help="only export-progress.png (a job baking its textures, with its time left)",
+    )
     args = parser.parse_args(argv)
     reason = missing_browser_tooling()
     if reason:
@@ -168,6 +243,10 @@ def main(argv: list[str] | None = None) -> int:
         return fast_tab_screenshot(args.out)
     if args.models:
         return models_panel_screenshot(args.out)
+    if args.first_start:
+        return first_start_screenshot(args.out)
+    if args.export_progress:
+        return export_progress_screenshot(args.out)
     with tempfile.TemporaryDirectory(prefix="genesis-shots-") as tmp:
         work = Path(tmp)
         image = args.image or write_input_image(work / "object.png")

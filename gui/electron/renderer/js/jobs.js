@@ -147,7 +147,7 @@ export class JobList {
         engineLine(job),
         el('div', { className: 'stage', textContent: `${stage}${steps}` }),
         bar,
-        el('div', { className: 'meta', textContent: stopping ? '' : eta || (running ? 'Estimating time…' : '') }),
+        el('div', { className: 'meta time-left', textContent: stopping ? '' : eta || (running ? 'Estimating time…' : '') }),
         el('div', { className: 'actions' }, cancel, stopping ? null : follow)));
   }
 
