@@ -151,6 +151,8 @@ def test_zero_token_constant_is_the_cross_attention_output(dense_model):
     zeros = torch.zeros(2, 9, 32)
     context = block.prepare_context(None, zeros, null_tokens=2 * 13)
     assert context.kv is None and context.null_rows == 2 and context.null_out.shape == (64,)
+    # the constant holds its own row only, not the `null_tokens` rows it was computed on
+    assert context.null_out.untyped_storage().nbytes() == 64 * context.null_out.element_size()
     expected = block.cross_attn(block.norm2(x), zeros)
     torch.testing.assert_close(context.null_out.expand_as(expected), expected, **TIGHT)
     # a prepared (k, v) gives what the module computes from the context

@@ -183,7 +183,8 @@ class ModulatedTransformerCrossBlock(nn.Module):
         if null_cond is not None:
             _, v = self.cross_attn.context_kv(null_cond[:1])
             row = v[:, 0].flatten(-2)  # [1, C]: the attention output of every query
-            null_out = self.cross_attn.to_out(row.expand(max(1, null_tokens), -1).contiguous())[0]
+            rows = self.cross_attn.to_out(row.expand(max(1, null_tokens), -1).contiguous())
+            null_out = rows[0].clone()  # a view would keep all `null_tokens` rows alive
             null_rows = null_cond.shape[0]
         return BlockContext(kv, null_out, null_rows)
 
