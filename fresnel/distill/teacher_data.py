@@ -232,7 +232,7 @@ def write_teacher_data(
         child.start()
         sender.close()
         log(f"teacher process started (pid {child.pid}) for {len(pending)} input(s)")
-        current, item_started = None, time.monotonic()
+        current, item_started, started_any = None, time.monotonic(), False
         try:
             while True:
                 try:
@@ -244,7 +244,7 @@ def write_teacher_data(
                     child.join()
                     raise TeacherError(rest[0])
                 if kind == "start":
-                    current, item_started = rest[0], time.monotonic()
+                    current, item_started, started_any = rest[0], time.monotonic(), True
                     state.current = by_id[current].label
                 elif kind == "done":
                     state.done, made = state.done + 1, made + 1
@@ -276,7 +276,7 @@ def write_teacher_data(
             pending = [i for i in pending if i.id != current]
             if progress is not None:
                 progress(state)
-        elif pending:
+        elif pending and not started_any:  # it cannot even load the teacher: another try would do the same
             raise TeacherError(f"{exit_reason(child.exitcode)} before it started an input")
     state.current = None
     report = TeacherReport(

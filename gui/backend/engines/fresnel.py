@@ -6,7 +6,8 @@ plain-background segmentation.
 
 Models: the bundled one (the default) and the students distilled from TRELLIS.2 in `<models>/fresnel/<name>/`
 (`genesis fresnel distill`); a job picks one by name (`FastParams.fresnel_model`), whose choices are the
-models of every engine alive in this process (`model_names`, read when a request is validated).
+models of the newest Fresnel engine alive in this process (`model_names`, read when a request is validated;
+a server or a command makes its engines once).
 """
 
 from __future__ import annotations
@@ -27,15 +28,15 @@ STAGE_PLAN = [
 ]
 
 
-_ENGINES: weakref.WeakSet[FresnelEngine] = weakref.WeakSet()
+_ENGINES: list[weakref.ref] = []  # the Fresnel engines made in this process, oldest first
 
 
 def model_names() -> tuple[str, ...]:
-    """The models the Fresnel engines of this process can run: the built-in one first, then the distilled ones."""
-    from fresnel.checkpoint import BUILTIN_MODEL, model_folders
+    """The models the newest Fresnel engine can run: the built-in one first, then the distilled ones."""
+    from fresnel.checkpoint import model_folders
 
-    names = {name for engine in list(_ENGINES) for name in model_folders(engine.models_dir)}
-    return (BUILTIN_MODEL, *sorted(names - {BUILTIN_MODEL}))
+    alive = [engine for engine in (ref() for ref in _ENGINES) if engine is not None]
+    return tuple(model_folders(alive[-1].models_dir if alive else None))
 
 
 class FresnelEngine(Engine):
@@ -47,7 +48,7 @@ class FresnelEngine(Engine):
         self._pipeline = None
         self._model: str | None = None
         self._remover = None
-        _ENGINES.add(self)
+        _ENGINES[:] = [ref for ref in _ENGINES if ref() is not None] + [weakref.ref(self)]
 
     def status(self) -> EngineStatus:
         from fresnel.checkpoint import BUNDLED_DIR
