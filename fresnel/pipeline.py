@@ -30,7 +30,7 @@ from .checkpoint import BUNDLED_DIR, load_fresnel
 from .image_input import crop_to_object, image_to_tensor
 from .network import FresnelNet, FresnelOutput, structure_noise
 from .segmentation import remove_plain_background
-from .surface import fields_to_asset, upright_fields
+from .surface import LEVEL, fields_to_asset, upright_fields
 
 STAGES = ("preprocess", "network", "surface")
 MIN_OBJECT_PIXELS = 8  # a crop box smaller than this (half side, pixels) has no usable object
@@ -113,6 +113,18 @@ class FresnelPipeline:
     ) -> list[MeshWithVoxel]:
         """One asset for `image`. Deterministic: the same input and seed always give the same mesh (a model
         without a noise input ignores the seed)."""
+        return self.run_draft(image, seed, progress, cancel, remove_background)[0]
+
+    def run_draft(
+        self,
+        image: Image.Image,
+        seed: int = 0,
+        progress: ProgressCallback = no_progress,
+        cancel: CancelFlag | None = None,
+        remove_background: BackgroundRemover | None = None,
+    ) -> tuple[list[MeshWithVoxel], torch.Tensor]:
+        """`run`'s asset and the draft's sparse structure: the upright occupancy above `LEVEL`, `[G, G, G]`
+        bool in the O-Voxel frame (what TRELLIS.2 can refine with)."""
         total = len(STAGES)
         progress(STAGES[0], 0, total)
         crop = self.object_crop(image, remove_background)
@@ -121,6 +133,13 @@ class FresnelPipeline:
         out = self.predict(crop, self.noise_for([seed]))
         raise_if_cancelled(cancel)
         progress(STAGES[2], 2, total)
-        asset = fields_to_asset(*upright_fields(out))
+        occupancy, attributes = upright_fields(out)
+        asset = fields_to_asset(occupancy, attributes)
         progress(STAGES[2], 3, total)
-        return [asset]
+        return [asset], occupancy > LEVEL
+
+    def structure(
+        self, image: Image.Image, seed: int = 0, remove_background: BackgroundRemover | None = None
+    ) -> torch.Tensor:
+        """The sparse structure `run_draft` gives for `image` and `seed`."""
+        return self.run_draft(image, seed, remove_background=remove_background)[1]

@@ -115,15 +115,12 @@ def default_engine(engines: dict, image_count: int) -> str:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     """Queue a job in the data folder's store and run it here, through the server's worker code."""
-    from .engines import EngineManager, default_engines
-    from .errors import ApiError, error_hint
-    from .files import MODEL_FILE, JobFolders
+    from .engines import default_engines
+    from .errors import ApiError
+    from .files import JobFolders
     from .images import decode_upload, store_inputs
-    from .progress import FIRST_RUN
     from .routes import parse_params
-    from .store import SUCCEEDED, JobStore
-    from .vocabulary import stage_name
-    from .worker import JobWorker
+    from .store import JobStore
 
     for name, value in QUIET_LIBRARIES.items():  # our progress line only: no bars or chatter from libraries
         os.environ.setdefault(name, value)
@@ -171,9 +168,22 @@ def cmd_generate(args: argparse.Namespace) -> int:
     job_id = uuid.uuid4().hex
     names = store_inputs(folders, job_id, images)
     job = store.create(engine, params.model_dump(), names, job_id=job_id)
-    worker = JobWorker(store, folders, EngineManager(engines), device=settings.device)
-    print(f"job {job.id} ({engine})")
+    return run_here(job, store, folders, engines, settings, args.out)
 
+
+def run_here(job, store, folders, engines: dict, settings: Settings, out: str | None) -> int:
+    """Run the queued `job` in this process through the server's worker code, with a progress line; copy the
+    GLB to `out`. The exit code: 0 done, 1 failed, 130 interrupted."""
+    from .engines import EngineManager
+    from .errors import error_hint
+    from .files import MODEL_FILE
+    from .progress import FIRST_RUN
+    from .store import SUCCEEDED
+    from .vocabulary import stage_name
+    from .worker import JobWorker
+
+    worker = JobWorker(store, folders, EngineManager(engines), device=settings.device)
+    print(f"job {job.id} ({job.engine})")
     shown: list[str] = []
 
     def show(snap) -> None:
@@ -199,8 +209,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
         )
         return 1
     model = folders.path(job.id, MODEL_FILE)
-    if args.out:
-        out = Path(args.out)
+    if out:
+        out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(model, out)
         model = out
@@ -304,6 +314,42 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 # -- models --------------------------------------------------------------------------------------------------
+def cmd_refine(args: argparse.Namespace) -> int:
+    """TRELLIS.2 on a finished Fast job's input, from the draft's structure and seed, run here."""
+    from .engines import default_engines
+    from .errors import ApiError
+    from .files import JobFolders
+    from .refine import REFINE_ENGINE, check_draft, create_refine_job, refine_params
+    from .routes import parse_params
+    from .store import JobStore
+
+    settings = settings_from(args)
+    store, folders = JobStore(settings.data_dir), JobFolders(settings.data_dir)
+    draft, fits = find_job(store, args.job_id)
+    if draft is None:
+        print(
+            f"error: {len(fits) or 'no'} job(s) start with {args.job_id!r} (`genesis jobs` lists them)",
+            file=sys.stderr,
+        )
+        return 2
+    engines = default_engines(settings.models_dir, settings.device)
+    status = engines[REFINE_ENGINE].status()
+    if not status.ready:
+        print(f"error: the {REFINE_ENGINE} engine is not ready: {status.reason}", file=sys.stderr)
+        return 3
+    overrides = json.loads(args.params) if args.params else {}
+    if args.pipeline_type:
+        overrides["pipeline_type"] = args.pipeline_type
+    try:
+        check_draft(folders, draft)
+        params = parse_params(REFINE_ENGINE, json.dumps(refine_params(draft, overrides)))
+    except ApiError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 2
+    job = create_refine_job(store, folders, draft, params.model_dump())
+    return run_here(job, store, folders, engines, settings, args.out)
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     """`genesis models [status|download|token|use]`: the same as the app's Models panel."""
     from . import models_download as md
@@ -533,6 +579,16 @@ def build_parser() -> argparse.ArgumentParser:
     add_field_flags(p, ExportRequest, (*ASSET_FLAGS, "up_axis"), name="the job's name")
     p.add_argument("--out", help="copy the file here")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("refine", help="TRELLIS.2 from a finished Fast draft: the draft's structure and seed")
+    add_location_flags(p)
+    p.add_argument(
+        "job_id", help="the Fast job's id, or enough of its start to tell it apart (`genesis jobs`)"
+    )
+    p.add_argument("--pipeline-type", choices=list(vocabulary.pipeline_types()))
+    p.add_argument("--params", help="JSON with any TRELLIS.2 parameters")
+    p.add_argument("--out", help="copy the GLB here")
+    p.set_defaults(func=cmd_refine)
 
     p = sub.add_parser(
         "models",

@@ -71,6 +71,9 @@ ERROR_CODES: dict[str, ErrorCode] = {
     "job_not_succeeded": ErrorCode(
         409, "Only a finished job can be exported.", "Wait until the job has succeeded."
     ),
+    "job_not_draft": ErrorCode(
+        409, "This job cannot be refined.", "Refine a finished Fast job made with this version of Genesis."
+    ),
     "job_active": ErrorCode(409, "The job is still queued or running.", "Cancel it before deleting it."),
     "job_busy": ErrorCode(409, "The job is being exported.", "Try again when the export has finished."),
     "generation_missing": ErrorCode(

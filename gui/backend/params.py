@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import annotated_types
 from pydantic import (
@@ -187,6 +187,14 @@ class GenerateParams(ExportParams):
         le=262144,
         title="Token budget",
         description="The most detail the finer passes may hold; lower it when memory runs out.",
+    )
+    structure: Literal["sampled", "fresnel"] = Field(
+        "sampled",
+        title="Structure",
+        description="sampled: TRELLIS.2 finds the rough volume itself; fresnel: it keeps a Fast draft's (Refine).",
+    )
+    draft_job: str | None = Field(
+        None, pattern=r"^[0-9a-f]{32}$", title="Draft", description="the Fast job this one refines"
     )
 
 

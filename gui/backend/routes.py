@@ -41,6 +41,7 @@ from .generation import GENERATION_FILE, load_generation
 from .images import store_uploads
 from .models_download import model_specs
 from .params import ExportRequest, SamplerParams, describe_fields, device_defaults, device_note
+from .refine import REFINE_ENGINE, check_draft, create_refine_job, refine_params
 from .security import parse_json
 from .store import QUEUED, SUCCEEDED, Job
 from .timings import device_label
@@ -356,6 +357,26 @@ async def cancel_job(request: Request, job_id: str) -> dict[str, Any]:
         if job.is_final:
             raise ApiError("job_finished", f"The job has already {job.state}; there is nothing to cancel.")
     return job_payload(svc, get_job(svc, job_id))
+
+
+@router.post("/jobs/{job_id}/refine", status_code=202, response_model=JobCreated)
+async def refine_job(request: Request, job_id: str) -> JSONResponse:
+    """Run TRELLIS.2 on a finished Fast job's input with the draft's structure and seed; the body may set
+    TRELLIS.2 parameters (e.g. `{"pipeline_type": "512"}`)."""
+    svc = services(request)
+    draft = get_job(svc, job_id)
+    body = await request.body()
+    data = parse_json(body, 'The request body (JSON, e.g. {"pipeline_type": "512"})') if body.strip() else {}
+    if not isinstance(data, dict):
+        raise ApiError("invalid_json", "The request body must be a JSON object.")
+    check_draft(svc.folders, draft)
+    status = await run_in_threadpool(svc.engines.engines[REFINE_ENGINE].status)
+    if not status.ready:
+        raise ApiError("engine_not_installed", status.reason, engine=REFINE_ENGINE)
+    params = parse_params(REFINE_ENGINE, json.dumps(refine_params(draft, data)), has_gpu(svc.settings.device))
+    job = await run_in_threadpool(create_refine_job, svc.store, svc.folders, draft, params.model_dump())
+    svc.worker.notify()
+    return JSONResponse({"job_id": job.id}, status_code=202)
 
 
 @router.post("/jobs/{job_id}/export", response_model=ExportResult)

@@ -30,6 +30,7 @@ from .files import (
 from .generation import GENERATION_FILE, save_generation
 from .images import load_job_images
 from .progress import ProgressSnapshot, ProgressTracker
+from .refine import load_structure, save_structure
 from .store import CANCELLED, FAILED, Job, JobStore
 from .timings import ExpectedCurve, compact, device_label, timing_key
 
@@ -363,13 +364,19 @@ class JobWorker:
         images = load_job_images(self.folders, job)
         engine = self.engines.acquire(engine_name)
         progress("loading", 1, 1)
-        meshes = engine.run(EngineRequest(images=images, params=params), progress, flag)
+        structure = load_structure(self.folders, job.id)  # a refine job's copy of its draft's
+        request = EngineRequest(
+            images=images, params=params, extra={"structure": structure} if structure is not None else {}
+        )
+        meshes = engine.run(request, progress, flag)
         if not meshes:
             raise JobFailure("engine_error", "The engine produced no model for this image.")
         progress("saving", 0, 1)
         size = mesh_bytes(meshes)
         with self.folders.atomic(job.id, GENERATION_FILE, size, "saving the generation") as tmp:
             save_generation(meshes, tmp)
+        if request.extra.get("structure") is not None:  # a draft's structure, for Refine
+            save_structure(self.folders, job.id, request.extra["structure"])
         progress("saving", 1, 1)
         glb = size + 2 * params.texture_size**2  # the geometry and its (compressed) texture maps
         export_progress = lambda stage, step, total: progress(f"export:{stage}", step, total)  # noqa: E731

@@ -228,3 +228,36 @@ def test_trellis2_removes_backgrounds_with_birefnet_when_that_is_the_model_insta
     assert engine._pipeline.rembg_model() is not None  # loaded from the BiRefNet folder
     shutil.rmtree(models / "ZhengPeng7")
     assert "No background-removal model" in Trellis2Engine(models, device="cpu").status().reason
+
+
+def test_refine_a_fast_draft_through_the_api(tiny_server: LiveServer, object_png: bytes):
+    """POST /api/jobs/{id}/refine on a finished Fast job: a TRELLIS.2 job linked to its draft, with the draft's
+    seed and structure; a TRELLIS.2 job cannot be refined."""
+    import json
+
+    files = {"image": ("mug.png", object_png, "image/png")}
+    quick = {"texture_size": 512, "decimation_target": 10000, "remesh": False}
+    r = tiny_server.client.post(
+        "/api/generate/fast", files=files, data={"params": json.dumps({**quick, "seed": 4})}
+    )
+    assert r.status_code == 202, r.text
+    draft = tiny_server.wait_state(r.json()["job_id"], ("succeeded", "failed"), 300)
+    assert draft["state"] == "succeeded", draft.get("error")
+    body = {
+        "pipeline_type": "512",
+        **quick,
+        "shape_slat_sampler_params": {"steps": 2},
+        "tex_slat_sampler_params": {"steps": 2},
+    }
+    r = tiny_server.client.post(f"/api/jobs/{draft['id']}/refine", json=body)
+    assert r.status_code == 202, r.text
+    final = tiny_server.wait_state(r.json()["job_id"], ("succeeded", "failed"), 600)
+    assert final["state"] == "succeeded", final.get("error")
+    assert final["engine"] == "trellis2" and final["params"]["draft_job"] == draft["id"]
+    assert final["params"]["seed"] == 4 and final["params"]["structure"] == "fresnel"
+    folders = tiny_server.data_dir / "jobs"
+    assert (folders / final["id"] / "structure.npz").read_bytes() == (
+        folders / draft["id"] / "structure.npz"
+    ).read_bytes()
+    r = tiny_server.client.post(f"/api/jobs/{final['id']}/refine")
+    assert r.status_code == 409 and r.json()["error"]["code"] == "job_not_draft"

@@ -16,7 +16,7 @@ import weakref
 from typing import Any
 
 from .base import Engine, EngineRequest, EngineStatus, free_accelerator_memory
-from .trellis2 import BACKGROUND_MODEL
+from .trellis2 import background_in_use
 
 STAGE_PLAN = [
     ("loading", 0.5),
@@ -93,11 +93,13 @@ class FresnelEngine(Engine):
         return STAGE_PLAN
 
     def _background_remover(self):
-        """The installed background-removal model, or None (Fresnel then segments plain backgrounds)."""
+        """The background-removal model in use (`trellis2.background_in_use`: the chosen or installed one), or
+        None (Fresnel then segments plain backgrounds)."""
         from trellis2.pipelines.model_paths import find_repository
 
         if self._remover is None:
-            folder = find_repository(self.models_dir, BACKGROUND_MODEL)
+            model = background_in_use(self.models_dir)
+            folder = find_repository(self.models_dir, model) if model else None
             if folder is None or not (folder / "model.safetensors").is_file():
                 return None
             from trellis2.pipelines.background_removal import BiRefNet
@@ -107,10 +109,12 @@ class FresnelEngine(Engine):
 
     def run(self, request: EngineRequest, progress, cancel):
         self.load(request.params.fresnel_model)
-        return self._pipeline.run(
+        assets, structure = self._pipeline.run_draft(
             request.images[0],
             seed=request.params.seed,
             progress=progress,
             cancel=cancel,
             remove_background=self._background_remover(),
         )
+        request.extra["structure"] = structure  # kept with the job: Refine starts TRELLIS.2 from it
+        return assets

@@ -130,6 +130,23 @@ class Trellis2Engine(Engine):
 
     def run(self, request: EngineRequest, progress, cancel):
         self.load()
+        structure = self.structure_for(request) if request.params.structure == "fresnel" else None
         return self._pipeline.run(
-            request.images[0], **sampler_kwargs(request.params), progress=progress, cancel=cancel
+            request.images[0],
+            **sampler_kwargs(request.params),
+            progress=progress,
+            cancel=cancel,
+            structure=structure,
         )
+
+    def structure_for(self, request: EngineRequest):
+        """The sparse structure of `structure: "fresnel"`: the draft's (a refine job has its copy), else a
+        prediction of the built-in Fresnel on the same image and seed."""
+        structure = request.extra.get("structure")
+        if structure is None:
+            from fresnel.pipeline import FresnelPipeline
+
+            structure = FresnelPipeline.from_checkpoint(device=self.device).structure(
+                request.images[0], request.params.seed
+            )
+        return structure

@@ -64,6 +64,7 @@ export const api = {
   job: (id) => request('GET', `/api/jobs/${encodeURIComponent(id)}`),
   cancel: (id) => request('POST', `/api/jobs/${encodeURIComponent(id)}/cancel`),
   remove: (id) => request('DELETE', `/api/jobs/${encodeURIComponent(id)}`),
+  refine: (id, settings = {}) => request('POST', `/api/jobs/${encodeURIComponent(id)}/refine`, { json: settings }),
   exportJob: (id, settings) => request('POST', `/api/jobs/${encodeURIComponent(id)}/export`, { json: settings }),
 
   /** The Models panel's routes (`/api/models`); a model id is `org/name`, sent as two path segments. */

@@ -156,10 +156,14 @@ export class JobList {
     const meta = [clock(job.created_at), took !== null && job.state === 'succeeded' ? `took ${duration(took)}` : '',
       job.params?.pipeline_type ? `${String(job.params.pipeline_type).replace('_', ' ')}` : '']
       .filter(Boolean).join(' · ');
+    const draft = job.params?.draft_job ? this.jobs.get(job.params.draft_job) : null;
+    const refined = job.params?.draft_job
+      ? el('div', { className: 'meta draft', textContent: `Refined from ${draft ? jobLabel(draft) : 'a Fast draft'}` }) : null;
     const body = el('div', { className: 'body' },
       titleRow(job, STATE_NAMES[job.state] || job.state),
       engineLine(job),
-      el('div', { className: 'meta', textContent: meta }));
+      el('div', { className: 'meta', textContent: meta }),
+      refined);
     if (job.state === 'failed') {
       const { text, fix } = explain(job.error);
       body.append(el('p', { className: 'error', role: 'note' }, text, fix ? el('br') : null,
@@ -169,6 +173,10 @@ export class JobList {
     if (job.state === 'succeeded') {
       actions.append(button('Open', `Open ${jobLabel(job)}`, () => this.actions.open(job), 'primary'),
         button('Export', `Export ${jobLabel(job)}`, () => this.actions.exportJob(job)));
+      if (job.engine === 'fresnel') {
+        actions.append(button('Refine', `Refine ${jobLabel(job)} with TRELLIS.2, keeping its shape`,
+          () => this.actions.refine(job)));
+      }
     }
     actions.append(button('Use settings', `Use settings and picture of ${jobLabel(job)}`,
       () => this.actions.useSettings(job)),

@@ -271,6 +271,17 @@ const jobs = new JobList({
     toast(`Settings${restored ? ' and picture' : ''} of ${jobLabel(job)} copied into the form.`);
   },
   exportJob: (job) => openExport(job),
+  refine: async (job) => {
+    try {
+      const { job_id: id } = await api.refine(job.id);
+      setWatched(id);
+      onJobUpdate(await api.job(id));
+      watch(id);
+      toast(`Refining ${jobLabel(job)} with TRELLIS.2: same shape, full detail.`);
+    } catch (err) {
+      reportError(err, 'Could not refine');
+    }
+  },
   openWhenDone: (job) => {
     setWatched(job.id);
     toast(`${jobLabel(job)} opens in the viewer when it is done.`);
