@@ -608,7 +608,8 @@ def print_status(models_dir: Path) -> int:
     for spec in model_specs():
         state = model_state(models_dir, spec, found)
         size, exact, _ = local_size(models_dir, spec)
-        needed = not spec.background or spec.repo_id == wanted_background(models_dir)
+        # one background model is enough: the wanted one is needed only while none is in use
+        needed = not spec.background or (in_use is None and spec.repo_id == wanted_background(models_dir))
         missing += needed and state in (MISSING, PARTIAL)
         notes = [spec.licence.split(" (")[0]] + (["gated"] if spec.gated else [])
         if spec.background:

@@ -15,6 +15,7 @@ from .timings import ExpectedCurve, Timeline
 
 MIN_MEASURED_FRACTION = 0.05  # no first-run ETA before this much work has been timed
 CLOCK_EXEMPT_STAGES = ("loading",)  # not timed: a warm engine loads in no time, a cold one in many seconds
+TRUST_OWN_SPEED_AT = 0.25  # from this share of the expected time on, the job's own speed counts in full
 SPEED_RATIO_LIMITS = (0.33, 3.0)  # how much faster or slower than its history a job may be taken to run
 HISTORY, FIRST_RUN = "history", "first_run"
 
@@ -119,7 +120,7 @@ class ProgressTracker:
         elapsed = self._last_report - self._start
         ratio = elapsed / at_report if at_report > 0 else 1.0
         ratio = min(max(ratio, SPEED_RATIO_LIMITS[0]), SPEED_RATIO_LIMITS[1])
-        trust = min(1.0, at_report / (0.5 * total))  # history alone at first, this job's speed later
+        trust = min(1.0, at_report / (TRUST_OWN_SPEED_AT * total))  # history alone at first, own speed later
         ratio = 1.0 + (ratio - 1.0) * trust
         since = (now - self._last_report) / ratio  # in the history's seconds
         ceiling = curve.seconds_at(curve.next_point_after(self._planned))  # not past the next report

@@ -18,6 +18,8 @@ from typing import Any
 HISTORY_RUNS = 5  # the latest timelines of a kind that make its expected curve
 KEPT_RUNS = 20  # timelines kept per kind
 TIMELINE_POINTS = 64  # at most this many points are stored per timeline
+FRACTION_DIGITS = 5  # stored fractions are rounded to this many digits ...
+FRACTION_TOLERANCE = 1e-4  # ... so fractions closer than this are the same report
 # The parameters that change how long a job takes (besides its stage plan, which carries the sampling steps).
 TIMING_PARAMS = ("pipeline_type", "texture_size", "decimation_target", "remesh")
 
@@ -52,7 +54,7 @@ def compact(timeline: Timeline, points: int = TIMELINE_POINTS) -> Timeline:
     if len(timeline) > points:
         step = (len(timeline) - 1) / (points - 1)
         timeline = [timeline[round(i * step)] for i in range(points)]
-    return [(round(p, 5), round(t, 3)) for p, t in timeline]
+    return [(round(p, FRACTION_DIGITS), round(t, 3)) for p, t in timeline]
 
 
 def interpolate(timeline: Timeline, fraction: float) -> float:
@@ -97,5 +99,5 @@ class ExpectedCurve:
     def next_point_after(self, fraction: float) -> float:
         """The planned fraction of the next point after `fraction` (where the next progress report is due)."""
         fractions = [p for p, _ in self.points]
-        i = bisect.bisect_right(fractions, fraction + 1e-9)
+        i = bisect.bisect_right(fractions, fraction + FRACTION_TOLERANCE)
         return fractions[i] if i < len(fractions) else 1.0

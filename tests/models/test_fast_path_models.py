@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tests.random_flows import FLOW, randomize
 from trellis2.models.sparse_structure_flow import SparseStructureFlowModel
 from trellis2.models.structured_latent_flow import SLatFlowModel
 from trellis2.modules.rope import RotaryPositionEmbedder, apply_rotary, rotary_cos_sin
@@ -15,28 +16,6 @@ from trellis2.modules.sparse import SparseTensor
 from trellis2.modules.transformer import FastPathUnsupported, PreparedCondition
 
 TIGHT = {"atol": 1e-5, "rtol": 1e-5}
-FLOW = dict(
-    model_channels=64,
-    cond_channels=32,
-    num_blocks=2,
-    num_heads=4,
-    mlp_ratio=2.0,
-    pe_mode="rope",
-    share_mod=True,
-    qk_rms_norm=True,
-    qk_rms_norm_cross=True,
-)
-
-
-def randomize(model: torch.nn.Module, seed: int) -> torch.nn.Module:
-    """Every parameter random (modulation and gains too), so that every path carries signal."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * (0.3 if p.dim() < 2 else p.shape[-1] ** -0.5))
-            if name.endswith("gamma") or name.endswith("norm2.weight"):
-                p.add_(1.0)
-    return model.eval()
 
 
 @pytest.fixture(scope="module")

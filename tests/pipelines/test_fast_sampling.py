@@ -13,6 +13,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from tests.pipelines.images import object_image
+from tests.random_flows import FLOW, randomize
 from trellis2.models.sparse_structure_flow import SparseStructureFlowModel
 from trellis2.models.structured_latent_flow import SLatFlowModel
 from trellis2.modules.sparse import SparseTensor, sample_std
@@ -20,17 +21,6 @@ from trellis2.pipelines import JobCancelled, Trellis2ImageTo3DPipeline
 from trellis2.samplers import FastPathOptions, FlowEulerGuidanceIntervalSampler, FlowRunner, resolve_fast_path
 
 TIGHT = {"atol": 2e-5, "rtol": 1e-5}
-FLOW = dict(
-    model_channels=64,
-    cond_channels=32,
-    num_blocks=2,
-    num_heads=4,
-    mlp_ratio=2.0,
-    pe_mode="rope",
-    share_mod=True,
-    qk_rms_norm=True,
-    qk_rms_norm_cross=True,
-)
 STAGE1 = dict(
     steps=6, guidance_strength=7.5, guidance_rescale=0.7, guidance_interval=[0.6, 1.0], rescale_t=5.0
 )
@@ -46,16 +36,6 @@ OPTIONS = {
         batch_guidance=False, cache_context=False, null_context=False, native_norm=False
     ),
 }
-
-
-def randomize(model: torch.nn.Module, seed: int) -> torch.nn.Module:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * (0.3 if p.dim() < 2 else p.shape[-1] ** -0.5))
-            if name.endswith("gamma") or name.endswith("norm2.weight"):
-                p.add_(1.0)
-    return model.eval()
 
 
 @pytest.fixture(scope="module")

@@ -73,7 +73,7 @@ def test_reexport_without_resampling_and_delete(fake_server: LiveServer):
     assert again.json()["name"].startswith("model-obj-d20000-t512")
     assert generation.stat().st_mtime_ns == stamp, "the stored generation is reused, never rewritten"
     files = fake_server.client.get(f"/api/jobs/{job_id}").json()["result"]["files"]
-    assert len(files) == 4  # model.glb + three exports
+    assert len(files) == 5  # model.glb, its thumbnail and three exports
     folder = fake_server.data_dir / "jobs" / job_id
     assert folder.is_dir()
     r = fake_server.client.delete(f"/api/jobs/{job_id}")

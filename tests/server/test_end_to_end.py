@@ -109,7 +109,7 @@ def test_image_to_glb_with_progress_and_reexport(tiny_server: LiveServer, object
 def test_time_left_holds_through_the_export(tiny_server: LiveServer, object_png: bytes):
     """After three jobs of one kind, the next one's time left comes from that history: at half of its run it
     is within 50 % of the time really left, and the bar and the time left keep moving through the export."""
-    params = {**FAST, "texture_size": 1024}
+    params = {**FAST, "texture_size": 2048}  # a bake of some seconds: the export is most of the job
     for _ in range(3):
         job = tiny_server.wait_state(submit(tiny_server, params, object_png), ("succeeded", "failed"), 600)
         assert job["state"] == "succeeded", job.get("error")

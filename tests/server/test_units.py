@@ -80,6 +80,7 @@ def test_expected_curve_is_the_median_of_past_timelines():
     assert curve.runs == 3 and curve.total_s == pytest.approx(12.0)
     assert curve.seconds_at(0.5) == pytest.approx(4.0)  # median of 2, 4 and 15 (the third run, interpolated)
     assert curve.next_point_after(0.5) == 1.0 and curve.next_point_after(0.2) == 0.5
+    assert curve.next_point_after(0.4999996) == 1.0, "a stored (rounded) fraction is the same report"
     assert ExpectedCurve.from_timelines([]) is None and ExpectedCurve.from_timelines([[(0.0, 0.0)]]) is None
     long = [(i / 999, i * 0.1) for i in range(1000)]
     short = compact(long, 64)
