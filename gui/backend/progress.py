@@ -104,9 +104,8 @@ class ProgressTracker:
             fraction, eta, basis = self._planned, None, FIRST_RUN
             timed = self._planned - self.timeline[0][0] if self.timeline else 0.0
             if self._start is not None and timed >= MIN_MEASURED_FRACTION:
-                eta = (
-                    (now - self._start) / timed * (1.0 - self._planned)
-                )  # seconds per unit of work × work left
+                per_unit = (now - self._start) / timed  # seconds per unit of planned work
+                eta = per_unit * (1.0 - self._planned)
         fraction = min(max(fraction, self.snapshot.fraction), 0.999)
         return ProgressSnapshot(stage, step, total, fraction, eta, now, basis)
 
