@@ -119,7 +119,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from .errors import ApiError
     from .files import JobFolders
     from .images import decode_upload, store_inputs
-    from .routes import parse_params
+    from .routes import has_gpu, parse_params
     from .store import JobStore
 
     for name, value in QUIET_LIBRARIES.items():  # our progress line only: no bars or chatter from libraries
@@ -154,7 +154,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         print(f"error: the {engine} engine is not ready: {status.reason}", file=sys.stderr)
         return 3
     try:
-        params = parse_params(engine, json.dumps(overrides))
+        params = parse_params(engine, json.dumps(overrides), has_gpu(settings.device))  # lighter on a CPU
         images = [decode_upload(Path(p).read_bytes(), p, settings.max_image_pixels) for p in args.images]
     except ApiError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
@@ -320,7 +320,7 @@ def cmd_refine(args: argparse.Namespace) -> int:
     from .errors import ApiError
     from .files import JobFolders
     from .refine import REFINE_ENGINE, check_draft, create_refine_job, refine_params
-    from .routes import parse_params
+    from .routes import has_gpu, parse_params
     from .store import JobStore
 
     settings = settings_from(args)
@@ -342,7 +342,9 @@ def cmd_refine(args: argparse.Namespace) -> int:
         overrides["pipeline_type"] = args.pipeline_type
     try:
         check_draft(folders, draft)
-        params = parse_params(REFINE_ENGINE, json.dumps(refine_params(draft, overrides)))
+        params = parse_params(
+            REFINE_ENGINE, json.dumps(refine_params(draft, overrides)), has_gpu(settings.device)
+        )
     except ApiError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 2
