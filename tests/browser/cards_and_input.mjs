@@ -154,6 +154,19 @@ try {
   await page.screenshot({ path: join(opts.out, '04-use-settings.png') });
   log('Use settings restored the picture');
 
+  // Refine the Fast draft: a TRELLIS.2 job, watched and opened when done, whose card names its draft; a
+  // TRELLIS.2 job offers no Refine.
+  const known = await page.evaluate(() => [...document.querySelectorAll('li.job')].map((li) => li.dataset.jobId));
+  await card('history-list', first).getByRole('button', { name: /^Refine/ }).click();
+  const refined = await (await page.waitForFunction((ids) => [...document.querySelectorAll('li.job')]
+    .map((li) => li.dataset.jobId).find((id) => !ids.includes(id)), known)).jsonValue();
+  await openedIs(refined);
+  const final = card('history-list', refined);
+  check(/Refined from object_on_white/.test(await final.locator('.meta.draft').textContent()), 'the refined card names its draft');
+  check(/seed 11/.test(await final.locator('.meta.engine').textContent()), 'with the draft\'s seed');
+  check(await final.getByRole('button', { name: /^Refine/ }).count() === 0, 'a TRELLIS.2 job is not refined again');
+  log('the draft was refined');
+
   check(problems.length === 0, `no page errors (${problems.join(' | ')})`);
   log('all checks passed');
 } catch (err) {
