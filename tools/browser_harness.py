@@ -11,6 +11,8 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -114,6 +116,26 @@ def start_ui_server(
             server.stop()
             raise RuntimeError(f"the job server did not start:\n{server.log_tail()}")
     return server
+
+
+@contextmanager
+def app_in_thread(app, port: int, timeout_s: float = 60.0) -> Iterator[str]:
+    """Serve the ASGI `app` on 127.0.0.1:`port` from a thread of this process (so that what a test patches
+    is what it serves); yields its URL and stops it afterwards."""
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout_s
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert server.started, "the server did not start"
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(30)
 
 
 def run_node_script(script: Path, *args: str, timeout_s: float) -> subprocess.CompletedProcess:

@@ -4,20 +4,17 @@
 from __future__ import annotations
 
 import json
-import threading
-import time
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 
 from gui.backend import cli
 from gui.backend.app import create_app
 from gui.backend.config import Settings
 from gui.backend.worker_process import EngineSpec
 from o_voxel import formats, validation
-from tools.browser_harness import free_port, run_node_script
+from tools.browser_harness import app_in_thread, free_port, run_node_script
 from trellis2.pipelines import pipeline_config
 
 pytestmark = pytest.mark.browser
@@ -31,16 +28,8 @@ def patched_server(browser_tooling, monkeypatch, tmp_path):
     monkeypatch.setattr(validation, "SUPPORTED_TEXTURE_SIZES", (*validation.SUPPORTED_TEXTURE_SIZES, 8192))
     settings = Settings(models_dir=tmp_path / "models", data_dir=tmp_path / "data", port=free_port())
     app = create_app(settings, EngineSpec("tests.server.fake_engine:fake_engines"))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=settings.port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert server.started, "the server did not start"
-    yield f"http://127.0.0.1:{settings.port}"
-    server.should_exit = True
-    thread.join(30)
+    with app_in_thread(app, settings.port) as url:
+        yield url
 
 
 def test_a_new_pipeline_type_and_texture_size_reach_the_menus_the_api_and_the_cli(patched_server):

@@ -4,12 +4,9 @@ Fresnel students after the built-in one, which is chosen; shown on the Fast tab 
 from __future__ import annotations
 
 import json
-import threading
-import time
 from dataclasses import replace
 
 import pytest
-import uvicorn
 
 from fresnel.checkpoint import BUILTIN_MODEL, MODELS_SUBDIR, save_fresnel
 from fresnel.config import TINY_CONFIG
@@ -17,7 +14,13 @@ from fresnel.network import FresnelNet
 from gui.backend.app import create_app
 from gui.backend.config import Settings
 from gui.backend.worker_process import EngineSpec
-from tools.browser_harness import REPO_ROOT, free_port, missing_browser_tooling, run_node_script
+from tools.browser_harness import (
+    REPO_ROOT,
+    app_in_thread,
+    free_port,
+    missing_browser_tooling,
+    run_node_script,
+)
 from tools.make_tiny_models import make_tiny_models
 
 pytestmark = pytest.mark.browser
@@ -62,16 +65,8 @@ def server(tmp_path):
     (models / MODELS_SUBDIR / "half-written").mkdir()  # no checkpoint: not a model
     settings = Settings(models_dir=models, data_dir=tmp_path / "data", port=free_port())
     app = create_app(settings, EngineSpec(converter="gui.backend.export:vertex_colored_mesh"))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=settings.port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert server.started, "the server did not start"
-    yield f"http://127.0.0.1:{settings.port}"
-    server.should_exit = True
-    thread.join(30)
+    with app_in_thread(app, settings.port) as url:
+        yield url
 
 
 def test_the_fast_tab_offers_the_distilled_models_after_the_built_in_one(server, tmp_path):
