@@ -174,16 +174,15 @@ class ExportProcess:
                 elif kind == "done":
                     return payload[0]
                 else:
-                    raise payload[0]
-        except JobCancelled:
+                    failure = payload[0]
+                    break
+        except BaseException as exc:  # cancelled, crashed, or our side failed: the export must not go on
             self._kill()
             remove_new_temporaries(task.destination.parent, before)
-            self.start()  # warm for the next job
+            if isinstance(exc, Exception):
+                self.start()  # warm for the next job
             raise
-        except ExportCrashed:
-            self._kill()
-            remove_new_temporaries(task.destination.parent, before)
-            raise
+        raise failure  # the export's own failure: the process is fine and stays
 
     def _receive(self) -> tuple | None:
         """The next message, None when there is none yet; `ExportCrashed` when the process has gone."""

@@ -268,3 +268,31 @@ def test_the_engine_summary_says_what_can_run_in_one_line():
     assert engine_summary({"fresnel": EngineStatus(True, "")}, "cuda (NVIDIA H200)") == (
         "Fast ready · cuda (NVIDIA H200)"
     )
+
+
+def test_the_export_process_is_replaced_when_our_side_fails_mid_export(tmp_path):
+    """A failure on the worker's side (here its progress callback) ends the export in flight: the next export
+    gets a fresh process and its own answer, never the abandoned one's."""
+    from gui.backend.export_process import ExportProcess, ExportTask
+    from gui.backend.params import ExportParams
+
+    generation = tmp_path / "generation.npz"
+    save_generation([cube_mesh()], generation)
+    exporter = ExportProcess("cpu", "gui.backend.export:vertex_colored_mesh")
+    try:
+
+        def broken(stage, step, total):
+            raise RuntimeError("the database is gone")
+
+        with pytest.raises(RuntimeError, match="database"):
+            exporter.run(
+                ExportTask(generation, ExportParams(), "glb", tmp_path / "a.glb"), broken, lambda: False
+            )
+        fresh = exporter.pid  # started when the broken export was ended
+        stats = exporter.run(
+            ExportTask(generation, ExportParams(), "glb", tmp_path / "b.glb"), None, lambda: False
+        )
+        assert exporter.pid == fresh and stats["faces"] == 12 and (tmp_path / "b.glb").stat().st_size > 0
+        assert not (tmp_path / "a.glb").exists()
+    finally:
+        exporter.close()
