@@ -220,9 +220,8 @@ class JobWorker:
         self.poll_s = poll_s
         self.device = device
         self.converter = converter
-        self.exporter = (
-            exporter  # None: export in this process (cancel then waits for the next progress call)
-        )
+        # None: export in this process (a cancel then waits for the export's next progress call)
+        self.exporter = exporter
         self.live: dict[str, ProgressSnapshot] = {}
         self.current: str | None = None
         self._cancel: dict[str, CancelFlag] = {}
@@ -375,7 +374,7 @@ class JobWorker:
         size = mesh_bytes(meshes)
         with self.folders.atomic(job.id, GENERATION_FILE, size, "saving the generation") as tmp:
             save_generation(meshes, tmp)
-        if request.extra.get("structure") is not None:  # a draft's structure, for Refine
+        if structure is None and request.extra.get("structure") is not None:  # a new draft's, for Refine
             save_structure(self.folders, job.id, request.extra["structure"])
         progress("saving", 1, 1)
         glb = size + 2 * params.texture_size**2  # the geometry and its (compressed) texture maps
