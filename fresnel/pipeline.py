@@ -30,7 +30,7 @@ from .checkpoint import BUNDLED_DIR, load_fresnel
 from .image_input import crop_to_object, image_to_tensor
 from .network import FresnelNet, FresnelOutput, structure_noise
 from .segmentation import remove_plain_background
-from .surface import LEVEL, fields_to_asset, upright_fields
+from .surface import LEVEL, fields_to_asset, surface_shell, upright_fields
 
 STAGES = ("preprocess", "network", "surface")
 MIN_OBJECT_PIXELS = 8  # a crop box smaller than this (half side, pixels) has no usable object
@@ -123,8 +123,9 @@ class FresnelPipeline:
         cancel: CancelFlag | None = None,
         remove_background: BackgroundRemover | None = None,
     ) -> tuple[list[MeshWithVoxel], torch.Tensor]:
-        """`run`'s asset and the draft's sparse structure: the upright occupancy above `LEVEL`, `[G, G, G]`
-        bool in the O-Voxel frame (what TRELLIS.2 can refine with)."""
+        """`run`'s asset and the draft's sparse structure, `[G, G, G]` bool in the O-Voxel frame (what TRELLIS.2
+        refines with): the voxels the surface of the upright occupancy above `LEVEL` passes
+        (`surface.surface_shell`), as TRELLIS.2's own sparse structure marks them."""
         total = len(STAGES)
         progress(STAGES[0], 0, total)
         crop = self.object_crop(image, remove_background)
@@ -136,7 +137,7 @@ class FresnelPipeline:
         occupancy, attributes = upright_fields(out)
         asset = fields_to_asset(occupancy, attributes)
         progress(STAGES[2], 3, total)
-        return [asset], occupancy > LEVEL
+        return [asset], surface_shell(occupancy > LEVEL)
 
     def structure(
         self, image: Image.Image, seed: int = 0, remove_background: BackgroundRemover | None = None

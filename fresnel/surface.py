@@ -79,6 +79,18 @@ def upright_fields(out: FresnelOutput, index: int = 0) -> tuple[torch.Tensor, to
     )
 
 
+def surface_shell(occupied: torch.Tensor) -> torch.Tensor:
+    """The voxels of a solid `occupied [G, G, G]` (bool) that the surface passes: those with an empty face
+    neighbour (outside the grid counts as empty). This is a sparse structure in TRELLIS.2's sense (its
+    decoder marks the voxels the surface passes, not the inside)."""
+    empty = F.pad((~occupied).float()[None, None], (1, 1, 1, 1, 1, 1), value=1.0)
+    kernel = torch.zeros(1, 1, 3, 3, 3, dtype=empty.dtype, device=empty.device)
+    kernel[0, 0, 1, 1, :] = kernel[0, 0, 1, :, 1] = kernel[0, 0, :, 1, 1] = 1.0
+    kernel[0, 0, 1, 1, 1] = 0.0
+    has_empty_neighbour = F.conv3d(empty, kernel)[0, 0] > 0
+    return occupied & has_empty_neighbour
+
+
 def fields_to_dual_grid(
     occupancy: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:

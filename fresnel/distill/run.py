@@ -52,6 +52,7 @@ class DistillResult:
     evaluation: dict
     seconds: float
     extra: dict = field(default_factory=dict)
+    stage_seconds: dict[str, float] = field(default_factory=dict)  # teacher, dataset, training, evaluation
 
 
 def work_folder(data_dir: Path, name: str) -> Path:
@@ -91,7 +92,16 @@ def distill(
         settings.teacher,
         settings.device,
     )
+    stage_seconds: dict[str, float] = {}
+    mark = time.monotonic()
+
+    def stage_done(stage: str) -> None:
+        nonlocal mark
+        stage_seconds[stage] = round(time.monotonic() - mark, 2)
+        mark = time.monotonic()
+
     report = write_teacher_data(images_dir, work / "teacher", models_dir, teacher_settings, progress, log)
+    stage_done("teacher")
     dataset = TeacherDataset(work / "teacher", settings.holdout_fraction, log)
     config = student_config(base.config, dataset)
     dataset.check_config(config)
@@ -99,6 +109,7 @@ def distill(
     initial = FresnelNet(config)
     init_weights_from(initial, settings.base)
     loss_before = mean_loss(initial.to(device), dataset, loss_samples, device)
+    stage_done("dataset")
     train_settings = TrainSettings(
         batch_size=settings.batch_size,
         lr=settings.lr,
@@ -119,11 +130,14 @@ def distill(
     student = FresnelNet(config)
     student.load_state_dict(state["model"])
     student.to(device)
+    stage_done("training")
     loss_after = mean_loss(student, dataset, loss_samples, device)
     evaluation = evaluate_students(student, base, dataset, dataset.held_out, device, log=log)
+    stage_done("evaluation")
     result = DistillResult(
         name, entry, work, report, loss_before, loss_after, evaluation, time.monotonic() - started
     )
+    result.stage_seconds = stage_seconds
     result.extra = {"state": state, "dataset": dataset, "settings": settings, "hardware": hardware(device)}
     write_entry(student, result)
     log(f"model written to {entry}")

@@ -24,14 +24,18 @@ class Trellis2Teacher:
     """`run(views, seed)`: one TRELLIS.2 asset from one cut-out image (or several views of one object)."""
 
     def __init__(self, models_dir: Path, pipeline_type: str, device: str | None = None) -> None:
-        from trellis2.pipelines import Trellis2MultiViewPipeline
-
-        self.pipeline = Trellis2MultiViewPipeline.from_pretrained(models_dir, device=device)
+        self.pipeline = self.load_pipeline(models_dir, device)
         self.pipeline_type = pipeline_type
         self.pipeline.load_models(pipeline_type)
         self._captured: dict[str, torch.Tensor] = {}
         decoder = self.pipeline.model("sparse_structure_decoder")
         decoder.register_forward_hook(self._capture)
+
+    def load_pipeline(self, models_dir: Path, device: str | None):
+        """The TRELLIS.2 pipeline of the models folder (a benchmark builds another one here)."""
+        from trellis2.pipelines import Trellis2MultiViewPipeline
+
+        return Trellis2MultiViewPipeline.from_pretrained(models_dir, device=device)
 
     def _capture(self, _module: torch.nn.Module, inputs: tuple, output: torch.Tensor) -> None:
         self._captured["latent"] = inputs[0][0].detach().float().cpu()

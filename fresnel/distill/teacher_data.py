@@ -89,6 +89,7 @@ class TeacherReport:
     restarts: int  # child processes started again after a crash
     seconds: float
     failures: list[dict] = field(default_factory=list)
+    input_seconds: list[float] = field(default_factory=list)  # each input made by this run, start to done
 
 
 class TeacherError(RuntimeError):
@@ -282,8 +283,13 @@ def write_teacher_data(
     report = TeacherReport(
         state.done, state.failed, len(items), made, max(0, restarts), time.monotonic() - started
     )
+    report.input_seconds = [round(d, 3) for d in durations]
     report.failures = [
         store.failed(i.id) for i in items if store.failed(i.id) and not store.is_done(i.id, seeds[i.id])
     ]
-    log(json.dumps({"teacher": {k: v for k, v in asdict(report).items() if k != "failures"}}))
+    log(
+        json.dumps(
+            {"teacher": {k: v for k, v in asdict(report).items() if k not in ("failures", "input_seconds")}}
+        )
+    )
     return report

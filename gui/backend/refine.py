@@ -1,7 +1,8 @@
 """Draft to final: a Fast (Fresnel) job keeps its sparse structure, and Refine runs TRELLIS.2 on the same
 input with that structure and the same seed, so the final model keeps the draft's silhouette and proportions.
 
-The structure is the draft's upright occupancy (`[G, G, G]` booleans in the O-Voxel frame TRELLIS.2 samples in),
+The structure is the draft's sparse structure (`[G, G, G]` booleans in the O-Voxel frame TRELLIS.2 samples in:
+the voxels the surface of its upright occupancy passes, `fresnel.surface.surface_shell`),
 stored bit-packed beside the job's other files. A refine job is a TRELLIS.2 job with `structure: "fresnel"`
 and `draft_job` naming its draft; its folder gets copies of the draft's inputs and structure.
 """

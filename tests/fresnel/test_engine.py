@@ -92,6 +92,16 @@ def test_same_input_same_mesh_and_a_closed_outward_surface(pipeline):
     assert float(a.vertices.abs().max()) <= 0.5
 
 
+def test_the_drafts_structure_is_the_surfaces_voxels_as_trellis2_marks_them(pipeline):
+    """The structure a draft hands TRELLIS.2 is its surface's voxels (a shell), never the solid inside."""
+    image = as_pil(basic_shapes()[2][1])
+    structure = pipeline.structure(image, seed=3)
+    padded = torch.nn.functional.pad(structure, (1, 1, 1, 1, 1, 1))
+    neighbours = [padded.roll(shift, dim)[1:-1, 1:-1, 1:-1] for dim in range(3) for shift in (1, -1)]
+    buried = structure & torch.stack(neighbours).all(0)
+    assert structure.any() and not buried.any(), "a voxel with six occupied neighbours is inside the solid"
+
+
 def test_cancel_stops_within_one_stage(pipeline):
     class CancelAfterFirstStage:
         def __init__(self) -> None:
