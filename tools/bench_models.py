@@ -45,6 +45,7 @@ if str(REPO_ROOT) not in sys.path:  # `python tools/bench_models.py` from anywhe
     sys.path.insert(0, str(REPO_ROOT))
 
 from trellis2.models import from_pretrained, model_class  # noqa: E402
+from trellis2.modules import fused_qk  # noqa: E402
 from trellis2.modules.sparse import SparseTensor  # noqa: E402
 from trellis2.samplers.fast_path import FastPathOptions, FlowRunner  # noqa: E402
 
@@ -400,6 +401,7 @@ LEVELS: list[tuple[str, dict[str, Any]]] = [  # levers added one at a time; the 
 ]
 FAST_LABEL = LEVELS[-1][0]
 COMPILE_LEVEL = ("+ torch.compile blocks", dict(compile=True))
+FUSED_QK_LEVEL = ("+ fused q/k norm and RoPE (Triton)", dict(fused_qk=True))
 DEFAULT_BACKEND_LEVEL = ("fast path, PyTorch's own SDPA choice", dict(attention_backend=None))
 FP32_CHECK_MAX_TOKENS = 16384  # the bf16-against-float32 context figure is computed up to this size
 ATTENTION_KERNEL_WORDS = ("attention", "attn", "fmha", "flash", "sdpa", "cudnn", "softmax")
@@ -788,6 +790,8 @@ def run_compare(args: argparse.Namespace, device: torch.device) -> int:
     started = time.perf_counter()
     for index, case in enumerate(cases, 1):
         levels = list(LEVELS)
+        if device.type == "cuda" and fused_qk.available() and not FastPathOptions().fused_qk:
+            levels.append(FUSED_QK_LEVEL)
         if args.compile and case.name in compiled:
             levels.append(COMPILE_LEVEL)
         if args.attention_backend == "auto" and device.type == "cuda":

@@ -533,6 +533,14 @@ def main(argv: list[str] | None = None) -> int:
         choices=levers,
         help="fast path levers to switch off (one lever's effect)",
     )
+    parser.add_argument(
+        "--with",
+        dest="with_levers",
+        nargs="+",
+        default=[],
+        choices=levers,
+        help="fast path levers to switch on (those off by default, e.g. fused_qk)",
+    )
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -543,6 +551,7 @@ def main(argv: list[str] | None = None) -> int:
         attention_backend=None if args.attention_backend == "default" else args.attention_backend,
         compile=args.compile,
         **dict.fromkeys(args.without, False),
+        **dict.fromkeys(args.with_levers, True),
     )
 
     image = calibration_image(opaque=False)

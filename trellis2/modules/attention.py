@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import fused_qk
 from .norm import MultiHeadRMSNorm
 from .rope import apply_rotary
 
@@ -120,11 +121,18 @@ class SelfAttention(nn.Module):
         x: torch.Tensor,
         phases: torch.Tensor | tuple[torch.Tensor, torch.Tensor] | None = None,
         seqlens: Sequence[int] | None = None,
+        fused: bool = False,
     ) -> torch.Tensor:
         """`x [B, L, C]` (dense) or `[N, C]` with `seqlens` (packed); `phases [..., D/2]` like `x`
-        (complex, or `(cos, sin)`)."""
+        (complex, or `(cos, sin)`). `fused`: q and k are normed and rotated by `fused_qk.norm_rotary`
+        where it applies (dense CUDA tokens, `(cos, sin)` phases)."""
         qkv = self.to_qkv(x).unflatten(-1, (3, self.num_heads, self.head_dim))
         q, k, v = qkv.unbind(dim=-3)
+        if fused and fused_qk.supported(q) and not torch.is_tensor(phases):
+            cos, sin = (None, None) if phases is None else phases
+            q = fused_qk.norm_rotary(q, self.q_rms_norm if self.qk_rms_norm else None, cos, sin)
+            k = fused_qk.norm_rotary(k, self.k_rms_norm if self.qk_rms_norm else None, cos, sin)
+            return self.to_out(attention(q, k, v).flatten(-2))
         if self.qk_rms_norm:
             q, k = self.q_rms_norm(q), self.k_rms_norm(k)
         if phases is not None:
@@ -173,13 +181,17 @@ class CrossAttention(nn.Module):
         context: torch.Tensor | tuple[torch.Tensor, torch.Tensor],
         seqlens: Sequence[int] | None = None,
         context_seqlens: Sequence[int] | None = None,
+        fused: bool = False,
     ) -> torch.Tensor:
         """`x` dense `[B, L, C]` or packed `[N, C]` + `seqlens`; `context` likewise (`[B, T, Cc]`
-        or `[T, Cc]` + `context_seqlens`), or its `context_kv` computed beforehand."""
+        or `[T, Cc]` + `context_seqlens`), or its `context_kv` computed beforehand. `fused`: with
+        `context_kv`, the queries' RMS norm runs as `fused_qk.norm_rotary` where it applies."""
         q = self.to_q(x).unflatten(-1, (self.num_heads, self.head_dim))
         if isinstance(context, tuple):
             k, v = context
-            if self.qk_rms_norm:
+            if self.qk_rms_norm and fused and fused_qk.supported(q):
+                q = fused_qk.norm_rotary(q, self.q_rms_norm)
+            elif self.qk_rms_norm:
                 q = self.q_rms_norm(q)
         else:
             kv = self.to_kv(context).unflatten(-1, (2, self.num_heads, self.head_dim))

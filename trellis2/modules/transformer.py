@@ -195,11 +195,13 @@ class ModulatedTransformerCrossBlock(nn.Module):
         context: BlockContext | torch.Tensor,
         phases: torch.Tensor | tuple[torch.Tensor, torch.Tensor] | None = None,
         native_norm: bool = False,
+        fused_qk: bool = False,
     ) -> torch.Tensor:
         """`forward` on dense `x [B, L, C]` with a prepared `context` (or a `[B, T, Cc]` tensor).
 
         `native_norm`: the affine-free norms run in the activation dtype (fp32 statistics inside the
-        kernel) instead of through a float32 copy; `phases` may be `(cos, sin)` (real RoPE).
+        kernel) instead of through a float32 copy; `phases` may be `(cos, sin)` (real RoPE);
+        `fused_qk`: the attentions' q/k norms and RoPE run fused (`modules.fused_qk`) where they can.
         """
         if self.share_mod:
             mod = (self.modulation + mod).to(mod.dtype)
@@ -209,8 +211,8 @@ class ModulatedTransformerCrossBlock(nn.Module):
             m[:, None] for m in mod.chunk(6, dim=1)
         )
         h = self._plain_norm(self.norm1, x, native_norm) * (1 + scale_msa) + shift_msa
-        x = x + self.self_attn(h, phases) * gate_msa
-        x = self._cross_fast(x, context)
+        x = x + self.self_attn(h, phases, fused=fused_qk) * gate_msa
+        x = self._cross_fast(x, context, fused_qk)
         h = self._plain_norm(self.norm3, x, native_norm) * (1 + scale_mlp) + shift_mlp
         return x + self.mlp(h) * gate_mlp
 
@@ -220,17 +222,20 @@ class ModulatedTransformerCrossBlock(nn.Module):
             return norm(x)
         return F.layer_norm(x, norm.normalized_shape, None, None, norm.eps)
 
-    def _cross_fast(self, x: torch.Tensor, context: BlockContext | torch.Tensor) -> torch.Tensor:
+    def _cross_fast(
+        self, x: torch.Tensor, context: BlockContext | torch.Tensor, fused: bool = False
+    ) -> torch.Tensor:
         if torch.is_tensor(context):
             return x + self.cross_attn(self.norm2(x), context)
         if context.null_rows == 0:
-            return x + self.cross_attn(self.norm2(x), context.kv)
+            return x + self.cross_attn(self.norm2(x), context.kv, fused=fused)
         if context.kv is None:
             return x + context.null_out
         conditioned = x.shape[0] - context.null_rows
         out = torch.empty_like(x)
         head, tail = x[:conditioned], x[conditioned:]
-        torch.add(head, self.cross_attn(self.norm2(head), context.kv), out=out[:conditioned])
+        branch = self.cross_attn(self.norm2(head), context.kv, fused=fused)
+        torch.add(head, branch, out=out[:conditioned])
         torch.add(tail, context.null_out, out=out[conditioned:])
         return out
 
@@ -418,6 +423,7 @@ class FlowTransformer(nn.Module):
         native_norm: bool = False,
         block_fns: Sequence[Callable[..., torch.Tensor]] | None = None,
         num_blocks: int | None = None,
+        fused_qk: bool = False,
     ) -> torch.Tensor:
         """The network on dense `tokens [B, L, in_channels]` at times `t [B]`, its batch taken
         `repeat` times (rows `[copy 0; copy 1; ...]`, e.g. a guidance pair) -> float32
@@ -426,7 +432,8 @@ class FlowTransformer(nn.Module):
         `condition`: from `prepare_condition` for `repeat * B` rows, or image tokens
         `[repeat * B, T, Cc]`. The input layer and timestep modulation run once on the B samples.
         `block_fns` replace `block.forward_fast` (e.g. compiled versions), one per block;
-        `num_blocks` runs only the first blocks (a probe of the kernels at these shapes).
+        `num_blocks` runs only the first blocks (a probe of the kernels at these shapes); `native_norm`
+        and `fused_qk` as in the blocks' `forward_fast`.
         """
         batch = tokens.shape[0]
         h = self.input_layer(tokens.float()).to(self.dtype)
@@ -445,7 +452,7 @@ class FlowTransformer(nn.Module):
             contexts = condition.blocks
         for index, block in enumerate(self.blocks[:num_blocks]):
             fn = block.forward_fast if block_fns is None else block_fns[index]
-            h = fn(h, mod, contexts[index], phases, native_norm)
+            h = fn(h, mod, contexts[index], phases, native_norm, fused_qk)
         h = F.layer_norm(h.float(), h.shape[-1:])
         if repeat > 1:
             # One GEMM per copy, with the rows of a single forward: the float32 output layer's

@@ -19,7 +19,11 @@ the flow model for the sampler's three kinds of calls: `positive` (conditioned),
 * `cuda_graphs`: each call kind is captured once as a CUDA graph (token counts are fixed within a
   run) and replayed at later steps; the first call runs eagerly and is the graph's warm-up;
 * `native_norm`: the affine-free LayerNorms run in bf16 directly (float32 statistics in the kernel);
-* `compile` (off by default): `torch.compile` of each block.
+* `fused_qk`: the attentions' q/k RMS norms and RoPE run as one Triton kernel with the eager path's
+  roundings (`trellis2.modules.fused_qk`; CUDA with Triton, not with `compile`);
+* `compile` (off by default): `torch.compile` of each block; its fused kernels round every
+  intermediate to bf16 where eager PyTorch does (inductor's `emulate_precision_casts`), so that
+  only the order of reductions and fused multiply-adds differ from the reference.
 
 `resolve_fast_path(None, device)` turns the fast path on for CUDA and off on the CPU, where the
 reference path runs unchanged. Inputs the fast path does not cover (a conditional velocity such as
@@ -35,6 +39,7 @@ from typing import Any
 
 import torch
 
+from ..modules import fused_qk
 from ..modules.rope import rotary_cos_sin
 from ..modules.sdpa import SDPA_BACKENDS, AttentionShape, probe_backends, sdpa_backend
 from ..modules.sparse.tensor import SparseTensor
@@ -42,6 +47,7 @@ from ..modules.transformer import FastPathUnsupported, PreparedCondition, repeat
 
 BRANCHES = ("positive", "negative", "pair")
 MIN_CALLS_TO_CAPTURE = 3  # a graph replaces eager calls from the 2nd on; capturing costs about one
+COMPILE_OPTIONS = {"emulate_precision_casts": True}  # inductor: round to bf16 where eager rounds
 
 
 @dataclass(frozen=True)
@@ -56,6 +62,7 @@ class FastPathOptions:
     attention_backend: str | None = "auto"
     cuda_graphs: bool = True
     native_norm: bool = True
+    fused_qk: bool = False
     compile: bool = False
 
     def __post_init__(self) -> None:
@@ -100,6 +107,7 @@ class FastPathReport:
     calls: dict[str, int] = field(default_factory=dict)
     graphs: dict[str, str] = field(default_factory=dict)  # kind -> captured | eager | failed: ...
     compile_error: str | None = None
+    fused_qk: str | None = None  # "exact: ..." (the fused kernel ran, and how) or why not; None: off
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -157,10 +165,16 @@ class _CompiledBlock(torch.nn.Module):
         self.block = block
 
     def forward(
-        self, x: torch.Tensor, mod: torch.Tensor, context: Any, phases: Any, native_norm: bool
+        self,
+        x: torch.Tensor,
+        mod: torch.Tensor,
+        context: Any,
+        phases: Any,
+        native_norm: bool,
+        fused_qk: bool = False,
     ) -> torch.Tensor:
         """`block.forward_fast` (see there)."""
-        return self.block.forward_fast(x, mod, context, phases, native_norm)
+        return self.block.forward_fast(x, mod, context, phases, native_norm, fused_qk)
 
 
 _COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -169,7 +183,9 @@ _COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 def compiled_blocks(model: torch.nn.Module) -> list[Callable[..., torch.Tensor]]:
     """`torch.compile`d `forward_fast` of every block of `model` (built once per model)."""
     if model not in _COMPILED:
-        _COMPILED[model] = [torch.compile(_CompiledBlock(block)) for block in model.blocks]
+        _COMPILED[model] = [
+            torch.compile(_CompiledBlock(block), options=COMPILE_OPTIONS) for block in model.blocks
+        ]
     return _COMPILED[model]
 
 
@@ -219,7 +235,9 @@ class FlowRunner:
         ) and not bool(self.neg_cond.any())
         self.report.null_context = self.null
         phases = model.dense_phases(x)
-        self._phases = rotary_cos_sin(phases) if options.compile else phases
+        self.fused_qk = self._check_fused_qk()
+        real_phases = options.compile or self.fused_qk
+        self._phases = rotary_cos_sin(phases) if real_phases and phases is not None else phases
         self.backend = self._choose_backend()
         self.report.attention_backend = self.backend
         self.block_fns = None
@@ -234,6 +252,18 @@ class FlowRunner:
         self._stream = torch.cuda.Stream(self.device) if self.cuda and options.cuda_graphs else None
 
     # --- set-up --------------------------------------------------------------------------------
+    def _check_fused_qk(self) -> bool:
+        """`fused_qk`: the kernel runs only where it gives the eager code's bits on this device."""
+        if not self.options.fused_qk:
+            return False
+        if self.options.compile or not self.cuda or not fused_qk.available():
+            self.report.fused_qk = "not used: needs CUDA and Triton, and no compile"
+            return False
+        variant = fused_qk.exact_variant(self.device, self.model.dtype)
+        exact = f"exact: sums {variant[0]}, RoPE {variant[1]}" if variant else None
+        self.report.fused_qk = exact or "differs: eager q/k norms and RoPE"
+        return variant is not None
+
     def _choose_backend(self) -> str | None:
         name = self.options.attention_backend
         if name != "auto":
@@ -278,6 +308,7 @@ class FlowRunner:
                     repeat,
                     self.options.native_norm,
                     num_blocks=1,
+                    fused_qk=self.fused_qk,
                 )
         pair = out["pair"]
         exact = torch.equal(pair[: self.batch], out["positive"]) and torch.equal(
@@ -332,7 +363,14 @@ class FlowRunner:
         def forward(tokens: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             with sdpa_backend(self.backend):
                 return self.model.forward_fast(
-                    tokens, t, condition, phases, repeat, self.options.native_norm, self.block_fns
+                    tokens,
+                    t,
+                    condition,
+                    phases,
+                    repeat,
+                    self.options.native_norm,
+                    self.block_fns,
+                    fused_qk=self.fused_qk,
                 )
 
         return forward
