@@ -118,8 +118,11 @@ def test_cancel_queued_and_running_jobs(slow_server: LiveServer):
     assert slow_server.client.get(f"/api/jobs/{queued}").json()["queue_position"] == 0
     r = slow_server.client.post(f"/api/jobs/{queued}/cancel")
     assert r.status_code == 200 and r.json()["state"] == "cancelled"
-    time.sleep(0.5)
+    deadline = time.monotonic() + 3.0  # the job takes 4 s; a time left shows once 5 % of it is timed
     job = slow_server.client.get(f"/api/jobs/{running}").json()
+    while job["eta_s"] is None and job["state"] == "running" and time.monotonic() < deadline:
+        time.sleep(0.1)
+        job = slow_server.client.get(f"/api/jobs/{running}").json()
     assert job["state"] == "running" and 0 < job["progress"] < 1 and job["eta_s"] is not None
     r = slow_server.client.post(f"/api/jobs/{running}/cancel")
     assert r.status_code == 200
