@@ -9,8 +9,12 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
+from tests.random_flows import FLOW, randomize
+from trellis2.models.sparse_structure_flow import SparseStructureFlowModel
 from trellis2.modules import fused_qk
+from trellis2.samplers import FastPathOptions, FlowRunner
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -33,6 +37,17 @@ def test_the_kernel_under_the_interpreter_rounds_as_the_eager_code():
 
 
 def test_on_the_cpu_the_fast_path_keeps_the_eager_code():
-    import torch
-
     assert not fused_qk.supported(torch.zeros(1, 4, 2, 16))  # a CPU tensor, no interpreter
+
+
+def test_the_runner_asked_for_the_kernel_on_the_cpu_says_why_not_and_keeps_the_bits():
+    model = randomize(SparseStructureFlowModel(resolution=4, in_channels=8, out_channels=8, **FLOW), 0)
+    g = torch.Generator().manual_seed(4)
+    x, cond = torch.randn(1, 8, 4, 4, 4, generator=g), torch.randn(1, 10, 32, generator=g)
+    neg = torch.zeros_like(cond)
+    t = torch.tensor([500.0])
+    with torch.no_grad():
+        plain = FlowRunner(model, x, cond, neg, FastPathOptions()).positive(x, t)
+        asked = FlowRunner(model, x, cond, neg, FastPathOptions(fused_qk=True))
+        assert asked.report.fused_qk.startswith("not used") and not asked.fused_qk
+        assert torch.equal(asked.positive(x, t), plain)

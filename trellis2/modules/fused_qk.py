@@ -245,13 +245,20 @@ _CHECKED: dict[tuple[torch.device, torch.dtype], tuple[str, str] | None] = {}
 
 
 def exact_variant(
-    device: torch.device, dtype: torch.dtype = torch.bfloat16, tokens: int = 4096, heads: int = 12
+    device: torch.device,
+    dtype: torch.dtype = torch.bfloat16,
+    heads: int = 12,
+    head_dim: int = TREE_HEAD_DIM,
+    tokens: int = 4096,
 ) -> tuple[str, str] | None:
     """`(norm order, RoPE variant)` with which `norm_rotary` gives bitwise the eager code's results on
-    `device` (random `[2, tokens, heads, 128]` inputs; the norm, RoPE and both checked), or None when no
-    combination does. Remembered per device and dtype."""
+    `device` for heads of `head_dim` (random `[2, tokens, heads, head_dim]` inputs; the norm, RoPE and
+    both checked), or None when no combination does (always for a head size other than
+    `TREE_HEAD_DIM`). Remembered per device and dtype."""
     from .rope import apply_rotary  # the eager code the kernel must reproduce
 
+    if head_dim != TREE_HEAD_DIM or heads > MAX_HEADS:
+        return None
     g = torch.Generator(device).manual_seed(0)
     x = (torch.randn(2, tokens, 3, heads, TREE_HEAD_DIM, generator=g, device=device) * 3).to(dtype)[:, :, 0]
     key = (x.device, dtype)

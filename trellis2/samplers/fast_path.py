@@ -259,7 +259,8 @@ class FlowRunner:
         if self.options.compile or not self.cuda or not fused_qk.available():
             self.report.fused_qk = "not used: needs CUDA and Triton, and no compile"
             return False
-        variant = fused_qk.exact_variant(self.device, self.model.dtype)
+        attn = self.model.blocks[0].self_attn
+        variant = fused_qk.exact_variant(self.device, self.model.dtype, attn.num_heads, attn.head_dim)
         exact = f"exact: sums {variant[0]}, RoPE {variant[1]}" if variant else None
         self.report.fused_qk = exact or "differs: eager q/k norms and RoPE"
         return variant is not None
