@@ -45,7 +45,6 @@ if str(REPO_ROOT) not in sys.path:  # `python tools/bench_models.py` from anywhe
     sys.path.insert(0, str(REPO_ROOT))
 
 from trellis2.models import from_pretrained, model_class  # noqa: E402
-from trellis2.modules import fused_qk  # noqa: E402
 from trellis2.modules.sparse import SparseTensor  # noqa: E402
 from trellis2.samplers.fast_path import FastPathOptions, FlowRunner  # noqa: E402
 
@@ -392,16 +391,20 @@ LEVELS: list[tuple[str, dict[str, Any]]] = [  # levers added one at a time; the 
             null_context=False,
             cuda_graphs=False,
             native_norm=False,
+            fused_qk=False,
         ),
     ),
-    ("+ context cache, null context", dict(batch_guidance=False, cuda_graphs=False, native_norm=False)),
-    ("+ batched CFG pair", dict(cuda_graphs=False, native_norm=False)),
-    ("+ native LayerNorm", dict(cuda_graphs=False)),
-    ("+ CUDA graphs (= fast path)", dict()),
+    (
+        "+ context cache, null context",
+        dict(batch_guidance=False, cuda_graphs=False, native_norm=False, fused_qk=False),
+    ),
+    ("+ batched CFG pair", dict(cuda_graphs=False, native_norm=False, fused_qk=False)),
+    ("+ native LayerNorm", dict(cuda_graphs=False, fused_qk=False)),
+    ("+ CUDA graphs", dict(fused_qk=False)),
+    ("+ fused q/k norm and RoPE (= fast path)", dict()),
 ]
 FAST_LABEL = LEVELS[-1][0]
 COMPILE_LEVEL = ("+ torch.compile blocks", dict(compile=True))
-FUSED_QK_LEVEL = ("+ fused q/k norm and RoPE (Triton)", dict(fused_qk=True))
 DEFAULT_BACKEND_LEVEL = ("fast path, PyTorch's own SDPA choice", dict(attention_backend=None))
 FP32_CHECK_MAX_TOKENS = 16384  # the bf16-against-float32 context figure is computed up to this size
 ATTENTION_KERNEL_WORDS = ("attention", "attn", "fmha", "flash", "sdpa", "cudnn", "softmax")
@@ -790,8 +793,6 @@ def run_compare(args: argparse.Namespace, device: torch.device) -> int:
     started = time.perf_counter()
     for index, case in enumerate(cases, 1):
         levels = list(LEVELS)
-        if device.type == "cuda" and fused_qk.available() and not FastPathOptions().fused_qk:
-            levels.append(FUSED_QK_LEVEL)
         if args.compile and case.name in compiled:
             levels.append(COMPILE_LEVEL)
         if args.attention_backend == "auto" and device.type == "cuda":

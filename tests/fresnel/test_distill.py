@@ -97,7 +97,7 @@ def save_png(rgba: torch.Tensor, path: Path, size: tuple[int, int] | None = None
 @pytest.fixture(scope="module")
 def images(tmp_path_factory) -> Path:
     """Procedural objects with transparency: four images, a two-view set, one damaged file and the image that
-    crashes the teacher (sorted after the inputs made before the run is killed, before others)."""
+    crashes the teacher (sorted after the four images, so that the kill lands before it, and before the set)."""
     out = tmp_path_factory.mktemp("distill-images")
     g = torch.Generator().manual_seed(0)
     scenes, cams = sample_scenes(7, g, TRAIN_RULES), sample_cameras(7, g, TRAIN_CAMERAS)
@@ -109,7 +109,7 @@ def images(tmp_path_factory) -> Path:
     save_png(rgba[4], out / "pair" / "front.png")
     save_png(rgba[5], out / "pair" / "side.png")
     (out / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not an image")
-    save_png(rgba[6], out / "d-crash.png", CRASH_SIZE)
+    save_png(rgba[6], out / "g-crash.png", CRASH_SIZE)
     return out
 
 
@@ -192,7 +192,7 @@ def distilled(tiny_models, images, tiny_base, tmp_path_factory) -> dict:
 def test_a_killed_run_resumes_without_redoing_finished_inputs(distilled):
     before, store = distilled["before"], distilled["store"]
     assert 2 <= len(before) < 5, f"the run was killed too late to test resuming ({sorted(before)})"
-    assert "d-crash.png" not in before, "killed too late: the crashing image was made by the real teacher"
+    assert "g-crash.png" not in before, "killed too late: the crashing image was made by the real teacher"
     for item, files in before.items():
         assert {p.name: p.stat().st_mtime_ns for p in store.item_dir(item).iterdir()} == files, item
     assert any(line.startswith(f"resuming: {len(before)} input(s) done") for line in distilled["lines"])
@@ -203,9 +203,9 @@ def test_a_killed_run_resumes_without_redoing_finished_inputs(distilled):
 def test_an_unreadable_image_and_a_crash_are_logged_and_skipped(distilled):
     store, report = distilled["store"], distilled["result"].teacher
     reasons = {f["item"]: f["reason"] for f in store.failures()}
-    assert set(reasons) == {"broken.png", "d-crash.png"}
+    assert set(reasons) == {"broken.png", "g-crash.png"}
     assert reasons["broken.png"].startswith("unusable image:") and "broken.png" in reasons["broken.png"]
-    assert reasons["d-crash.png"] == "the teacher process crashed (exit code 3)"
+    assert reasons["g-crash.png"] == "the teacher process crashed (exit code 3)"
     assert report.failed == 2 and report.restarts == 1
     assert "skipped broken.png" in distilled["output"] or any("broken.png" in x for x in distilled["lines"])
 
@@ -242,7 +242,7 @@ def test_the_model_entry_and_its_card(distilled, tiny_models):
     student = load_fresnel(entry)
     assert (student.config.noise_channels, student.config.noise_resolution) == (8, 8)
     card = (entry / CARD_FILE).read_text()
-    for text in ("## Data", "## Training", "## Evaluation (held out)", "## Use", "d-crash.png", "Chamfer-L1"):
+    for text in ("## Data", "## Training", "## Evaluation (held out)", "## Use", "g-crash.png", "Chamfer-L1"):
         assert text in card, text
     assert f"{NAME} (seed's noise, as in the app)" in card and "TRELLIS.2 (the teacher)" in card
     held = result.evaluation["rows"]

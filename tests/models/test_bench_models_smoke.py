@@ -80,7 +80,7 @@ def test_quick_compare_reference_of_the_flows(tmp_path):
         assert r["speedup_pair"] > 0 and isinstance(r["within_bound"], bool)
         assert r["reference"]["rel_l2_bf16_vs_fp32"] > 0
     text = out.with_suffix(".md").read_text()
-    assert "| ss_flow |" in text and "+ CUDA graphs (= fast path)" in text
+    assert "| ss_flow |" in text and "+ fused q/k norm and RoPE (= fast path)" in text
 
 
 @pytest.mark.slow

@@ -20,7 +20,8 @@ the flow model for the sampler's three kinds of calls: `positive` (conditioned),
   run) and replayed at later steps; the first call runs eagerly and is the graph's warm-up;
 * `native_norm`: the affine-free LayerNorms run in bf16 directly (float32 statistics in the kernel);
 * `fused_qk`: the attentions' q/k RMS norms and RoPE run as one Triton kernel with the eager path's
-  roundings (`trellis2.modules.fused_qk`; CUDA with Triton, not with `compile`);
+  arithmetic (`trellis2.modules.fused_qk`; CUDA with Triton, not with `compile`), only where a probe
+  at the run's start finds it bitwise equal to the eager code on this device;
 * `compile` (off by default): `torch.compile` of each block; its fused kernels round every
   intermediate to bf16 where eager PyTorch does (inductor's `emulate_precision_casts`), so that
   only the order of reductions and fused multiply-adds differ from the reference.
@@ -62,7 +63,7 @@ class FastPathOptions:
     attention_backend: str | None = "auto"
     cuda_graphs: bool = True
     native_norm: bool = True
-    fused_qk: bool = False
+    fused_qk: bool = True
     compile: bool = False
 
     def __post_init__(self) -> None:
