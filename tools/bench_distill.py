@@ -44,6 +44,7 @@ from tools.bench_pipeline import (  # noqa: E402
     scale_for_tokens,
     surface_voxels,
 )
+from tools.bench_report import save_report  # noqa: E402
 from tools.make_tiny_models import make_tiny_models  # noqa: E402
 
 TEACHER = "tools.bench_distill:BenchTeacher"
@@ -181,10 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         report = measure(args, Path(tmp))
     text = markdown(report)
     print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=2))
-        args.out.with_suffix(".md").write_text(text)
+    save_report(args.out, report, text)
     return 0
 
 

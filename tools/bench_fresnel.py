@@ -14,7 +14,6 @@ evaluation camera and saved as an RGBA PNG next to the results (or in a temporar
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -31,6 +30,7 @@ from fresnel.pipeline import STAGES, FresnelPipeline
 from gui.backend.export import to_trimesh
 from gui.backend.params import FastParams
 from o_voxel.asset import MeshWithVoxel
+from tools.bench_report import save_report
 from tools.eval_fresnel import hardware
 
 DRAFT = FastParams()  # the Fast tab's export defaults, as the server applies them
@@ -157,10 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"hardware: {report['hardware']}", file=sys.stderr)
     text = markdown(report)
     print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=1) + "\n")
-        args.out.with_suffix(".md").write_text(text)
+    save_report(args.out, report, text)
     return 0
 
 

@@ -41,6 +41,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 sys.path.insert(0, str(Path(__file__).parent))
 
+from bench_report import save_report  # noqa: E402
 from make_tiny_models import calibration_image, make_tiny_models, pipeline_json  # noqa: E402
 
 from trellis2.modules.sparse import SparseTensor  # noqa: E402
@@ -493,10 +494,7 @@ def compare_markdown(report: dict[str, Any]) -> str:
 def write_report(out: Path | None, report: dict[str, Any]) -> str:
     """The report as Markdown, also written (with the JSON) to `out` when given."""
     text = compare_markdown(report) if report.get("mode") == "compare-reference" else markdown(report)
-    if out:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(report, indent=2, default=str))
-        out.with_suffix(".md").write_text(text)
+    save_report(out, report, text)
     return text
 
 

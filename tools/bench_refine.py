@@ -32,6 +32,7 @@ if str(REPO_ROOT) not in sys.path:
 from fresnel.pipeline import FresnelPipeline  # noqa: E402
 from tools.bench_fresnel import export_glb, procedural_image  # noqa: E402
 from tools.bench_pipeline import BenchPipeline, StageClock, hardware, real_pipeline  # noqa: E402
+from tools.bench_report import save_report  # noqa: E402
 from tools.make_tiny_models import make_tiny_models  # noqa: E402
 from trellis2.pipelines.sampling_stages import structure_coords  # noqa: E402
 
@@ -172,10 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         report = measure(args, Path(tmp))
     text = markdown(report)
     print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=2))
-        args.out.with_suffix(".md").write_text(text)
+    save_report(args.out, report, text)
     return 0
 
 
