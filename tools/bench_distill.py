@@ -44,7 +44,7 @@ from tools.bench_pipeline import (  # noqa: E402
     scale_for_tokens,
     surface_voxels,
 )
-from tools.bench_report import save_report  # noqa: E402
+from tools.bench_report import hardware_phrase, save_report  # noqa: E402
 from tools.make_tiny_models import make_tiny_models  # noqa: E402
 
 TEACHER = "tools.bench_distill:BenchTeacher"
@@ -137,8 +137,7 @@ def markdown(report: dict[str, Any]) -> str:
         "# `genesis fresnel distill`: teacher data and training"
         + (" (quick: tiny models)" if report["quick"] else ""),
         "",
-        f"Hardware: {hw.get('gpu', hw['cpu'])}, torch {hw['torch']}"
-        + (f", CUDA {hw['cuda']}" if "cuda" in hw else "")
+        f"Hardware: {hardware_phrase(hw)}"
         + ". Teacher: TRELLIS.2 "
         + f"{s['pipeline_type']}, low-VRAM, "
         + ("tiny models" if report["quick"] else "real-size networks with random weights")

@@ -31,17 +31,13 @@ if str(REPO_ROOT) not in sys.path:
 
 from fresnel.pipeline import FresnelPipeline  # noqa: E402
 from tools.bench_fresnel import export_glb, procedural_image  # noqa: E402
+from tools.bench_models import synchronize  # noqa: E402
 from tools.bench_pipeline import BenchPipeline, StageClock, hardware, real_pipeline  # noqa: E402
-from tools.bench_report import save_report  # noqa: E402
+from tools.bench_report import hardware_phrase, save_report  # noqa: E402
 from tools.make_tiny_models import make_tiny_models  # noqa: E402
 from trellis2.pipelines.sampling_stages import structure_coords  # noqa: E402
 
 STRUCTURE_STAGE = "sparse_structure"
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def time_draft(
@@ -127,8 +123,7 @@ def markdown(report: dict[str, Any]) -> str:
         "# Draft + Refine against a plain TRELLIS.2 run"
         + (" (quick: tiny models)" if report["quick"] else ""),
         "",
-        f"Hardware: {hw.get('gpu', hw['cpu'])}, torch {hw['torch']}"
-        + (f", CUDA {hw['cuda']}" if "cuda" in hw else "")
+        f"Hardware: {hardware_phrase(hw)}"
         + ". TRELLIS.2: "
         + ("tiny models" if report["quick"] else "real-size networks with random weights")
         + ", low-VRAM; both runs carry the draft's voxels "

@@ -1,10 +1,17 @@
-"""Where every benchmark's report goes: the JSON and its Markdown table side by side."""
+"""Where every benchmark's report goes (the JSON and its Markdown table side by side), and its hardware line."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 from typing import Any
+
+
+def hardware_phrase(hw: dict[str, Any]) -> str:
+    """`bench_pipeline.hardware`'s dict as the start of a report's hardware line: GPU (else CPU), torch, CUDA."""
+    return f"{hw.get('gpu', hw['cpu'])}, torch {hw['torch']}" + (
+        f", CUDA {hw['cuda']}" if "cuda" in hw else ""
+    )
 
 
 def save_report(out: Path | None, report: dict[str, Any], text: str) -> None:

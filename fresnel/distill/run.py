@@ -135,9 +135,16 @@ def distill(
     evaluation = evaluate_students(student, base, dataset, dataset.held_out, device, log=log)
     stage_done("evaluation")
     result = DistillResult(
-        name, entry, work, report, loss_before, loss_after, evaluation, time.monotonic() - started
+        name,
+        entry,
+        work,
+        report,
+        loss_before,
+        loss_after,
+        evaluation,
+        time.monotonic() - started,
+        stage_seconds=stage_seconds,
     )
-    result.stage_seconds = stage_seconds
     result.extra = {"state": state, "dataset": dataset, "settings": settings, "hardware": hardware(device)}
     write_entry(student, result)
     log(f"model written to {entry}")
