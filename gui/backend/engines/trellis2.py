@@ -29,7 +29,21 @@ def background_in_use(models_dir) -> str | None:
     return background_model(models_dir)
 
 
-def readiness(models_dir, needs: str) -> EngineStatus:
+_READINESS: dict[str, tuple[float, EngineStatus]] = {}  # models folder → (checked at, status)
+
+
+def cached_readiness(models_dir) -> EngineStatus:
+    """`readiness`, checked again after `STATUS_TTL_S`; one answer per models folder, so the engines that read
+    the same models (image and multi-view) become ready together."""
+    now = time.monotonic()
+    key = str(models_dir)
+    entry = _READINESS.get(key)
+    if entry is None or now - entry[0] > STATUS_TTL_S:
+        entry = _READINESS[key] = (now, readiness(models_dir))
+    return entry[1]
+
+
+def readiness(models_dir) -> EngineStatus:
     """Ready when every model is on disk (background removal is optional, and any of the background models
     does: images with real transparency need none)."""
     entries = model_check(models_dir)
@@ -82,13 +96,10 @@ class Trellis2Engine(Engine):
     def __init__(self, models_dir, device: str | None = None) -> None:
         super().__init__(models_dir, device)
         self._pipeline = None
-        self._status: tuple[float, EngineStatus] | None = None
+        _READINESS.pop(str(models_dir), None)  # a new engine looks at the folder afresh
 
     def status(self) -> EngineStatus:
-        now = time.monotonic()
-        if self._status is None or now - self._status[0] > STATUS_TTL_S:
-            self._status = (now, readiness(self.models_dir, self.label))
-        return self._status[1]
+        return cached_readiness(self.models_dir)
 
     @property
     def loaded(self) -> bool:
