@@ -18,6 +18,10 @@ Shapes are `Shape`s: a mesh, an inside test and optionally a colour, all in the 
 (`truth_shape`) lives in the world frame, Fresnel (`fresnel_shape`) in the engine's output frame, the
 baselines (`sphere_shape`, `prism_shape`) in frames of their own. `evaluate` runs the whole loop on objects
 made with `EVAL_RULES` / `EVAL_CAMERAS` and a seed other than training's.
+
+Beside the scores, `registered_scores` diagnoses Fresnel's raw fields against the truth placed by the true
+camera (no normalisation, no turn search): how large the prediction is against the truth, and how much of the
+surface the camera sees it finds, against the surface it cannot see.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ import torch
 from scipy.spatial import cKDTree
 
 from .data.batches import SOFT_OCCUPANCY_VOXELS, Batch, grid_centres, make_batch
-from .data.render import EVAL_CAMERAS, CameraRules
+from .data.render import EVAL_CAMERAS, CameraRules, Cameras, sphere_trace
 from .data.scenes import EVAL_RULES, SceneRules, Scenes, materials, signed_distance
 from .frames import CROP_HALF, elevation_rotation
 from .network import FresnelOutput
@@ -58,9 +62,19 @@ TRUTH_RESOLUTION = 96
 PRISM_RESOLUTION = 64
 SPHERE_RADIUS = 0.45
 CHUNK = 65_536  # points per call of an inside test
+VISIBILITY_STEPS = 80  # sphere-tracing steps of the visibility test (the render uses 40)
 METHODS = ("fresnel", "sphere", "prism")
 METRICS = ("chamfer_l1", "f_score", "iou", "color_error")
 LOWER_IS_BETTER = {"chamfer_l1": True, "f_score": False, "iou": False, "color_error": True}
+DIAGNOSTICS = (  # `registered_scores`: Fresnel's raw fields against the truth placed by the true camera
+    "f_score",
+    "precision",
+    "recall",
+    "extent_ratio",
+    "visible_recall",
+    "hidden_recall",
+    "visible_share",
+)
 
 InsideTest = Callable[[torch.Tensor], torch.Tensor]  # points [N, 3] in the shape's frame -> [N] bool
 ColorFn = Callable[[torch.Tensor], torch.Tensor]  # points [N, 3] in the shape's frame -> [N, 3] sRGB
@@ -558,6 +572,84 @@ def score_images(
     return rows
 
 
+# --- diagnostics: the prediction itself, without the frame-free protocol ---------------------------------
+
+
+def visible_from_camera(
+    scene: Scenes, camera_position: torch.Tensor, points: torch.Tensor, tolerance: float
+) -> torch.Tensor:
+    """`[N]` bool: the surface `points [N, 3]` (world frame, on `scene`'s single object) that a ray from the
+    camera reaches before any other surface, within `tolerance` of its length."""
+    device = scene.active.device
+    points, origin = points.float().to(device), camera_position.float().to(device)
+    offsets = points - origin
+    length = offsets.norm(dim=-1)
+    t, hit = sphere_trace(scene, origin[None, None], (offsets / length[:, None])[None], VISIBILITY_STEPS)
+    return (hit[0] & ((t[0] - length).abs() < tolerance)).cpu()
+
+
+def registered_scores(
+    logits: torch.Tensor,
+    truth: Shape,
+    scene: Scenes,
+    cameras: Cameras,
+    index: int,
+    to_world: torch.Tensor,
+    settings: ScoreSettings,
+    generator: torch.Generator,
+) -> dict[str, float]:
+    """Diagnostics of Fresnel's raw occupancy `logits [G, G, G]` (grid frame, before it is stood upright)
+    against the truth mapped into the grid frame by the true camera (`to_world [4, 4]`, grid -> world): no
+    normalisation of the prediction and no turn search, so they say how accurate the prediction itself is.
+
+    F-score, precision and recall at `settings.threshold` in units of the truth's largest side; the ratio of
+    the prediction's largest bounding-box side to the truth's; the recall of the true surface points that
+    camera `index` of `cameras` sees and of those it does not, and the share it sees. All but the share are NaN
+    where the prediction has no surface."""
+    true_world, _ = sample_surface(truth.vertices.cpu(), truth.faces.cpu(), settings.points, generator)
+    world_to_grid = torch.linalg.inv(to_world.double().cpu())
+    true_grid = true_world.double() @ world_to_grid[:3, :3].T + world_to_grid[:3, 3]
+    seen = visible_from_camera(
+        scene, cameras.position[index], true_world, 2.0 / settings.truth_resolution
+    ).numpy()
+    try:
+        vertices, faces = occupancy_mesh(torch.sigmoid(logits.float()))
+        pred_grid, _ = sample_surface(vertices.cpu(), faces.cpu(), settings.points, generator)
+    except ValueError:
+        return {**dict.fromkeys(DIAGNOSTICS, math.nan), "visible_share": float(seen.mean())}
+    placement = bounds_placement(true_grid)
+    true_n = placement.to_aligned(true_grid).numpy()
+    pred_n = ((pred_grid.double() - placement.centre) / placement.side).numpy()
+    forward, _ = _nearest(cKDTree(true_n), pred_n)
+    backward, _ = _nearest(cKDTree(pred_n), true_n)
+    found = backward < settings.threshold
+    precision, recall = float((forward < settings.threshold).mean()), float(found.mean())
+    pred_side = float((pred_n.max(0) - pred_n.min(0)).max())
+    return {
+        "f_score": 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0,
+        "precision": precision,
+        "recall": recall,
+        "extent_ratio": pred_side,  # the truth's largest side is 1 in these units
+        "visible_recall": float(found[seen].mean()) if seen.any() else math.nan,
+        "hidden_recall": float(found[~seen].mean()) if (~seen).any() else math.nan,
+        "visible_share": float(seen.mean()),
+    }
+
+
+def diagnostic_stats(rows: Sequence[dict]) -> dict:
+    """`{<diagnostic>: {mean, median, n}}` over the rows that carry `registered` diagnostics."""
+    stats = {}
+    for key in DIAGNOSTICS:
+        values = [r["registered"][key] for r in rows if "registered" in r]
+        values = [v for v in values if not math.isnan(v)]
+        stats[key] = {
+            "mean": statistics.fmean(values) if values else math.nan,
+            "median": statistics.median(values) if values else math.nan,
+            "n": len(values),
+        }
+    return stats
+
+
 # --- the evaluation loop ----------------------------------------------------------------------------------
 
 
@@ -596,6 +688,8 @@ def summarise(rows: Sequence[dict[str, dict[str, float]]]) -> dict:
             for r in rows
         )
         summary["fresnel_beats_best_baseline"][metric] = wins / len(rows) if rows else math.nan
+    if any("registered" in r for r in rows):
+        summary["fresnel_registered"] = diagnostic_stats(rows)
     return summary
 
 
@@ -611,11 +705,13 @@ def evaluate(
     render_resolution: int | None = None,
     log: Callable[[str], None] = lambda _: None,
     workers: int = 1,
+    diagnose: bool = True,
 ) -> dict:
     """Fresnel and the baselines on `count` held-out objects. The objects are fixed by `seed`, `count`,
     `batch_size` and the device type (the generator lives on `device`); `workers` threads score the objects
     of a batch side by side, with the same results in any number. Returns `{"rows", "summary",
-    "settings"}` with one row per object (`index`, camera elevation, and each method's metrics)."""
+    "settings"}` with one row per object (`index`, camera elevation, and each method's metrics, and with
+    `diagnose` Fresnel's `registered_scores` under `registered`)."""
     device = torch.device(device or pipeline.device)
     config = pipeline.model.config
     generator = torch.Generator(device).manual_seed(seed)
@@ -628,12 +724,25 @@ def evaluate(
         elevation = float(batch.elevation[i])
         candidates = method_candidates(out, batch.images, i, elevation, sphere, settings)
         generator = torch.Generator().manual_seed(seed * 1_000_003 + index)  # per object: any order
-        return {
+        row = {
             "index": index,
             "elevation_deg": math.degrees(elevation),
             "predicted_elevation_deg": math.degrees(float(out.elevation[i])),
             **score_methods(candidates, truth, settings, generator),
         }
+        if diagnose:  # after the scores, so that they draw the same samples with or without
+            scene = batch.scenes.select(torch.tensor([i], device=batch.scenes.active.device))
+            row["registered"] = registered_scores(
+                out.occupancy_logits[i],
+                truth,
+                scene,
+                batch.cameras,
+                i,
+                batch.to_world[i],
+                settings,
+                generator,
+            )
+        return row
 
     with ThreadPoolExecutor(max(1, workers)) as pool:  # scoring is mostly NumPy/SciPy, which frees the GIL
         while len(rows) < count:
@@ -667,5 +776,6 @@ def evaluate(
             "cameras": asdict(cameras),
             "scores": asdict(settings),
             "render_resolution": render_resolution,
+            "diagnose": diagnose,
         },
     }

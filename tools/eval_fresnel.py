@@ -82,6 +82,18 @@ def markdown_table(result: dict, hardware_line: str) -> str:
         )
         + ".",
     ]
+    registered = summary.get("fresnel_registered")
+    if registered:
+        mean = {key: value["mean"] for key, value in registered.items()}
+        lines += [
+            "",
+            "Diagnostics of Fresnel's own fields, placed by the true camera (no normalisation, no turn search; "
+            f"mean over {registered['f_score']['n']} objects): F@{F_THRESHOLD:g} {mean['f_score']:.3f} "
+            f"(precision {mean['precision']:.3f}, recall {mean['recall']:.3f}); largest side "
+            f"{mean['extent_ratio']:.3f} of the truth's; recall of the surface the camera sees "
+            f"{mean['visible_recall']:.3f} ({mean['visible_share'] * 100:.0f}% of it), of the hidden surface "
+            f"{mean['hidden_recall']:.3f}.",
+        ]
     return "\n".join(lines) + "\n"
 
 

@@ -277,6 +277,9 @@ def test_score_images_and_evaluate_with_the_tiny_network(tiny_pipeline: FresnelP
     sphere_f = [r["sphere"]["f_score"] for r in result["rows"]]
     assert summary["methods"]["sphere"]["f_score"]["mean"] == pytest.approx(sum(sphere_f) / 2)
     assert 0.0 <= summary["fresnel_beats_best_baseline"]["f_score"] <= 1.0
+    registered = summary["fresnel_registered"]
+    assert set(registered) == set(ev.DIAGNOSTICS)
+    assert all(0 <= r["registered"]["visible_share"] <= 1 for r in result["rows"])
 
 
 def test_summary_counts_wins_against_the_better_baseline() -> None:
@@ -299,3 +302,30 @@ def test_summary_counts_wins_against_the_better_baseline() -> None:
     assert summary["fresnel_beats_best_baseline"]["chamfer_l1"] == pytest.approx(0.5)
     assert summary["methods"]["fresnel"]["failures"] == 1
     assert summary["methods"]["fresnel"]["f_score"]["median"] == pytest.approx(0.6)
+
+
+def test_registered_scores_find_a_true_prediction_and_a_shrunk_one() -> None:
+    """The target occupancy itself scores near 1 with the true size and finds the seen and the hidden surface;
+    the same field shrunk by a few voxels is reported smaller and scores lower; an empty one scores NaN."""
+    grid = 32
+    batch = make_batch(2, torch.Generator().manual_seed(7), grid=grid, image_size=64, render_resolution=96)
+
+    def scores(i: int, field: torch.Tensor) -> dict:
+        truth = ev.truth_shape(batch.scenes, i, 48)
+        scene = batch.scenes.select(torch.tensor([i]))
+        logits = torch.logit(field.clamp(1e-4, 1 - 1e-4))
+        generator = torch.Generator().manual_seed(0)
+        return ev.registered_scores(
+            logits, truth, scene, batch.cameras, i, batch.to_world[i], TINY, generator
+        )
+
+    for i in range(2):
+        true = scores(i, batch.occupancy[i])
+        small = scores(i, torch.sigmoid(-(batch.distance[i] + 1.5) / 0.75))
+        assert true["f_score"] > 0.9 and abs(true["extent_ratio"] - 1) < 0.06
+        assert 0.1 < true["visible_share"] < 0.9
+        assert true["visible_recall"] > 0.9 and true["hidden_recall"] > 0.9
+        assert small["extent_ratio"] < true["extent_ratio"] - 0.03 and small["f_score"] < true["f_score"]
+    empty = scores(1, torch.zeros((grid,) * 3))
+    assert all(math.isnan(v) for k, v in empty.items() if k != "visible_share")
+    assert empty["visible_share"] == true["visible_share"]
