@@ -11,7 +11,8 @@ of the current chunk and the position in it, loss history, settings), `loss.json
 `export_checkpoint` writes the engine's checkpoint (`config.json` + `model.safetensors`).
 
 The loop takes its batches from a `StepSource`: `ProceduralSteps` by default, the teacher's targets in
-`fresnel.distill`.
+`fresnel.distill`. `TrainSettings.depth_shift_voxels` lets each object's targets move along the depth axis
+to where the prediction puts it (`loss_terms`); off (0) in the bundled checkpoint's training.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ class TrainSettings:
     save_every_s: float = 60.0
     data_chunk: int = 4  # batches of objects made per data call
     mirror_reuse: bool = True  # train on every chunk a second time, mirrored
+    depth_shift_voxels: int = 0  # each object's targets may move this far along the depth axis (`loss_terms`)
 
 
 @dataclass
@@ -116,17 +118,83 @@ def learning_rate(settings: TrainSettings, step: int) -> float:
     return settings.lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def loss_terms(out: FresnelOutput, batch: StepData | Batch) -> dict[str, torch.Tensor]:
-    """Occupancy BCE (weighted towards the surface), attribute L1 near the surface, elevation L1, and IoU."""
+def shift_depth(values: torch.Tensor, cells: int, dim: int, fill: float) -> torch.Tensor:
+    """`values` moved `cells` cells along `dim` (towards higher indices when positive); the cells it leaves
+    take `fill`."""
+    if cells == 0:
+        return values
+    size = values.shape[dim]
+    shape = list(values.shape)
+    shape[dim] = min(abs(cells), size)
+    pad = values.new_full(shape, fill)
+    if cells > 0:
+        return torch.cat([pad, values.narrow(dim, 0, size - shape[dim])], dim)
+    return torch.cat([values.narrow(dim, shape[dim], size - shape[dim]), pad], dim)
+
+
+def _surface_weight(distance: torch.Tensor) -> torch.Tensor:
+    return 1.0 + 4.0 * (distance.abs() < SURFACE_BAND_VOXELS).float()
+
+
+def best_depth_shifts(
+    logits: torch.Tensor, occupancy: torch.Tensor, distance: torch.Tensor, most: int
+) -> torch.Tensor:
+    """`[B]` long: for each object, the shift of its targets along the depth axis (grid y, within `±most`
+    cells) that the predicted occupancy `logits [B, G, G, G]` fits best, among equals the smallest. The fit
+    is the surface-weighted BCE less the soft target's own entropy (a KL divergence, zero for a perfect
+    match): the plain BCE would favour shifts that push the soft, heavily weighted surface cells out of the
+    grid."""
+    with torch.no_grad():
+        logits = logits.float()
+        best = torch.full((logits.shape[0],), math.inf, device=logits.device)
+        shifts = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
+        for cells in sorted(range(-most, most + 1), key=abs):
+            target = shift_depth(occupancy, cells, 2, 0.0)
+            weight = _surface_weight(shift_depth(distance, cells, 2, float(distance.shape[2])))
+            excess = F.binary_cross_entropy_with_logits(logits, target, reduction="none") - _entropy(target)
+            loss = (weight * excess).mean(dim=(1, 2, 3))
+            better = loss < best
+            best = torch.where(better, loss, best)
+            shifts = torch.where(better, torch.full_like(shifts, cells), shifts)
+    return shifts
+
+
+def _entropy(p: torch.Tensor) -> torch.Tensor:
+    """Binary entropy (nats) of target probabilities `p`, 0 at 0 and 1."""
+    return -(torch.xlogy(p, p) + torch.xlogy(1 - p, 1 - p))
+
+
+def loss_terms(out: FresnelOutput, batch: StepData | Batch, depth_shift: int = 0) -> dict[str, torch.Tensor]:
+    """Occupancy BCE (weighted towards the surface), attribute L1 near the surface, elevation L1, and IoU.
+
+    With `depth_shift > 0` each object's targets are first moved along the depth axis by the shift of at most
+    that many cells that fits the prediction best (`best_depth_shifts`; its mean size is the term `shift`): the
+    grid's depth centre is the object's bounding-box centre, which the image does not show, so the network
+    need not hedge over where along its rays the object sits (the engine fits its output to the unit cube
+    anyway)."""
     logits = out.occupancy_logits.float()
-    band = batch.distance.abs() < SURFACE_BAND_VOXELS
-    weight = 1.0 + 4.0 * band.float()
-    occupancy = F.binary_cross_entropy_with_logits(logits, batch.occupancy, weight=weight)
-    attr_error = (torch.sigmoid(out.attribute_logits.float()) - batch.attributes).abs().mean(1)
+    occupancy_target, distance, attribute_target = batch.occupancy, batch.distance, batch.attributes
+    extra = {}
+    if depth_shift > 0:
+        shifts = best_depth_shifts(logits, occupancy_target, distance, depth_shift)
+        occupancy_target, distance, attribute_target = (
+            torch.stack(
+                [shift_depth(t[None], int(k), dim, fill)[0] for t, k in zip(values, shifts, strict=True)]
+            )
+            for values, dim, fill in (
+                (occupancy_target, 2, 0.0),
+                (distance, 2, float(distance.shape[2])),
+                (attribute_target, 3, 0.0),
+            )
+        )
+        extra["shift"] = shifts.abs().float().mean()
+    band = distance.abs() < SURFACE_BAND_VOXELS
+    occupancy = F.binary_cross_entropy_with_logits(logits, occupancy_target, weight=_surface_weight(distance))
+    attr_error = (torch.sigmoid(out.attribute_logits.float()) - attribute_target).abs().mean(1)
     attributes = (attr_error * band).sum() / band.sum().clamp_min(1)
     elevation = (out.elevation.float() - batch.elevation).abs().mean()
     with torch.no_grad():
-        pred, true = logits > 0, batch.distance < 0
+        pred, true = logits > 0, distance < 0
         iou = (pred & true).sum() / (pred | true).sum().clamp_min(1)
     total = occupancy + attributes + 0.5 * elevation
     return {
@@ -135,6 +203,7 @@ def loss_terms(out: FresnelOutput, batch: StepData | Batch) -> dict[str, torch.T
         "attributes": attributes,
         "elevation": elevation,
         "iou": iou,
+        **extra,
     }
 
 
@@ -325,7 +394,7 @@ def train(
             running["data_s"] = running.get("data_s", 0.0) + spent
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
             out = model(batch.images, batch.noise)
-        terms = loss_terms(out, batch)
+        terms = loss_terms(out, batch, settings.depth_shift_voxels)
         optimizer.zero_grad(set_to_none=True)
         terms["loss"].backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -66,6 +66,12 @@ def main(argv: list[str] | None = None) -> int:
         default=TrainSettings.data_chunk,
         help="batches of objects made per data call",
     )
+    parser.add_argument(
+        "--depth-shift-voxels",
+        type=int,
+        default=TrainSettings.depth_shift_voxels,
+        help="new run: each object's targets may move this far along the depth axis to fit the prediction",
+    )
     parser.add_argument("--tiny", action="store_true", help="the tiny test configuration (CPU smoke runs)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--init-from", type=Path, help="new run: start from this engine checkpoint's weights")
@@ -84,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         warmup_steps=args.warmup_steps,
         data_chunk=args.data_chunk,
+        depth_shift_voxels=args.depth_shift_voxels,
     )
     if args.tiny:
         settings = dataclasses.replace(

@@ -12,8 +12,16 @@ import torch.nn.functional as F
 from fresnel.checkpoint import load_fresnel
 from fresnel.config import TINY_CONFIG
 from fresnel.data.batches import make_batch
-from fresnel.network import lift
-from fresnel.training import STATE_FILE, StepData, TrainSettings, export_checkpoint, train
+from fresnel.network import FresnelOutput, lift
+from fresnel.training import (
+    STATE_FILE,
+    StepData,
+    TrainSettings,
+    export_checkpoint,
+    loss_terms,
+    shift_depth,
+    train,
+)
 
 SETTINGS = TrainSettings(
     batch_size=2,
@@ -100,3 +108,58 @@ def test_export_writes_an_engine_checkpoint(tmp_path) -> None:
     assert loaded.config == TINY_CONFIG
     for (name, a), (_, b) in zip(exported.state_dict().items(), loaded.state_dict().items(), strict=True):
         torch.testing.assert_close(a.half().float(), b.float(), msg=name)
+
+
+def test_shift_depth_moves_along_one_axis_and_fills_what_it_leaves() -> None:
+    values = torch.arange(2 * 4 * 3, dtype=torch.float32).reshape(2, 4, 3)
+    up, down = shift_depth(values, 1, 1, -1.0), shift_depth(values, -2, 1, -1.0)
+    torch.testing.assert_close(up[:, 1:], values[:, :3])
+    assert (up[:, 0] == -1).all()
+    torch.testing.assert_close(down[:, :2], values[:, 2:])
+    assert (down[:, 2:] == -1).all()
+    assert shift_depth(values, 0, 1, -1.0) is values
+    assert (shift_depth(values, 9, 1, -1.0) == -1).all()
+
+
+def test_the_depth_shift_loss_forgives_where_along_depth_the_object_sits() -> None:
+    """A prediction that is the target moved three cells along depth: the plain loss punishes it; with
+    shifts of up to four cells the loss is that of the unmoved prediction, and the term `shift` says 3.
+    A shift along another axis is not forgiven, and shift 0 is the plain loss."""
+    batch = make_batch(
+        2,
+        torch.Generator().manual_seed(3),
+        grid=TINY_CONFIG.grid,
+        image_size=TINY_CONFIG.image_size,
+        render_resolution=48,
+        render_steps=16,
+    )
+    data = StepData.of(batch)
+
+    def prediction(occupancy: torch.Tensor, attributes: torch.Tensor) -> FresnelOutput:
+        return FresnelOutput(
+            torch.logit(occupancy.clamp(1e-3, 1 - 1e-3)),
+            torch.logit(attributes.clamp(1e-3, 1 - 1e-3)),
+            data.elevation,
+        )
+
+    exact = prediction(data.occupancy, data.attributes)
+    moved = prediction(shift_depth(data.occupancy, 3, 2, 0.0), shift_depth(data.attributes, 3, 3, 0.0))
+    sideways = prediction(shift_depth(data.occupancy, 3, 1, 0.0), data.attributes)
+    plain = loss_terms(exact, data)  # the soft targets' own entropy: not zero
+    excess = float(loss_terms(moved, data)["occupancy"] - plain["occupancy"])
+    assert excess > 0.5
+    forgiven = loss_terms(moved, data, depth_shift=4)
+    assert float(forgiven["shift"]) == 3.0
+    assert float(forgiven["occupancy"] - plain["occupancy"]) < 0.1 * excess
+    assert float(forgiven["attributes"]) < 1.5 * float(plain["attributes"]) + 1e-3
+    assert float(loss_terms(sideways, data, depth_shift=4)["occupancy"] - plain["occupancy"]) > 0.5 * excess
+    assert float(loss_terms(exact, data, depth_shift=4)["shift"]) == 0.0
+    zero = loss_terms(moved, data, depth_shift=0)
+    assert "shift" not in zero and float(zero["loss"]) == float(loss_terms(moved, data)["loss"])
+
+
+def test_a_run_with_depth_shifts_logs_them(tmp_path) -> None:
+    settings = dataclasses.replace(SETTINGS, depth_shift_voxels=2)
+    state = train(tmp_path, TINY_CONFIG, settings, max_steps=2, log=quiet)
+    assert all(0.0 <= h["shift"] <= 2.0 for h in state["history"])
+    assert train(tmp_path, max_steps=3, log=quiet)["settings"]["depth_shift_voxels"] == 2
