@@ -43,6 +43,19 @@ def weights(state: dict) -> torch.Tensor:
     return torch.cat([v.flatten().float() for v in state["model"].values()])
 
 
+def tiny_step_data(count: int, seed: int, render_resolution: int, render_steps: int) -> StepData:
+    """A batch of procedural objects at the tiny configuration's sizes, with its targets."""
+    batch = make_batch(
+        count,
+        torch.Generator().manual_seed(seed),
+        grid=TINY_CONFIG.grid,
+        image_size=TINY_CONFIG.image_size,
+        render_resolution=render_resolution,
+        render_steps=render_steps,
+    )
+    return StepData.of(batch)
+
+
 @pytest.fixture(scope="module")
 def straight_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """Seven steps in one call: one whole chunk (two batches as rendered, then mirrored) and three more."""
@@ -75,15 +88,7 @@ def test_resuming_gives_the_same_weights_as_one_call(straight_run: dict, tmp_pat
 def test_mirrored_objects_keep_image_and_targets_aligned() -> None:
     """The silhouette of the occupancy target seen along depth matches the image alpha (up to perspective),
     also mirrored; targets left unmirrored, or flipped along another axis, match clearly worse."""
-    batch = make_batch(
-        6,
-        torch.Generator().manual_seed(5),
-        grid=TINY_CONFIG.grid,
-        image_size=TINY_CONFIG.image_size,
-        render_resolution=64,
-        render_steps=24,
-    )
-    data = StepData.of(batch)
+    data = tiny_step_data(6, seed=5, render_resolution=64, render_steps=24)
 
     def agreement(part: StepData) -> float:
         alpha = F.avg_pool2d(part.images[:, 3:4], 2)  # image size is twice the grid
@@ -125,15 +130,7 @@ def test_the_depth_shift_loss_forgives_where_along_depth_the_object_sits() -> No
     """A prediction that is the target moved three cells along depth: the plain loss punishes it; with
     shifts of up to four cells the loss is that of the unmoved prediction, and the term `shift` says 3.
     A shift along another axis is not forgiven, and shift 0 is the plain loss."""
-    batch = make_batch(
-        2,
-        torch.Generator().manual_seed(3),
-        grid=TINY_CONFIG.grid,
-        image_size=TINY_CONFIG.image_size,
-        render_resolution=48,
-        render_steps=16,
-    )
-    data = StepData.of(batch)
+    data = tiny_step_data(2, seed=3, render_resolution=48, render_steps=16)
 
     def prediction(occupancy: torch.Tensor, attributes: torch.Tensor) -> FresnelOutput:
         return FresnelOutput(
