@@ -91,8 +91,8 @@ def markdown_table(result: dict, hardware_line: str) -> str:
             f"mean over {registered['f_score']['n']} objects): F@{F_THRESHOLD:g} {mean['f_score']:.3f} "
             f"(precision {mean['precision']:.3f}, recall {mean['recall']:.3f}); largest side "
             f"{mean['extent_ratio']:.3f} of the truth's; recall of the surface the camera sees "
-            f"{mean['visible_recall']:.3f} ({mean['visible_share'] * 100:.0f}% of it), of the hidden surface "
-            f"{mean['hidden_recall']:.3f}.",
+            f"({mean['visible_share'] * 100:.0f}% of the surface) {mean['visible_recall']:.3f}, of the hidden "
+            f"surface {mean['hidden_recall']:.3f}.",
         ]
     return "\n".join(lines) + "\n"
 
