@@ -74,7 +74,10 @@ DIAGNOSTICS = (  # `registered_scores`: Fresnel's raw fields against the truth p
     "visible_recall",
     "hidden_recall",
     "visible_share",
+    "depth_shift_cells",
+    "f_score_unshifted",
 )
+DEPTH_SEARCH_CELLS = 8  # the registered diagnostics forgive a shift along the viewing axis of this many cells
 
 InsideTest = Callable[[torch.Tensor], torch.Tensor]  # points [N, 3] in the shape's frame -> [N] bool
 ColorFn = Callable[[torch.Tensor], torch.Tensor]  # points [N, 3] in the shape's frame -> [N, 3] sRGB
@@ -601,11 +604,14 @@ def registered_scores(
     """Diagnostics of Fresnel's raw occupancy `logits [G, G, G]` (grid frame, before it is stood upright)
     against the truth mapped into the grid frame by the true camera (`to_world [4, 4]`, grid -> world): no
     normalisation of the prediction and no turn search, so they say how accurate the prediction itself is.
+    Only a shift along the viewing axis (grid y) is forgiven, the one the image cannot show: the prediction is
+    moved by the whole number of cells, within `±DEPTH_SEARCH_CELLS`, with the lowest Chamfer distance.
 
-    F-score, precision and recall at `settings.threshold` in units of the truth's largest side; the ratio of
-    the prediction's largest bounding-box side to the truth's; the recall of the true surface points that
-    camera `index` of `cameras` sees and of those it does not, and the share it sees. All but the share are NaN
-    where the prediction has no surface."""
+    At that shift: F-score, precision and recall at `settings.threshold` in units of the truth's largest side;
+    the ratio of the prediction's largest bounding-box side to the truth's; the recall of the true surface
+    points that camera `index` of `cameras` sees and of those it does not, and the share it sees. Also the
+    shift (cells) and the F-score without it. All but the share are NaN where the prediction has no
+    surface."""
     true_world, _ = sample_surface(truth.vertices.cpu(), truth.faces.cpu(), settings.points, generator)
     world_to_grid = torch.linalg.inv(to_world.double().cpu())
     true_grid = true_world.double() @ world_to_grid[:3, :3].T + world_to_grid[:3, 3]
@@ -620,19 +626,39 @@ def registered_scores(
     placement = bounds_placement(true_grid)
     true_n = placement.to_aligned(true_grid).numpy()
     pred_n = ((pred_grid.double() - placement.centre) / placement.side).numpy()
-    forward, _ = _nearest(cKDTree(true_n), pred_n)
-    backward, _ = _nearest(cKDTree(pred_n), true_n)
+    true_tree, pred_tree = cKDTree(true_n), cKDTree(pred_n)
+    cell = np.array([0.0, 1.0 / (logits.shape[1] * placement.side), 0.0])
+
+    def distances(cells: int) -> tuple[np.ndarray, np.ndarray]:
+        """Nearest distances prediction -> truth and truth -> prediction, the prediction moved `cells`."""
+        forward, _ = _nearest(true_tree, pred_n + cells * cell)
+        backward, _ = _nearest(pred_tree, true_n - cells * cell)
+        return forward, backward
+
+    def f_score(forward: np.ndarray, backward: np.ndarray) -> tuple[float, float, float]:
+        precision = float((forward < settings.threshold).mean())
+        recall = float((backward < settings.threshold).mean())
+        f = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
+        return f, precision, recall
+
+    def chamfer(cells: int) -> float:
+        forward, backward = distances(cells)
+        return float(forward.mean() + backward.mean())
+
+    shift = min(sorted(range(-DEPTH_SEARCH_CELLS, DEPTH_SEARCH_CELLS + 1), key=abs), key=chamfer)
+    forward, backward = distances(shift)
+    f, precision, recall = f_score(forward, backward)
     found = backward < settings.threshold
-    precision, recall = float((forward < settings.threshold).mean()), float(found.mean())
-    pred_side = float((pred_n.max(0) - pred_n.min(0)).max())
     return {
-        "f_score": 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0,
+        "f_score": f,
         "precision": precision,
         "recall": recall,
-        "extent_ratio": pred_side,  # the truth's largest side is 1 in these units
+        "extent_ratio": float((pred_n.max(0) - pred_n.min(0)).max()),  # the truth's largest side is 1 here
         "visible_recall": float(found[seen].mean()) if seen.any() else math.nan,
         "hidden_recall": float(found[~seen].mean()) if (~seen).any() else math.nan,
         "visible_share": float(seen.mean()),
+        "depth_shift_cells": float(shift),
+        "f_score_unshifted": f_score(*distances(0))[0],
     }
 
 

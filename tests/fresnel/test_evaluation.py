@@ -17,6 +17,7 @@ from fresnel.image_input import crop_to_object
 from fresnel.network import FresnelNet
 from fresnel.pipeline import FresnelPipeline
 from fresnel.surface import stand_upright
+from fresnel.training import shift_depth
 
 TINY = ev.ScoreSettings(
     points=2500, color_points=5000, iou_resolution=20, truth_resolution=28, prism_resolution=20
@@ -306,7 +307,8 @@ def test_summary_counts_wins_against_the_better_baseline() -> None:
 
 def test_registered_scores_find_a_true_prediction_and_a_shrunk_one() -> None:
     """The target occupancy itself scores near 1 with the true size and finds the seen and the hidden surface;
-    the same field shrunk by a few voxels is reported smaller and scores lower; an empty one scores NaN."""
+    the same field shrunk by a few voxels is reported smaller and scores lower; moved along depth, it is moved
+    back (the shift the image cannot show) and scores as before; an empty one scores NaN."""
     grid = 32
     batch = make_batch(2, torch.Generator().manual_seed(7), grid=grid, image_size=64, render_resolution=96)
 
@@ -326,6 +328,10 @@ def test_registered_scores_find_a_true_prediction_and_a_shrunk_one() -> None:
         assert 0.1 < true["visible_share"] < 0.9
         assert true["visible_recall"] > 0.9 and true["hidden_recall"] > 0.9
         assert small["extent_ratio"] < true["extent_ratio"] - 0.03 and small["f_score"] < true["f_score"]
+        assert true["depth_shift_cells"] == 0 and true["f_score_unshifted"] == true["f_score"]
+        deeper = scores(i, shift_depth(batch.occupancy[i][None], 3, 2, 0.0)[0])  # moved 3 cells along depth
+        assert deeper["depth_shift_cells"] == -3 and deeper["f_score"] > 0.9
+        assert deeper["f_score_unshifted"] < deeper["f_score"] - 0.1
     empty = scores(1, torch.zeros((grid,) * 3))
     assert all(math.isnan(v) for k, v in empty.items() if k != "visible_share")
     assert empty["visible_share"] == true["visible_share"]
