@@ -194,6 +194,17 @@ def _subsample(points: torch.Tensor, n: int) -> torch.Tensor:
     return points[torch.from_numpy(index)]
 
 
+def precision_recall_f(
+    forward: np.ndarray, backward: np.ndarray, threshold: float
+) -> tuple[float, float, float]:
+    """`(precision, recall, F)` from the nearest distances prediction -> truth (`forward`) and truth ->
+    prediction (`backward`): the shares within `threshold`, and F = 2PR / (P + R)."""
+    precision = float((forward < threshold).mean())
+    recall = float((backward < threshold).mean())
+    f_score = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
+    return precision, recall, f_score
+
+
 def frame_free_scores(
     pred_points: torch.Tensor, true_points: torch.Tensor, threshold: float = F_THRESHOLD
 ) -> FrameFreeScores:
@@ -231,9 +242,7 @@ def frame_free_scores(
     pred_aligned = pred_placement.to_aligned(pred).numpy()
     forward, _ = _nearest(true_tree, pred_aligned)
     backward, _ = _nearest(cKDTree(pred_aligned), true_aligned)
-    precision = float((forward < threshold).mean())
-    recall = float((backward < threshold).mean())
-    f_score = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
+    precision, recall, f_score = precision_recall_f(forward, backward, threshold)
     return FrameFreeScores(
         chamfer_l1=float(forward.mean() + backward.mean()) / 2,
         f_score=f_score,
@@ -629,28 +638,16 @@ def registered_scores(
     true_tree, pred_tree = cKDTree(true_n), cKDTree(pred_n)
     cell = np.array([0.0, 1.0 / (logits.shape[1] * placement.side), 0.0])
 
-    def distances(cells: int) -> tuple[np.ndarray, np.ndarray]:
-        """Nearest distances prediction -> truth and truth -> prediction, the prediction moved `cells`."""
-        forward, _ = _nearest(true_tree, pred_n + cells * cell)
-        backward, _ = _nearest(pred_tree, true_n - cells * cell)
-        return forward, backward
-
-    def f_score(forward: np.ndarray, backward: np.ndarray) -> tuple[float, float, float]:
-        precision = float((forward < settings.threshold).mean())
-        recall = float((backward < settings.threshold).mean())
-        f = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
-        return f, precision, recall
-
-    def chamfer(cells: int) -> float:
-        forward, backward = distances(cells)
-        return float(forward.mean() + backward.mean())
-
-    shift = min(sorted(range(-DEPTH_SEARCH_CELLS, DEPTH_SEARCH_CELLS + 1), key=abs), key=chamfer)
-    forward, backward = distances(shift)
-    f, precision, recall = f_score(forward, backward)
+    distances = {  # shift (cells) -> nearest distances prediction -> truth, truth -> prediction
+        cells: (_nearest(true_tree, pred_n + cells * cell)[0], _nearest(pred_tree, true_n - cells * cell)[0])
+        for cells in sorted(range(-DEPTH_SEARCH_CELLS, DEPTH_SEARCH_CELLS + 1), key=abs)
+    }
+    shift = min(distances, key=lambda cells: sum(d.mean() for d in distances[cells]))  # the first of equals
+    forward, backward = distances[shift]
+    precision, recall, f_score = precision_recall_f(forward, backward, settings.threshold)
     found = backward < settings.threshold
     return {
-        "f_score": f,
+        "f_score": f_score,
         "precision": precision,
         "recall": recall,
         "extent_ratio": float((pred_n.max(0) - pred_n.min(0)).max()),  # the truth's largest side is 1 here
@@ -658,22 +655,25 @@ def registered_scores(
         "hidden_recall": float(found[~seen].mean()) if (~seen).any() else math.nan,
         "visible_share": float(seen.mean()),
         "depth_shift_cells": float(shift),
-        "f_score_unshifted": f_score(*distances(0))[0],
+        "f_score_unshifted": precision_recall_f(*distances[0], settings.threshold)[2],
+    }
+
+
+def value_stats(values: Sequence[float]) -> dict:
+    """`{mean, median, n}` of the defined (not NaN) `values`; NaN statistics when none is."""
+    values = [v for v in values if not math.isnan(v)]
+    return {
+        "mean": statistics.fmean(values) if values else math.nan,
+        "median": statistics.median(values) if values else math.nan,
+        "n": len(values),
     }
 
 
 def diagnostic_stats(rows: Sequence[dict]) -> dict:
     """`{<diagnostic>: {mean, median, n}}` over the rows that carry `registered` diagnostics."""
-    stats = {}
-    for key in DIAGNOSTICS:
-        values = [r["registered"][key] for r in rows if "registered" in r]
-        values = [v for v in values if not math.isnan(v)]
-        stats[key] = {
-            "mean": statistics.fmean(values) if values else math.nan,
-            "median": statistics.median(values) if values else math.nan,
-            "n": len(values),
-        }
-    return stats
+    return {
+        key: value_stats([r["registered"][key] for r in rows if "registered" in r]) for key in DIAGNOSTICS
+    }
 
 
 # --- the evaluation loop ----------------------------------------------------------------------------------
@@ -693,12 +693,7 @@ def method_stats(
     """`{failures, <metric>: {mean, median, n}}` of one method over the rows where each metric is defined."""
     stats: dict = {"failures": sum(bool(r[method]["failed"]) for r in rows)}
     for metric in metrics:
-        values = [r[method][metric] for r in rows if not math.isnan(r[method][metric])]
-        stats[metric] = {
-            "mean": statistics.fmean(values) if values else math.nan,
-            "median": statistics.median(values) if values else math.nan,
-            "n": len(values),
-        }
+        stats[metric] = value_stats([r[method][metric] for r in rows])
     return stats
 
 
