@@ -20,7 +20,8 @@ and writes the same as JSON and Markdown (`--out x.json` also writes `x.md`).
 (`trellis2.samplers.fast_path`) in one process on the same device: ms per forward and per guided
 step (the CFG pair), each lever added in turn, peak memory, the attention backend chosen and the
 attention ops / kernels that actually ran (profiler), and the relative L2 of fast against reference
-outputs (bf16 flows; bound 2e-3).
+outputs (bf16 flows; bound 2e-3). `--fp8` adds a row for the opt-in FP8 matrix products
+(`trellis2.modules.fp8_linear`), whose relative L2 is their drift, not held to the bound.
 """
 
 from __future__ import annotations
@@ -406,6 +407,7 @@ LEVELS: list[tuple[str, dict[str, Any]]] = [  # levers added one at a time; the 
 FAST_LABEL = LEVELS[-1][0]
 COMPILE_LEVEL = ("+ torch.compile blocks", dict(compile=True))
 DEFAULT_BACKEND_LEVEL = ("fast path, PyTorch's own SDPA choice", dict(attention_backend=None))
+FP8_LEVEL = ("fast path + FP8 matrix products (opt-in; changes the outputs)", dict(fp8=True))
 FP32_CHECK_MAX_TOKENS = 16384  # the bf16-against-float32 context figure is computed up to this size
 ATTENTION_KERNEL_WORDS = ("attention", "attn", "fmha", "flash", "sdpa", "cudnn", "softmax")
 
@@ -682,6 +684,7 @@ def compare_level(
     level["context_cache_mib"] = report.context_cache_mib
     level["null_context"] = report.null_context
     level["compile_error"] = report.compile_error
+    level["fp8"] = report.fp8
     runner.close()
     return level
 
@@ -737,6 +740,8 @@ def compare_markdown(info: dict[str, Any], rows: list[dict[str, Any]], quick: bo
             backend = lv["attention_backend"] + (
                 f" (compile failed: {lv['compile_error']})" if lv["compile_error"] else ""
             )
+            if lv.get("fp8"):
+                backend += f"; FP8 {lv['fp8']}"
             lines.append(
                 f"| {lv['label']} | {lv['forward_ms']:.1f} | {lv['pair_ms']:.1f} | {ref['pair_ms'] / lv['pair_ms']:.2f} | "
                 f"{lv['first_calls_s']:.2f} | {_fmt(lv['peak_gib'], '.2f')} | {backend} | {graphs} | {lv['rel_l2_max']:.1e} |"
@@ -797,6 +802,8 @@ def run_compare(args: argparse.Namespace, device: torch.device) -> int:
             levels.append(COMPILE_LEVEL)
         if args.attention_backend == "auto" and device.type == "cuda":
             levels.append(DEFAULT_BACKEND_LEVEL)  # what the measured backend choice adds, in speed and error
+        if args.fp8:
+            levels.append(FP8_LEVEL)
         print(f"[{index}/{len(cases)}] {case.name}: {case.describe_input}", flush=True)
         rows.append(compare_case(case, device, args.repeats, levels, args.attention_backend))
         if "error" in rows[-1]:
@@ -841,6 +848,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--compile", action="store_true", help="also time torch.compile'd blocks (compiling takes ~1 min)"
+    )
+    parser.add_argument(
+        "--fp8",
+        action="store_true",
+        help="with --compare-reference: also time the opt-in FP8 matrix products and report their drift",
     )
     parser.add_argument(
         "--compile-only",

@@ -22,6 +22,10 @@ the flow model for the sampler's three kinds of calls: `positive` (conditioned),
 * `fused_qk`: the attentions' q/k RMS norms and RoPE run as one Triton kernel with the eager path's
   arithmetic (`trellis2.modules.fused_qk`; CUDA with Triton, not with `compile`), only where a probe
   at the run's start finds it bitwise equal to the eager code on this device;
+* `fp8` (off by default, changes the outputs): the blocks' matrix products in FP8 with row-wise
+  scales (`trellis2.modules.fp8_linear`; CUDA with FP8 tensor cores, not with `compile`), after a
+  probe at the run's start finds `torch._scaled_mm` working at the run's row counts; its drift
+  against the bf16 reference is what the benchmarks report;
 * `compile` (off by default): `torch.compile` of each block; its fused kernels round every
   intermediate to bf16 where eager PyTorch does (inductor's `emulate_precision_casts`), so that
   only the order of reductions and fused multiply-adds differ from the reference.
@@ -40,7 +44,7 @@ from typing import Any
 
 import torch
 
-from ..modules import fused_qk
+from ..modules import fp8_linear, fused_qk
 from ..modules.rope import rotary_cos_sin
 from ..modules.sdpa import SDPA_BACKENDS, AttentionShape, probe_backends, sdpa_backend
 from ..modules.sparse.tensor import SparseTensor
@@ -64,6 +68,7 @@ class FastPathOptions:
     cuda_graphs: bool = True
     native_norm: bool = True
     fused_qk: bool = True
+    fp8: bool = False
     compile: bool = False
 
     def __post_init__(self) -> None:
@@ -109,6 +114,7 @@ class FastPathReport:
     graphs: dict[str, str] = field(default_factory=dict)  # kind -> captured | eager | failed: ...
     compile_error: str | None = None
     fused_qk: str | None = None  # "exact: ..." (the fused kernel ran, and how) or why not; None: off
+    fp8: str | None = None  # "used: ..." (layers, quantizer, bias) or why not; None: off
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -251,6 +257,7 @@ class FlowRunner:
         self._conditions: dict[str, PreparedCondition | torch.Tensor] = {}
         self._graphs: dict[str, _GraphedCall] = {}
         self._stream = torch.cuda.Stream(self.device) if self.cuda and options.cuda_graphs else None
+        self._fp8_layers = self._install_fp8()  # last: from here the model must be handed back (`close`)
 
     # --- set-up --------------------------------------------------------------------------------
     def _check_fused_qk(self) -> bool:
@@ -265,6 +272,25 @@ class FlowRunner:
         exact = f"exact: sums {variant[0]}, RoPE {variant[1]}" if variant else None
         self.report.fused_qk = exact or "differs: eager q/k norms and RoPE"
         return variant is not None
+
+    def _install_fp8(self) -> fp8_linear.Fp8Layers | None:
+        """`fp8`: the blocks' layers run as FP8 products from here to `close`, where a probe allows."""
+        if not self.options.fp8:
+            return None
+        if self.options.compile:
+            self.report.fp8 = "not used: not with compile"
+            return None
+        rows = self.batch * self.tokens  # and twice that for a pair; the zero-token constant is a few rows
+        counts = [1, self.cond.shape[1], rows, 2 * rows]
+        reason, quantize, bias_in_product = fp8_linear.probe(self.device, self.model.dtype, counts)
+        if reason:
+            self.report.fp8 = f"not used: {reason}"
+            return None
+        layers = fp8_linear.Fp8Layers(self.model, quantize, bias_in_product)
+        fused = "Triton" if quantize is fp8_linear.quantize_rows_fused else "PyTorch"
+        bias = "in the product" if bias_in_product else "added after"
+        self.report.fp8 = f"used: {len(layers.swapped)} layers, {fused} quantizer, bias {bias}"
+        return layers
 
     def _choose_backend(self) -> str | None:
         name = self.options.attention_backend
@@ -424,7 +450,10 @@ class FlowRunner:
         )
 
     def close(self) -> None:
-        """Free the cached context, the graphs and their memory pools."""
+        """Free the cached context, the graphs and their memory pools; give the model its own layers back."""
+        if self._fp8_layers is not None:
+            self._fp8_layers.restore()
+            self._fp8_layers = None
         self._graphs.clear()
         self._conditions.clear()
         self._pieces.clear()
