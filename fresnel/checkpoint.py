@@ -91,10 +91,30 @@ def load_fresnel(folder: Path = BUNDLED_DIR, device: torch.device | str = "cpu")
 
 def init_weights_from(model: FresnelNet, folder: Path) -> list[str]:
     """Copy the weights of the checkpoint `folder` into `model`, whose configuration must be the checkpoint's
-    except for the noise input: the noise layers the checkpoint lacks keep their (zero) initial values.
-    Returns the names of those layers' tensors; any other difference is a `FresnelCheckpointError`."""
+    except for additions that start at zero: the noise input, `top_down`, `depth_lifting`, and more residual
+    blocks per 3D level (`decoder_blocks`, each at least the checkpoint's; each added block starts as the
+    identity, its last convolution zero). So the model computes exactly what the checkpoint does until it
+    learns more. Returns the names of the tensors the checkpoint lacks; any other difference is a
+    `FresnelCheckpointError`."""
     base = load_fresnel(folder)
-    if replace(model.config, noise_channels=0, noise_resolution=0) != base.config:
+    ours_config, theirs_config = model.config, base.config
+    grown = ours_config.decoder_blocks
+    kept = (  # every addition of the checkpoint is in the model too
+        all(
+            getattr(ours_config, flag) or not getattr(theirs_config, flag)
+            for flag in ("top_down", "depth_lifting")
+        )
+        and (
+            theirs_config.noise_channels == 0
+            or theirs_config.noise_resolution == ours_config.noise_resolution
+        )
+        and all(n >= b for n, b in zip(grown, theirs_config.decoder_blocks, strict=True))
+    )
+    plain = dict(noise_channels=0, noise_resolution=0, top_down=False, depth_lifting=False)
+    same = replace(ours_config, **plain, decoder_blocks=theirs_config.decoder_blocks) == replace(
+        theirs_config, **plain
+    )
+    if not (kept and same):
         raise FresnelCheckpointError(f"{folder}: its sizes differ from the network's: {base.config}")
     ours, theirs = model.state_dict(), base.state_dict()
     new = sorted(set(ours) - set(theirs))
@@ -105,6 +125,12 @@ def init_weights_from(model: FresnelNet, folder: Path) -> list[str]:
         Path(folder) / WEIGHTS_FILE,
     )
     model.load_state_dict({**ours, **theirs})
+    with torch.no_grad():
+        for level, (count, before) in enumerate(zip(grown, base.config.decoder_blocks, strict=True)):
+            for index in range(before, count):
+                block = model.levels[level][index]
+                block.conv2.weight.zero_()
+                block.conv2.bias.zero_()
     return new
 
 

@@ -23,7 +23,13 @@ class FresnelConfig:
     `noise_channels` and `noise_resolution` (both 0: off, as in the bundled checkpoint) give the network a
     second input, the sparse-structure flow's initial noise of TRELLIS.2 (`fresnel.network.structure_noise`),
     added to the 3D level whose grid is `noise_resolution` voxels a side: a student distilled from TRELLIS.2
-    is given the teacher's noise, so that it learns one answer per seed (`fresnel.distill`)."""
+    is given the teacher's noise, so that it learns one answer per seed (`fresnel.distill`).
+
+    `top_down` and `depth_lifting` (both off in the bundled checkpoint) are two additions to the lifting,
+    each starting at zero so that a network grown from a checkpoint computes what it does
+    (`fresnel.checkpoint.init_weights_from`): `top_down` gives every image level the coarser levels'
+    features (a top-down path), `depth_lifting` lets every image level place its features along each
+    pixel's ray by a predicted distribution over the level's depth cells (`fresnel.network`)."""
 
     image_size: int = 128
     grid: int = 64
@@ -33,6 +39,8 @@ class FresnelConfig:
     groups: int = 8
     noise_channels: int = 0
     noise_resolution: int = 0
+    top_down: bool = False
+    depth_lifting: bool = False
     architecture: str = field(default=ARCHITECTURE)
 
     def __post_init__(self) -> None:

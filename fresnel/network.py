@@ -7,6 +7,13 @@ image's columns and rows, y is depth) plus a learned embedding of its depth — 
 detail stay aligned with the image, and the 3D layers learn depth and the unseen back. A small head on the
 pooled image features predicts the camera's elevation, which the engine uses to stand the object upright.
 
+Two optional additions (`FresnelConfig.top_down`, `depth_lifting`; off in the bundled checkpoint): a top-down
+path gives each image level the features of the coarser ones (upsampled, through a 1x1 convolution), so that
+fine levels see the whole object; and each level's features also predict, per pixel, a distribution over the
+level's depth cells, and a second projection of them is placed along the pixel's ray by it, so that a level
+can put what it sees at a depth instead of along the whole ray. Both enter through convolutions that start at
+zero.
+
 A network configured with a noise input (`FresnelConfig.noise_channels`; off in the bundled checkpoint) also
 takes TRELLIS.2's sparse-structure noise (`structure_noise`), projected by a 1x1x1 convolution and added to
 the 3D level of its size. The projection starts at zero, so a network initialised from a checkpoint without
@@ -103,6 +110,18 @@ class FresnelNet(nn.Module):
         )
         if self.noise_proj is not None:
             nn.init.zeros_(self.noise_proj.weight)
+        self.top_down = (
+            nn.ModuleList(nn.Conv2d(enc[i + 1], enc[i], 1) for i in range(len(enc) - 1))
+            if config.top_down
+            else None
+        )
+        self.depth_logits = self.depth_proj = None
+        if config.depth_lifting:
+            self.depth_logits = nn.ModuleList(nn.Conv2d(enc[-1 - i], size * 2**i, 1) for i in range(len(dec)))
+            self.depth_proj = nn.ModuleList(nn.Conv2d(enc[-1 - i], dec[i], 1) for i in range(len(dec)))
+        for layer in [*(self.top_down or []), *(self.depth_proj or [])]:
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
         self.out_norm = nn.GroupNorm(g, dec[-1])
         self.head = nn.Conv3d(dec[-1], 1 + ATTRIBUTE_CHANNELS, 1)
         self.elevation_head = nn.Sequential(nn.Linear(enc[-1], 128), nn.SiLU(), nn.Linear(128, 1))
@@ -122,10 +141,16 @@ class FresnelNet(nn.Module):
             x = block(x)
             pyramid.append(x)
         elevation = torch.tanh(self.elevation_head(x.mean(dim=(2, 3)))[:, 0]) * (math.pi / 2)
+        if self.top_down is not None:
+            for i in reversed(range(len(pyramid) - 1)):
+                coarser = F.interpolate(pyramid[i + 1], scale_factor=2, mode="nearest")
+                pyramid[i] = pyramid[i] + self.top_down[i](coarser)
         volume = None
         for i, level in enumerate(self.levels):
-            image = self.lift_proj[i](pyramid[-1 - i])
-            lifted = lift(image) + self.depth_embed[i][None, :, None, :, None]
+            features = pyramid[-1 - i]
+            lifted = lift(self.lift_proj[i](features)) + self.depth_embed[i][None, :, None, :, None]
+            if self.depth_proj is not None:
+                lifted = lifted + self.place_along_rays(i, features)
             if volume is None:
                 volume = lifted
             else:
@@ -138,3 +163,12 @@ class FresnelNet(nn.Module):
             volume = level(volume)
         out = self.head(F.silu(self.out_norm(volume)))
         return FresnelOutput(out[:, 0], out[:, 1:], elevation)
+
+    def place_along_rays(self, level: int, features: torch.Tensor) -> torch.Tensor:
+        """`[B, C, W, D, H]`: level `level`'s second projection of the image `features [B, Cin, H, W]`, spread
+        along each pixel's ray by the pixel's predicted depth distribution (times the `D` depth cells, so an
+        even distribution gives the plain lifting's magnitude)."""
+        weights = torch.softmax(self.depth_logits[level](features).float(), dim=1).to(features.dtype)
+        depth = weights.shape[1]
+        along = lift(weights).permute(0, 3, 2, 1, 4)  # [B, 1, W, D, H]
+        return lift(self.depth_proj[level](features)) * (along * depth)

@@ -3,9 +3,13 @@
     python -m tools.train_fresnel --run-dir runs/fresnel --budget-minutes 25 --minutes 9   # first call
     python -m tools.train_fresnel --run-dir runs/fresnel --minutes 9                       # later calls
     python -m tools.train_fresnel --run-dir runs/fresnel --export fresnel/weights/fresnel-base
+    python -m tools.train_fresnel --run-dir runs/grown --init-from fresnel/weights/fresnel-base \
+        --top-down --depth-lifting --decoder-blocks 2 2 2 2 --total-steps 2000 --minutes 9   # grow it
 
 `--budget-minutes` (new runs only) sets the learning-rate schedule's length from the measured speed of this
 machine; `--minutes` bounds this call. The run folder holds `state.pt`, `loss.json` and `loss.png`.
+With `--init-from`, the network's sizes may add to the checkpoint's (`--decoder-blocks`, `--top-down`,
+`--depth-lifting`): the additions start at zero, so step 0 computes what the checkpoint does.
 """
 
 from __future__ import annotations
@@ -72,6 +76,21 @@ def main(argv: list[str] | None = None) -> int:
         default=TrainSettings.depth_shift_voxels,
         help="new run: each object's targets may move this far along the depth axis to fit the prediction",
     )
+    parser.add_argument(
+        "--decoder-blocks",
+        type=int,
+        nargs="+",
+        help="new run: residual blocks per 3D level, coarse to fine (with --init-from, at least the "
+        "checkpoint's: the added blocks start as the identity)",
+    )
+    parser.add_argument(
+        "--top-down", action="store_true", help="new run: a top-down path in the image encoder"
+    )
+    parser.add_argument(
+        "--depth-lifting",
+        action="store_true",
+        help="new run: image features placed along each ray by a predicted depth distribution",
+    )
     parser.add_argument("--tiny", action="store_true", help="the tiny test configuration (CPU smoke runs)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--init-from", type=Path, help="new run: start from this engine checkpoint's weights")
@@ -84,6 +103,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"exported {count / 1e6:.2f} M parameters to {args.export}")
         return 0
     config = TINY_CONFIG if args.tiny else FresnelConfig()
+    if args.decoder_blocks:
+        config = dataclasses.replace(config, decoder_blocks=tuple(args.decoder_blocks))
+    config = dataclasses.replace(config, top_down=args.top_down, depth_lifting=args.depth_lifting)
     settings = TrainSettings(
         batch_size=args.batch_size,
         lr=args.lr,

@@ -9,10 +9,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fresnel.checkpoint import load_fresnel
+from fresnel.checkpoint import FresnelCheckpointError, init_weights_from, load_fresnel, save_fresnel
 from fresnel.config import TINY_CONFIG
 from fresnel.data.batches import make_batch
-from fresnel.network import FresnelOutput, lift
+from fresnel.network import FresnelNet, FresnelOutput, lift
 from fresnel.training import (
     STATE_FILE,
     StepData,
@@ -160,3 +160,43 @@ def test_a_run_with_depth_shifts_logs_them(tmp_path) -> None:
     state = train(tmp_path, TINY_CONFIG, settings, max_steps=2, log=quiet)
     assert all(0.0 <= h["shift"] <= 2.0 for h in state["history"])
     assert train(tmp_path, max_steps=3, log=quiet)["settings"]["depth_shift_voxels"] == 2
+
+
+def test_a_network_grown_by_blocks_and_lifting_paths_starts_as_its_checkpoint(tmp_path):
+    torch.manual_seed(0)
+    base = FresnelNet(TINY_CONFIG).eval()
+    save_fresnel(base, tmp_path / "base", dtype=torch.float32)
+    config = dataclasses.replace(TINY_CONFIG, decoder_blocks=(2, 3), top_down=True, depth_lifting=True)
+    grown = FresnelNet(config).eval()
+    new = init_weights_from(grown, tmp_path / "base")
+    added = ("levels.0.1.", "levels.1.1.", "levels.1.2.", "top_down.", "depth_logits.", "depth_proj.")
+    assert new and all(name.startswith(added) for name in new)
+    images = torch.rand(2, 4, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        before, after = base(images), grown(images)
+    assert torch.allclose(before.occupancy_logits, after.occupancy_logits, atol=1e-6)
+    assert torch.allclose(before.attribute_logits, after.attribute_logits, atol=1e-6)
+    assert grown.levels[1][2].conv1.weight.abs().sum() > 0  # only the last convolution starts at zero
+    shrunk = FresnelNet(dataclasses.replace(TINY_CONFIG, decoder_blocks=(1, 0)))
+    with pytest.raises(FresnelCheckpointError):
+        init_weights_from(shrunk, tmp_path / "base")
+    save_fresnel(grown, tmp_path / "grown", dtype=torch.float32)
+    with pytest.raises(FresnelCheckpointError):  # a model without the checkpoint's additions
+        init_weights_from(FresnelNet(dataclasses.replace(config, top_down=False)), tmp_path / "grown")
+
+
+def test_the_lifting_additions_learn_a_depth_per_pixel():
+    config = dataclasses.replace(TINY_CONFIG, top_down=True, depth_lifting=True)
+    torch.manual_seed(0)
+    model = FresnelNet(config)
+    images = torch.rand(2, 4, 32, 32, generator=torch.Generator().manual_seed(1))
+    model(images).occupancy_logits.square().mean().backward()
+    for name in ("top_down.0.weight", "depth_proj.1.weight"):  # zero at the start, but they learn
+        weight = model.get_parameter(name)
+        assert not weight.any() and weight.grad.abs().sum() > 0
+    with torch.no_grad():
+        model.depth_proj[1].weight.normal_()
+        placed = model.place_along_rays(1, torch.rand(1, config.encoder_channels[0], 16, 16))
+        assert placed.shape == (1, config.decoder_channels[1], 16, 16, 16)
+        # a ray's profile follows the pixel's own distribution, so it varies along depth
+        assert placed[0, 0, 3, :, 5].std() > 0
