@@ -4,21 +4,16 @@ FP8 cannot run. On an FP8 GPU the benchmarks measure its speed and drift."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 from torch import nn
 
+from tests.models.interpreted import run_interpreted
 from tests.random_flows import FLOW, randomize
 from trellis2.models.sparse_structure_flow import SparseStructureFlowModel
 from trellis2.modules import fp8_linear
 from trellis2.samplers import FastPathOptions, FlowRunner
 
-ROOT = Path(__file__).resolve().parents[2]
 E4M3_STEP = 2.0**-3  # relative spacing of e4m3's normal values (3 mantissa bits): errors up to half
 
 
@@ -94,14 +89,4 @@ def test_the_runner_asked_for_fp8_on_the_cpu_says_why_not_and_keeps_the_bits():
     not fp8_linear.fused_available(), reason="Triton is not installed (a dev install has it on Linux)"
 )
 def test_the_fused_quantizer_under_the_interpreter_gives_the_definitions_bits():
-    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(ROOT)}
-    done = subprocess.run(
-        [sys.executable, "-c", "from tests.models.fp8_checks import main; main()"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "fp8 checks passed" in done.stdout
+    run_interpreted("tests.models.fp8_checks", "fp8 checks passed")

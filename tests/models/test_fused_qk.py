@@ -3,37 +3,21 @@ Triton's interpreter (the checks are in `fused_qk_checks.py`; on CUDA the benchm
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
+from tests.models.interpreted import run_interpreted
 from tests.random_flows import FLOW, randomize
 from trellis2.models.sparse_structure_flow import SparseStructureFlowModel
 from trellis2.modules import fused_qk
 from trellis2.samplers import FastPathOptions, FlowRunner
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.skipif(
     not fused_qk.available(), reason="Triton is not installed (a dev install has it on Linux)"
 )
 def test_the_kernel_under_the_interpreter_rounds_as_the_eager_code():
-    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(ROOT)}
-    done = subprocess.run(
-        [sys.executable, "-c", "from tests.models.fused_qk_checks import main; main()"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "fused_qk checks passed" in done.stdout
+    run_interpreted("tests.models.fused_qk_checks", "fused_qk checks passed")
 
 
 def test_on_the_cpu_the_fast_path_keeps_the_eager_code():
