@@ -173,6 +173,19 @@ class Fp8Linear(nn.Module):
         return out.reshape(*x.shape[:-1], out.shape[-1])
 
 
+def block_layers(model: nn.Module) -> list[tuple[nn.Module, str, nn.Linear]]:
+    """`(parent, name, layer)` of the `BLOCK_LAYERS` of every block of `model` that `Fp8Linear` can take."""
+    found = []
+    for block in model.blocks:
+        for path in BLOCK_LAYERS:
+            parent_path, _, name = path.rpartition(".")
+            parent = block.get_submodule(parent_path)
+            layer = getattr(parent, name, None)
+            if fits(layer):
+                found.append((parent, name, layer))
+    return found
+
+
 def fits(linear: nn.Module) -> bool:
     """Whether `linear` is a layer `Fp8Linear` can take (an `nn.Linear` with aligned sizes)."""
     return (
@@ -189,14 +202,9 @@ class Fp8Layers:
     def __init__(self, model: nn.Module, quantize: Quantizer, bias_in_product: bool = True) -> None:
         self.swapped: list[tuple[nn.Module, str, nn.Module]] = []
         try:
-            for block in model.blocks:
-                for path in BLOCK_LAYERS:
-                    parent_path, _, name = path.rpartition(".")
-                    parent = block.get_submodule(parent_path)
-                    layer = getattr(parent, name, None)
-                    if fits(layer):
-                        setattr(parent, name, Fp8Linear(layer, quantize, bias_in_product))
-                        self.swapped.append((parent, name, layer))
+            for parent, name, layer in block_layers(model):
+                setattr(parent, name, Fp8Linear(layer, quantize, bias_in_product))
+                self.swapped.append((parent, name, layer))
         except BaseException:
             self.restore()
             raise
@@ -224,10 +232,13 @@ def fused_quantizer_matches(x: torch.Tensor) -> bool:
     )
 
 
-def probe(device: torch.device, dtype: torch.dtype, rows: list[int]) -> tuple[str | None, Quantizer, bool]:
-    """`(why not, quantizer, bias in the product)` for FP8 products of `rows`-row activations on `device`:
-    the fused quantizer where it gives `quantize_rows`'s bits, the bias inside `torch._scaled_mm` where that
-    runs. `why not` is None when the products run and agree with their dequantized definition."""
+def probe(
+    device: torch.device, dtype: torch.dtype, rows: list[int], widths: list[int]
+) -> tuple[str | None, Quantizer, bool]:
+    """`(why not, quantizer, bias in the product)` for FP8 products of `rows`-row activations of `widths`
+    channels on `device`: the fused quantizer where it gives `quantize_rows`'s bits at every row count and
+    width, the bias inside `torch._scaled_mm` where that runs. `why not` is None when the products run and
+    agree with their dequantized definition."""
     reason = unavailable_reason(device)
     if reason:
         return reason, quantize_rows, False
@@ -236,7 +247,9 @@ def probe(device: torch.device, dtype: torch.dtype, rows: list[int]) -> tuple[st
     with torch.no_grad():
         linear.weight.copy_(torch.randn(256, 256, generator=g, device=device) * 0.05)
     samples = [torch.randn(n, 256, generator=g, device=device).to(dtype) * 3 for n in sorted(set(rows))]
-    quantize = quantize_rows_fused if all(fused_quantizer_matches(x) for x in samples) else quantize_rows
+    wide = [torch.randn(min(rows), w, generator=g, device=device).to(dtype) for w in sorted(set(widths))]
+    fused = all(fused_quantizer_matches(x) for x in samples + wide)
+    quantize = quantize_rows_fused if fused else quantize_rows
     bias_in_product = True
     w, w_scale = quantize_rows(linear.weight.detach())
     try:

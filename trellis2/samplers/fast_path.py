@@ -282,7 +282,8 @@ class FlowRunner:
             return None
         rows = self.batch * self.tokens  # and twice that for a pair; the zero-token constant is a few rows
         counts = [1, self.cond.shape[1], rows, 2 * rows]
-        reason, quantize, bias_in_product = fp8_linear.probe(self.device, self.model.dtype, counts)
+        widths = [layer.in_features for _, _, layer in fp8_linear.block_layers(self.model)]
+        reason, quantize, bias_in_product = fp8_linear.probe(self.device, self.model.dtype, counts, widths)
         if reason:
             self.report.fp8 = f"not used: {reason}"
             return None
