@@ -22,7 +22,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -33,6 +33,7 @@ from PIL import Image, ImageDraw
 from .checkpoint import init_weights_from, save_fresnel
 from .config import FresnelConfig
 from .data.batches import Batch, make_batch
+from .data.scenes import MAX_PARTS, TRAIN_RULES, SceneRules
 from .network import FresnelNet, FresnelOutput
 
 STATE_FILE = "state.pt"
@@ -55,6 +56,7 @@ class TrainSettings:
     data_chunk: int = 4  # batches of objects made per data call
     mirror_reuse: bool = True  # train on every chunk a second time, mirrored
     depth_shift_voxels: int = 0  # each object's targets may move this far along the depth axis (`loss_terms`)
+    max_parts: int = TRAIN_RULES.max_parts  # parts per object, up to (`training_rules`)
 
 
 @dataclass
@@ -262,6 +264,13 @@ class StepSource(Protocol):
 SourceFactory = Callable[[FresnelConfig, TrainSettings, torch.device, dict], StepSource]
 
 
+def training_rules(settings: TrainSettings) -> SceneRules:
+    """The composition rules a run trains on: `TRAIN_RULES` with the run's largest number of parts."""
+    if not TRAIN_RULES.min_parts <= settings.max_parts <= MAX_PARTS:
+        raise ValueError(f"max_parts must lie in {TRAIN_RULES.min_parts}..{MAX_PARTS}")
+    return replace(TRAIN_RULES, max_parts=settings.max_parts)
+
+
 class ProceduralSteps:
     """Chunks of procedural objects (`fresnel.data`), each batch seen as rendered and then mirrored. Resumes
     at any step: the saved state is the generator's state at the start of the current chunk and the position
@@ -292,6 +301,7 @@ class ProceduralSteps:
                         self.generator,
                         grid=self.config.grid,
                         image_size=self.config.image_size,
+                        rules=training_rules(settings),
                         device=self.device,
                         render_steps=settings.render_steps,
                         render_resolution=settings.render_resolution,

@@ -77,6 +77,12 @@ def main(argv: list[str] | None = None) -> int:
         help="new run: each object's targets may move this far along the depth axis to fit the prediction",
     )
     parser.add_argument(
+        "--max-parts",
+        type=int,
+        default=TrainSettings.max_parts,
+        help="new run: the largest number of parts of a training object (the training rules' other fields stay)",
+    )
+    parser.add_argument(
         "--decoder-blocks",
         type=int,
         nargs="+",
@@ -113,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         warmup_steps=args.warmup_steps,
         data_chunk=args.data_chunk,
         depth_shift_voxels=args.depth_shift_voxels,
+        max_parts=args.max_parts,
     )
     if args.tiny:
         settings = dataclasses.replace(

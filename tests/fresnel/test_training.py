@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from fresnel.checkpoint import FresnelCheckpointError, init_weights_from, load_fresnel, save_fresnel
 from fresnel.config import TINY_CONFIG
 from fresnel.data.batches import make_batch
+from fresnel.data.scenes import EVAL_RULES, TRAIN_RULES, sample_scenes
 from fresnel.network import FresnelNet, FresnelOutput, lift
 from fresnel.training import (
     STATE_FILE,
@@ -21,6 +22,7 @@ from fresnel.training import (
     loss_terms,
     shift_depth,
     train,
+    training_rules,
 )
 
 SETTINGS = TrainSettings(
@@ -200,3 +202,13 @@ def test_the_lifting_additions_learn_a_depth_per_pixel():
         assert placed.shape == (1, config.decoder_channels[1], 16, 16, 16)
         # a ray's profile follows the pixel's own distribution, so it varies along depth
         assert placed[0, 0, 3, :, 5].std() > 0
+
+
+def test_a_run_may_train_on_objects_of_more_parts():
+    wide = training_rules(dataclasses.replace(SETTINGS, max_parts=7))
+    assert wide != EVAL_RULES and wide.family_weights == TRAIN_RULES.family_weights  # still the training mix
+    counts = sample_scenes(64, torch.Generator().manual_seed(0), wide).active.sum(1)
+    assert int(counts.max()) > TRAIN_RULES.max_parts
+    assert training_rules(SETTINGS) == TRAIN_RULES
+    with pytest.raises(ValueError):
+        training_rules(dataclasses.replace(SETTINGS, max_parts=8))
