@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import re
 import tempfile
-from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -97,24 +96,7 @@ def init_weights_from(model: FresnelNet, folder: Path) -> list[str]:
     learns more. Returns the names of the tensors the checkpoint lacks; any other difference is a
     `FresnelCheckpointError`."""
     base = load_fresnel(folder)
-    ours_config, theirs_config = model.config, base.config
-    grown = ours_config.decoder_blocks
-    kept = (  # every addition of the checkpoint is in the model too
-        all(
-            getattr(ours_config, flag) or not getattr(theirs_config, flag)
-            for flag in ("top_down", "depth_lifting")
-        )
-        and (
-            theirs_config.noise_channels == 0
-            or theirs_config.noise_resolution == ours_config.noise_resolution
-        )
-        and all(n >= b for n, b in zip(grown, theirs_config.decoder_blocks, strict=True))
-    )
-    plain = dict(noise_channels=0, noise_resolution=0, top_down=False, depth_lifting=False)
-    same = replace(ours_config, **plain, decoder_blocks=theirs_config.decoder_blocks) == replace(
-        theirs_config, **plain
-    )
-    if not (kept and same):
+    if not model.config.grows(base.config):
         raise FresnelCheckpointError(f"{folder}: its sizes differ from the network's: {base.config}")
     ours, theirs = model.state_dict(), base.state_dict()
     new = sorted(set(ours) - set(theirs))
@@ -126,7 +108,8 @@ def init_weights_from(model: FresnelNet, folder: Path) -> list[str]:
     )
     model.load_state_dict({**ours, **theirs})
     with torch.no_grad():
-        for level, (count, before) in enumerate(zip(grown, base.config.decoder_blocks, strict=True)):
+        blocks = zip(model.config.decoder_blocks, base.config.decoder_blocks, strict=True)
+        for level, (count, before) in enumerate(blocks):
             for index in range(before, count):
                 block = model.levels[level][index]
                 block.conv2.weight.zero_()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 CONFIG_FILE = "config.json"
@@ -75,6 +75,20 @@ class FresnelConfig:
     def noise_level(self) -> int | None:
         """The 3D level that takes the noise input (None without one)."""
         return self.level_sizes.index(self.noise_resolution) if self.noise_resolution else None
+
+    def grows(self, base: FresnelConfig) -> bool:
+        """Whether this configuration is `base` plus only additions that can start at zero
+        (`fresnel.checkpoint.init_weights_from`): the same sizes, at least `base`'s residual blocks per level,
+        and every lifting addition and noise input that `base` has."""
+        plain = dict(noise_channels=0, noise_resolution=0, top_down=False, depth_lifting=False)
+        same = replace(self, **plain, decoder_blocks=base.decoder_blocks) == replace(base, **plain)
+        blocks = all(n >= b for n, b in zip(self.decoder_blocks, base.decoder_blocks, strict=True))
+        lifting = (self.top_down or not base.top_down) and (self.depth_lifting or not base.depth_lifting)
+        noise = base.noise_channels == 0 or (self.noise_channels, self.noise_resolution) == (
+            base.noise_channels,
+            base.noise_resolution,
+        )
+        return same and blocks and lifting and noise
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2) + "\n"
