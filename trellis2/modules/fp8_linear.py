@@ -144,10 +144,20 @@ def scaled_product(
         return torch._scaled_mm(
             q, weight.t(), scale_a=scale, scale_b=weight_scale, bias=bias, out_dtype=out_dtype
         )
+    return dequantized_product(q, scale, weight, weight_scale, bias).to(out_dtype)
+
+
+def dequantized_product(
+    q: torch.Tensor,
+    scale: torch.Tensor,
+    weight: torch.Tensor,
+    weight_scale: torch.Tensor,
+    bias: torch.Tensor | None,
+) -> torch.Tensor:
+    """`scaled_product`'s definition in float32 (scales `[M, 1]` and `[1, N]`): what the probe holds
+    `torch._scaled_mm` to, and what the CPU runs."""
     out = (q.float() * scale) @ (weight.float() * weight_scale.reshape(-1, 1)).t()
-    if bias is not None:
-        out = out + bias.float()
-    return out.to(out_dtype)
+    return out if bias is None else out + bias.float()
 
 
 class Fp8Linear(nn.Module):
@@ -254,8 +264,7 @@ def probe(
     w, w_scale = quantize_rows(linear.weight.detach())
     try:
         for x in samples:
-            q, scale = quantize_rows(x)
-            want = (q.float() * scale) @ (w.float() * w_scale).t() + linear.bias.float()
+            want = dequantized_product(*quantize_rows(x), w, w_scale.reshape(1, -1), linear.bias)
             try:
                 got = Fp8Linear(linear, quantize, bias_in_product)(x)
             except RuntimeError:
